@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Printed at the end of `make run`: where everything is.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cat <<TXT
+
+mailctl is running. Stop it with: make down
+
+  REST API (OpenAPI docs)   http://127.0.0.1:${COMMANDS_PORT:-8080}/docs
+  commands health           http://127.0.0.1:${COMMANDS_PORT:-8080}/health
+  dispatcher health         http://127.0.0.1:${DISPATCHER_HEALTH_PORT:-8081}/health
+  delivery worker health    http://127.0.0.1:${DELIVERY_HEALTH_PORT:-8082}/health
+  projections health        http://127.0.0.1:${PROJECTIONS_HEALTH_PORT:-8083}/health
+  SMTP sink (SMTP)          ${SMTP_HOST:-127.0.0.1}:${SMTP_PORT}
+  SMTP sink (received mail) http://127.0.0.1:${SMTP_SINK_HTTP_PORT}/messages
+  Kafka                     ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
+  Postgres                  ${DATABASE_URL:-postgresql://mailctl:mailctl@127.0.0.1:$PG_PORT/mailctl}
+  logs                      $LOG_DIR/
+TXT
