@@ -31,9 +31,9 @@ elapsed_since() {
 # wait_until TIMEOUT_SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s until it succeeds.
 wait_until() {
   local timeout=$1 what=$2; shift 2
-  local deadline=$(( $(date +%s) + timeout ))
+  local deadline=$(( $(now_ms) + timeout * 1000 ))
   until "$@" >/dev/null 2>&1; do
-    if (( $(date +%s) >= deadline )); then
+    if (( $(now_ms) >= deadline )); then
       log "timed out after ${timeout}s waiting for $what"
       return 1
     fi
@@ -57,4 +57,26 @@ stop_pidfile() {
   kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
   rm -f "$pidfile"
   log "$name: stopped"
+}
+
+# http_ok URL: true when a GET of URL (plain http://host:port/path) answers 200 within 5 s.
+# Pure bash, so the scripts need neither curl nor the venv to check a health endpoint.
+http_ok() {
+  local rest=${1#http://} hostport path
+  hostport=${rest%%/*}
+  path=${rest#"$hostport"}; path=/${path#/}
+  (
+    exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}" || exit 1
+    printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$hostport" >&3
+    read -r -t 5 _ code _ <&3 && [[ $code == 200 ]]
+  ) 2>/dev/null
+}
+
+# start_detached PIDFILE LOGFILE CMD...: runs CMD in the background in its own session (so the
+# terminal's Ctrl-C or the end of the calling shell does not reach it), appending its output to
+# LOGFILE, and writes its pid to PIDFILE.
+start_detached() {
+  local pidfile=$1 logfile=$2; shift 2
+  setsid "$@" >>"$logfile" 2>&1 </dev/null &
+  echo $! >"$pidfile"
 }

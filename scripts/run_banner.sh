@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Printed at the end of `make run`: where everything is.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# The dev account's key: created once, kept in .state/dev-api-key, the same on every run.
+key=$("${PYTHON:-$ROOT_DIR/.venv/bin/python}" -m services.commands.apikeys dev-key --account dev)
 cat <<TXT
 
 mailctl is running. Stop it with: make down
@@ -15,4 +17,8 @@ mailctl is running. Stop it with: make down
   Kafka                     ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
   Postgres                  ${DATABASE_URL:-postgresql://mailctl:mailctl@127.0.0.1:$PG_PORT/mailctl}
   logs                      $LOG_DIR/
+
+  dev API key (account "dev"):
+    $key
+  try: curl -H "Authorization: Bearer $key" http://127.0.0.1:${COMMANDS_PORT:-8080}/v1/whoami
 TXT

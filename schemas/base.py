@@ -1,0 +1,75 @@
+"""Base models shared by every command, event and record on the log.
+
+Every serialized record is a frozen pydantic model with ``extra="forbid"`` and a literal ``type``
+field that never changes once published. Events carry the full envelope; commands carry their id
+(the idempotency key, which becomes the events' causation id) and the message they address.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "MAX_CHUNK",
+    "Actor",
+    "CommandBase",
+    "EventBase",
+    "Record",
+]
+
+#: The largest number of recipients one command or one event may carry. Audiences of millions
+#: arrive as many chunks; a chunk of this size is a few hundred kilobytes of JSON, which stays well
+#: below Kafka's default 1 MB record limit for ordinary contact ids and addresses.
+MAX_CHUNK = 10_000
+
+
+class Record(BaseModel):
+    """A frozen, strict record: unknown fields are rejected, instances never change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Actor(Record):
+    """Who caused a command or event: an account's user, or one of the system's services."""
+
+    kind: Literal["user", "service"]
+    account_id: str = Field(min_length=1, max_length=200)
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    service: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _who(self) -> Actor:
+        if self.kind == "user" and (self.user_id is None or self.service is not None):
+            raise ValueError("a user actor names a user_id and no service")
+        if self.kind == "service" and (self.service is None or self.user_id is not None):
+            raise ValueError("a service actor names a service and no user_id")
+        return self
+
+
+class EventBase(Record):
+    """The envelope every event carries.
+
+    ``message_id`` is also the Kafka key, so every event of one message lands in one partition
+    and is totally ordered there; ``sequence`` numbers a message's events 1, 2, 3 ... and is
+    assigned by the core from the state it decided against (one writer per message).
+    """
+
+    schema_version: int
+    event_id: UUID
+    message_id: UUID
+    sequence: int = Field(ge=1)
+    occurred_at: AwareDatetime
+    correlation_id: UUID
+    causation_id: UUID
+    actor: Actor
+
+
+class CommandBase(Record):
+    """What every command carries: its own id (the idempotency key) and the message it targets."""
+
+    schema_version: int
+    command_id: UUID
+    message_id: UUID

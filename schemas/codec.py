@@ -1,0 +1,104 @@
+"""One decoder for every command and event, with upcasting of old versions.
+
+Old records are rewritten on the raw dict, before validation, by a chain of upcasters registered
+per ``(type, schema_version)``; each produces the next version. So a version-1 ``DraftCreated``
+written years ago validates as today's version 2, and the models only ever describe the current
+shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+from pydantic import TypeAdapter
+from pydantic_core import from_json
+
+from schemas.commands import Command
+from schemas.events import Event
+
+__all__ = [
+    "UPCASTERS",
+    "UnknownRecordVersionError",
+    "decode_command",
+    "decode_event",
+    "encode",
+    "upcast",
+]
+
+RawRecord: TypeAlias = dict[str, Any]
+Upcaster: TypeAlias = Callable[[RawRecord], RawRecord]
+
+
+class UnknownRecordVersionError(ValueError):
+    """Raised when a raw record has no ``type`` or no integer ``schema_version``."""
+
+
+def _draft_created_v1_to_v2(raw: RawRecord) -> RawRecord:
+    """v1 kept content flat (name, from_address, subject, body) and the mode as ``delivery_mode``.
+
+    v2 nests them as ``content`` and ``plan``; plan settings v1 did not have take their defaults.
+    """
+    out = {
+        k: v
+        for k, v in raw.items()
+        if k not in {"name", "from_address", "subject", "body", "delivery_mode"}
+    }
+    out["content"] = {
+        "name": raw["name"],
+        "from_address": raw["from_address"],
+        "subject": raw["subject"],
+        "body": raw["body"],
+    }
+    out["plan"] = {"mode": raw.get("delivery_mode", "fixed")}
+    out["schema_version"] = 2
+    return out
+
+
+#: ``(type, version) -> function`` returning the record at ``version + 1``.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("DraftCreated", 1): _draft_created_v1_to_v2,
+}
+
+_EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
+_COMMANDS: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def _raw(record: bytes | str | Mapping[str, Any]) -> RawRecord:
+    if isinstance(record, bytes | str):
+        parsed = from_json(record)
+        if not isinstance(parsed, dict):
+            raise UnknownRecordVersionError("a record is a JSON object")
+        return parsed
+    return dict(record)
+
+
+def upcast(raw: RawRecord) -> RawRecord:
+    """Apply registered upcasters until the record is at a version no upcaster starts from."""
+    kind = raw.get("type")
+    version = raw.get("schema_version")
+    if not isinstance(kind, str) or not isinstance(version, int) or isinstance(version, bool):
+        raise UnknownRecordVersionError("a record needs a string type and an int schema_version")
+    while (step := UPCASTERS.get((kind, version))) is not None:
+        raw = step(raw)
+        version = raw["schema_version"]
+    return raw
+
+
+def decode_event(record: bytes | str | Mapping[str, Any]) -> Event:
+    """Decode any event, of any version still readable, into today's model.
+
+    Raises ``pydantic.ValidationError`` (or :class:`UnknownRecordVersionError`) for bad input;
+    the shell sends such records to the dead-letter topic.
+    """
+    return _EVENTS.validate_python(upcast(_raw(record)))
+
+
+def decode_command(record: bytes | str | Mapping[str, Any]) -> Command:
+    """Decode any command into its model (same upcasting rules as events)."""
+    return _COMMANDS.validate_python(upcast(_raw(record)))
+
+
+def encode(record: Event | Command) -> bytes:
+    """Serialize a command or event as JSON bytes (the Kafka value)."""
+    return record.model_dump_json().encode()

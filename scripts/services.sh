@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The service processes: start | stop | status.
+# start: launches commands, dispatcher, delivery and projections in the background with
+# $PYTHON (default .venv/bin/python), pidfiles in $RUN_DIR, logs in $LOG_DIR/<name>.log, and waits
+# until each /health answers 200 (which needs Kafka, Postgres and the SMTP sink: scripts/up.sh).
+# A running, healthy process is reused. The SMTP sink has its own script (scripts/smtp_sink.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PYTHON="${PYTHON:-$ROOT_DIR/.venv/bin/python}"
+COMMANDS_PORT="${COMMANDS_PORT:-8080}"
+DISPATCHER_HEALTH_PORT="${DISPATCHER_HEALTH_PORT:-8081}"
+DELIVERY_HEALTH_PORT="${DELIVERY_HEALTH_PORT:-8082}"
+PROJECTIONS_HEALTH_PORT="${PROJECTIONS_HEALTH_PORT:-8083}"
+HEALTH_TIMEOUT="${SERVICES_HEALTH_TIMEOUT:-90}"
+
+# name|python module|port; start order (all start at once, then each is waited for).
+SERVICES=(
+  "projections|services.projections|$PROJECTIONS_HEALTH_PORT"
+  "commands|services.commands|$COMMANDS_PORT"
+  "dispatcher|services.dispatcher|$DISPATCHER_HEALTH_PORT"
+  "delivery|services.dispatcher.delivery|$DELIVERY_HEALTH_PORT"
+)
+
+pidfile() { echo "$RUN_DIR/$1.pid"; }
+health_url() { echo "http://127.0.0.1:$1/health"; }
+
+launch() {
+  local name=$1 module=$2 port=$3
+  if pid_alive "$(pidfile "$name")"; then
+    return 0  # running: its health is checked with the others below
+  fi
+  port_open 127.0.0.1 "$port" && die "$name: port $port is taken by another process"
+  (
+    cd "$ROOT_DIR" || exit 1
+    export PYTHONPATH="$ROOT_DIR${PYTHONPATH:+:$PYTHONPATH}"
+    export COMMANDS_PORT DISPATCHER_HEALTH_PORT DELIVERY_HEALTH_PORT PROJECTIONS_HEALTH_PORT
+    # The servers the scripts started, unless the environment names others (external mode).
+    export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+    export DATABASE_URL="${DATABASE_URL:-postgresql://mailctl:mailctl@127.0.0.1:$PG_PORT/mailctl}"
+    export SMTP_HOST="${SMTP_HOST:-127.0.0.1}" SMTP_PORT
+    export SMTP_SINK_URL="${SMTP_SINK_URL:-http://127.0.0.1:$SMTP_SINK_HTTP_PORT}"
+    start_detached "$(pidfile "$name")" "$LOG_DIR/$name.log" "$PYTHON" -m "$module"
+  )
+  log "$name: started (pid $(cat "$(pidfile "$name")"), log $LOG_DIR/$name.log)"
+}
+
+start() {
+  local t0 entry name module port failed=0
+  t0=$(now_ms)
+  [[ -x $PYTHON ]] || die "no Python at $PYTHON (run scripts/venv.sh or set PYTHON)"
+  for entry in "${SERVICES[@]}"; do
+    IFS='|' read -r name module port <<<"$entry"
+    launch "$name" "$module" "$port"
+  done
+  for entry in "${SERVICES[@]}"; do
+    IFS='|' read -r name module port <<<"$entry"
+    if wait_until "$HEALTH_TIMEOUT" "$name health" http_ok "$(health_url "$port")"; then
+      log "$name: healthy at $(health_url "$port")"
+    elif ! pid_alive "$(pidfile "$name")"; then
+      log "$name: exited; last lines of $LOG_DIR/$name.log:"; tail -n 10 "$LOG_DIR/$name.log" >&2
+      failed=1
+    else
+      log "$name: running but not healthy: $(health_url "$port") (log $LOG_DIR/$name.log)"
+      failed=1
+    fi
+  done
+  (( failed == 0 )) || die "some services are not healthy"
+  log "services ready in $(elapsed_since "$t0")"
+}
+
+stop() {
+  local entry name module port
+  for entry in "${SERVICES[@]}"; do
+    IFS='|' read -r name module port <<<"$entry"
+    stop_pidfile "$name" "$(pidfile "$name")"
+  done
+}
+
+status() {
+  local entry name module port rc=0
+  for entry in "${SERVICES[@]}"; do
+    IFS='|' read -r name module port <<<"$entry"
+    if ! pid_alive "$(pidfile "$name")"; then
+      log "$name: not running"; rc=1
+    elif http_ok "$(health_url "$port")"; then
+      log "$name: healthy (pid $(cat "$(pidfile "$name")")) $(health_url "$port")"
+    else
+      log "$name: running (pid $(cat "$(pidfile "$name")")) but not healthy $(health_url "$port")"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,56 @@
+"""Process settings, read from the environment (pydantic-settings).
+
+The variable names are the ones the scripts and tests use (DATABASE_URL, SMTP_HOST, ...); the
+defaults are the project's own loopback ports from scripts/lib.sh, so a process started on a
+developer machine finds the servers that `make up` started without any configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Every setting a service process reads. Field names map to upper-case env names."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # The servers.
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 10025
+    smtp_sink_url: str = "http://127.0.0.1:18025"
+
+    # Where the service processes listen. Loopback by default: nothing is exposed to the network
+    # unless asked (docker-compose sets 0.0.0.0 inside its containers).
+    bind_host: str = "127.0.0.1"
+    commands_port: int = 8080
+    dispatcher_health_port: int = 8081
+    delivery_health_port: int = 8082
+    projections_health_port: int = 8083
+
+    # The SMTP sink (development and tests only).
+    smtp_sink_http_port: int = 18025
+    smtp_sink_db: Path = REPO_ROOT / ".state" / "smtp_sink" / "sink.sqlite3"
+    # Comma-separated fnmatch patterns of recipient addresses the sink refuses at RCPT TO.
+    smtp_sink_fail_permanent: str = "*@fail-permanent.test"
+    smtp_sink_fail_transient: str = "*@fail-transient.test"
+
+    # Where `make run` keeps the development API key it prints (services.commands.apikeys).
+    dev_api_key_file: Path = REPO_ROOT / ".state" / "dev-api-key"
+
+    # Logging and health.
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    health_check_timeout: float = 3.0
+
+
+def split_patterns(value: str) -> tuple[str, ...]:
+    """Turn a comma-separated setting into its non-empty, stripped parts."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())

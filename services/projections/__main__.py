@@ -1,0 +1,11 @@
+"""`python -m services.projections`"""
+
+import asyncio
+
+from services.common.logs import configure_logging
+from services.common.settings import Settings
+from services.projections.service import SERVICE, serve
+
+settings = Settings()
+configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
+asyncio.run(serve(settings))

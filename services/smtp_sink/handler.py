@@ -1,0 +1,71 @@
+"""The SMTP side of the sink: an aiosmtpd handler that records every accepted mail, and refuses
+the recipients its failure rules name, so the delivery worker's tests can meet both kinds of
+refusal from a real SMTP conversation.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+import structlog
+
+from services.smtp_sink.store import SinkStore
+
+log = structlog.get_logger(__name__)
+
+PERMANENT_REPLY = "550 5.1.1 <{rcpt}>: mailbox unavailable (sink rule: permanent failure)"
+TRANSIENT_REPLY = "451 4.3.0 <{rcpt}>: try again later (sink rule: transient failure)"
+
+
+class SinkHandler:
+    """aiosmtpd handler: hooks are looked up by name (handle_RCPT, handle_DATA)."""
+
+    def __init__(
+        self,
+        store: SinkStore,
+        *,
+        fail_permanent: tuple[str, ...] = (),
+        fail_transient: tuple[str, ...] = (),
+    ) -> None:
+        self.store = store
+        self.fail_permanent = tuple(p.lower() for p in fail_permanent)
+        self.fail_transient = tuple(p.lower() for p in fail_transient)
+
+    def refusal_for(self, rcpt: str) -> str | None:
+        """The SMTP reply refusing `rcpt`, or None when the sink accepts it."""
+        address = rcpt.lower()
+        if any(fnmatchcase(address, p) for p in self.fail_permanent):
+            return PERMANENT_REPLY.format(rcpt=rcpt)
+        if any(fnmatchcase(address, p) for p in self.fail_transient):
+            return TRANSIENT_REPLY.format(rcpt=rcpt)
+        return None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        reply = self.refusal_for(address)
+        if reply is not None:
+            self.store.record_refusal(
+                mail_from=envelope.mail_from, rcpt=address, code=int(reply[:3]), reply=reply
+            )
+            log.info("recipient refused", rcpt=address, code=int(reply[:3]))
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", errors="surrogateescape")
+        peer = session.peer
+        # Committed before the 250 goes out: an accepted mail is never missing from the record.
+        row = self.store.record(
+            peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None,
+            mail_from=envelope.mail_from or "",
+            rcpts=list(envelope.rcpt_tos),
+            raw=raw,
+        )
+        log.debug("mail recorded", row=row, rcpts=len(envelope.rcpt_tos))
+        return f"250 2.0.0 Ok: recorded as {row}"

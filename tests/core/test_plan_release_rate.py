@@ -1,0 +1,52 @@
+"""Release rate: at most R recipients per second of clock, so a pause takes effect in one tick."""
+
+from datetime import timedelta
+
+from schemas import DeliveryPlan, PauseMessage, ScheduleMessage
+
+from .dsl import T0, Sim, cmd, contact
+
+
+def sim_with(rate: int, n: int = 100) -> Sim:
+    sim = Sim(DeliveryPlan(release_rate=rate), [contact(f"c{i}") for i in range(n)])
+    sim.do(cmd(ScheduleMessage, send_at=T0))
+    return sim
+
+
+def test_a_tick_releases_at_most_r_per_second_since_the_last_release() -> None:
+    sim = sim_with(rate=20)
+    assert len([e for e in sim.tick(T0) if e.type == "RecipientsReleased"]) == 1
+    assert len(sim.released) == 20  # the first tick after the start has one second's budget
+    sim.tick(T0 + timedelta(milliseconds=250))
+    assert len(sim.released) == 25
+    sim.tick(T0 + timedelta(milliseconds=500))
+    assert len(sim.released) == 30
+
+
+def test_a_long_gap_between_ticks_does_not_burst_beyond_one_second_of_budget() -> None:
+    sim = sim_with(rate=20)
+    sim.tick(T0)
+    sim.tick(T0 + timedelta(minutes=10))
+    assert len(sim.released) == 40
+
+
+def test_a_tick_at_the_same_instant_releases_nothing_more() -> None:
+    sim = sim_with(rate=20)
+    sim.tick(T0)
+    sim.tick(T0)
+    assert len(sim.released) == 20
+
+
+def test_slow_ticks_accumulate_budget_so_sending_never_stalls() -> None:
+    sim = sim_with(rate=1000, n=3)
+    sim.tick(T0 + timedelta(microseconds=0))
+    assert len(sim.released) == 3
+
+
+def test_a_pause_stops_releases_within_one_tick() -> None:
+    sim = sim_with(rate=10)
+    sim.tick(T0)
+    slipped_before_pause = len(sim.released)
+    sim.do(cmd(PauseMessage), now=T0 + timedelta(milliseconds=100))
+    sim.run(until=T0 + timedelta(seconds=60))
+    assert len(sim.released) == slipped_before_pause == 10
