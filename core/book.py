@@ -122,6 +122,7 @@ class RecipientBook:
         "entries",
         "excluded_addresses",
         "excluded_ids",
+        "more_by_address",
         "queues",
         "reasons",
         "released_addresses",
@@ -131,7 +132,10 @@ class RecipientBook:
         self.entries: dict[str, Entry] = {}
         self.reasons: dict[str, str] = {}
         self.queues: dict[str, ZoneQueue] = {}
-        self.by_address: dict[str, list[str]] = {}
+        # Normalized address -> first contact id holding it; further holders (rare) in the second
+        # dict, so a million unique addresses cost a million strings, not a million lists.
+        self.by_address: dict[str, str] = {}
+        self.more_by_address: dict[str, list[str]] = {}
         self.released_addresses: set[str] = set()
         self.excluded_ids: set[str] = set()
         self.excluded_addresses: set[str] = set()
@@ -192,31 +196,62 @@ class RecipientBook:
         """
         entries = self.entries
         counts = self.counts
-        by_address = self.by_address
+        excluded_ids = self.excluded_ids
+        excluded_addresses = self.excluded_addresses
+        queue: ZoneQueue | None = None
+        added = 0
         for contact in contacts:
             cid = contact.contact_id
             old = entries.get(cid)
             if old is not None and old.status is not REMOVED:
                 continue
-            address = normalize_address(contact.email)
+            # Contact emails are stored stripped, so lower() is normalize_address() here.
+            address = contact.email.lower()
             if old is None:
-                by_address.setdefault(address, []).append(cid)
+                self._index_address(address, cid)
             else:
                 counts[REMOVED] -= 1
                 if old.address != address:
-                    by_address[old.address].remove(cid)
-                    by_address.setdefault(address, []).append(cid)
-            if cid in self.excluded_ids or address in self.excluded_addresses:
+                    self._unindex_address(old.address, cid)
+                    self._index_address(address, cid)
+            if cid in excluded_ids or address in excluded_addresses:
                 entry = Entry(contact, address, None)
                 entry.status = EXCLUDED
                 counts[EXCLUDED] += 1
             else:
-                queue = self._queue(contact.time_zone or "", due_for)
+                key = contact.time_zone or ""
+                if queue is None or queue.key != key:
+                    queue = self._queue(key, due_for)
                 entry = Entry(contact, address, queue)
                 queue.items.append(entry)
                 queue.pending += 1
-                counts[PENDING] += 1
+                added += 1
             entries[cid] = entry
+        counts[PENDING] += added
+        # Per-queue pending counts were kept above; nothing else depends on the audience size.
+
+    def _index_address(self, address: str, cid: str) -> None:
+        """Remember who holds ``address`` (one id in the common case, a list on collisions)."""
+        first = self.by_address.setdefault(address, cid)
+        if first != cid:
+            self.more_by_address.setdefault(address, []).append(cid)
+
+    def _unindex_address(self, address: str, cid: str) -> None:
+        if self.by_address.get(address) == cid:
+            others = self.more_by_address.get(address)
+            if others:
+                self.by_address[address] = others.pop(0)
+            else:
+                del self.by_address[address]
+        elif address in self.more_by_address:
+            self.more_by_address[address].remove(cid)
+
+    def holders_of(self, address: str) -> list[str]:
+        """Contact ids whose normalized address is ``address``."""
+        first = self.by_address.get(address)
+        if first is None:
+            return []
+        return [first, *self.more_by_address.get(address, ())]
 
     def _leave_pending(self, ids: Iterable[str], new: RecipientStatus) -> list[str]:
         """Pending contacts among ``ids`` move to ``new``; returns those that moved."""
@@ -250,7 +285,7 @@ class RecipientBook:
         self.excluded_ids.update(ids)
         self.excluded_addresses.update(normalized)
         for address in normalized:
-            ids.extend(self.by_address.get(address, ()))
+            ids.extend(self.holders_of(address))
         self._leave_pending(ids, EXCLUDED)
 
     def release(self, contact_ids: Iterable[str]) -> int:
@@ -329,7 +364,7 @@ class RecipientBook:
                 }
                 for key, q in self.queues.items()
             },
-            "by_address": {a: list(ids) for a, ids in self.by_address.items()},
+            "by_address": {a: self.holders_of(a) for a in self.by_address},
             "released_addresses": sorted(self.released_addresses),
             "excluded_ids": sorted(self.excluded_ids),
             "excluded_addresses": sorted(self.excluded_addresses),

@@ -331,17 +331,23 @@ class Run:
         return worker
 
     async def wait_until(
-        self, condition: Callable[[], bool], within: float, what: str, *alive: Worker
+        self,
+        condition: Callable[[], bool],
+        within: float,
+        what: str,
+        *alive: Worker,
+        progress: Callable[[], str] = lambda: "",
     ) -> float:
         """Poll ``condition`` until it holds; fail early if a worker that should be running
-        died, and with the workers' logs at the deadline. Returns when it held."""
+        died, and with ``progress()`` and the workers' logs at the deadline. Returns when it
+        held."""
         deadline = time.monotonic() + within
         while not condition():
             for worker in alive:
                 if worker.exited:
                     pytest.fail(f"{worker.name} exited while waiting for {what}\n{self.tails()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"no {what} within {within:.0f} s\n{self.tails()}")
+                pytest.fail(f"no {what} within {within:.0f} s; {progress()}\n{self.tails()}")
             await asyncio.sleep(POLL)
         return time.time()
 
@@ -434,6 +440,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_the_restarted_worker_carries
             120,
             "output for every input",
             second,
+            progress=lambda: f"missing seqs {sorted(set(range(N_INPUTS)) - output.seqs())[:20]}",
         )
         # Duplicates show up with or before the last missing seq; a short quiet read lets a
         # copy sitting in the same commit reach the collector too.
