@@ -34,13 +34,13 @@ test-unit: venv
 	$(PY) -m pytest tests --ignore=tests/integration
 
 test-integration: up
-	$(PY) -m pytest tests/integration
+	@bash scripts/with_env.sh $(PY) -m pytest tests/integration
 
 test: lint up
-	$(PY) -m pytest tests
+	@bash scripts/with_env.sh $(PY) -m pytest tests
 
 bench: up
-	$(PY) -m bench
+	@bash scripts/with_env.sh $(PY) -m bench
 
 clean: down
 	rm -rf .state

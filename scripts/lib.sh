@@ -80,3 +80,13 @@ start_detached() {
   setsid "$@" >>"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }
+
+# export_server_env: the servers' addresses for the processes about to run (services, tests,
+# benchmarks): the ones the scripts started, unless the environment names others (external mode).
+# Call it only after the start scripts ran: they read these variables to choose external mode.
+export_server_env() {
+  export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+  export DATABASE_URL="${DATABASE_URL:-postgresql://mailctl:mailctl@127.0.0.1:$PG_PORT/mailctl}"
+  export SMTP_HOST="${SMTP_HOST:-127.0.0.1}" SMTP_PORT
+  export SMTP_SINK_URL="${SMTP_SINK_URL:-http://127.0.0.1:$SMTP_SINK_HTTP_PORT}"
+}

@@ -34,11 +34,7 @@ launch() {
     cd "$ROOT_DIR" || exit 1
     export PYTHONPATH="$ROOT_DIR${PYTHONPATH:+:$PYTHONPATH}"
     export COMMANDS_PORT DISPATCHER_HEALTH_PORT DELIVERY_HEALTH_PORT PROJECTIONS_HEALTH_PORT
-    # The servers the scripts started, unless the environment names others (external mode).
-    export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
-    export DATABASE_URL="${DATABASE_URL:-postgresql://mailctl:mailctl@127.0.0.1:$PG_PORT/mailctl}"
-    export SMTP_HOST="${SMTP_HOST:-127.0.0.1}" SMTP_PORT
-    export SMTP_SINK_URL="${SMTP_SINK_URL:-http://127.0.0.1:$SMTP_SINK_HTTP_PORT}"
+    export_server_env
     start_detached "$(pidfile "$name")" "$LOG_DIR/$name.log" "$PYTHON" -m "$module"
   )
   log "$name: started (pid $(cat "$(pidfile "$name")"), log $LOG_DIR/$name.log)"

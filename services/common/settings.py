@@ -27,6 +27,19 @@ class Settings(BaseSettings):
     smtp_port: int = 10025
     smtp_sink_url: str = "http://127.0.0.1:18025"
 
+    # Topics: `<prefix>.commands`, `<prefix>.events`, ... (docs/architecture.md). Tests use a
+    # prefix of their own so that runs never share topics, consumer groups or transactional ids.
+    topic_prefix: str = "mailctl"
+    # The partition count of every topic: commands, events, results and sends are co-partitioned.
+    kafka_partitions: int = 4
+    # The largest record a producer sends and a topic accepts (a chunk of 10,000 contacts with
+    # merge attributes can pass Kafka's 1 MB default).
+    max_record_bytes: int = 8 * 1024 * 1024
+    # The clock: one tick per partition per interval, written to the commands topic.
+    tick_interval_s: float = 1.0
+    # How long the API waits for a command's outcome before answering 202 with a URL to poll.
+    command_wait_s: float = 5.0
+
     # Where the service processes listen. Loopback by default: nothing is exposed to the network
     # unless asked (docker-compose sets 0.0.0.0 inside its containers).
     bind_host: str = "127.0.0.1"
