@@ -24,6 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
+from services.common.logs import configure_logging
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
 
@@ -109,8 +110,8 @@ def _keep(key: str, path: Path) -> None:
     path.write_text(key + "\n")
 
 
-async def _main(args: argparse.Namespace) -> int:
-    conn = await asyncpg.connect(Settings().database_url)
+async def _main(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.database_url)
     try:
         # The CLI may run before any service has started: bring the schema up to date first.
         await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
@@ -119,7 +120,7 @@ async def _main(args: argparse.Namespace) -> int:
         elif args.command == "dev-key":
             key = await dev_key(conn, args.account, args.kept)
             if key != args.kept:
-                _keep(key, Settings().dev_api_key_file)
+                _keep(key, settings.dev_api_key_file)
             print(key)
         elif args.command == "revoke":
             if not await revoke_key(conn, args.key_id):
@@ -148,12 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     listing = sub.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--account")
     args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(
+        "apikeys", level=settings.log_level, fmt=settings.log_format, stream=sys.stderr
+    )
     if args.command == "dev-key":
         # Kept in .state/ so that every `make run` prints the same key until it is revoked.
-        path = Settings().dev_api_key_file
+        path = settings.dev_api_key_file
         args.kept = path.read_text().strip() if path.exists() else None
     try:
-        return asyncio.run(_main(args))
+        return asyncio.run(_main(args, settings))
     except InvalidAccountError as exc:
         parser.error(str(exc))
 

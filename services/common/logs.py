@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -18,14 +18,18 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 LogFormat = Literal["auto", "json", "console"]
 
 
-def configure_logging(service: str, *, level: str = "INFO", fmt: LogFormat = "auto") -> None:
-    """Route structlog and stdlib logging to stdout, one line per event, tagged with `service`."""
+def configure_logging(
+    service: str, *, level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None
+) -> None:
+    """Route structlog and stdlib logging to `stream` (default stdout), one line per event, tagged
+    with `service`. Command-line tools pass stderr: their stdout is their output."""
+    out = sys.stdout if stream is None else stream
 
     def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         event_dict.setdefault("service", service)
         return event_dict
 
-    json_lines = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    json_lines = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[Processor] = [
         # Ids bound with bind_contextvars (message id, command type) land on every line.
         structlog.contextvars.merge_contextvars,
@@ -61,7 +65,7 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: LogFormat = "au
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]

@@ -5,6 +5,7 @@ with one."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -62,6 +63,9 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+KEY = re.compile(r"mk_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}")
+
+
 async def test_a_created_key_names_its_account(
     env: dict[str, str], account: str, api: httpx.AsyncClient
 ) -> None:
@@ -71,6 +75,7 @@ async def test_a_created_key_names_its_account(
 
     answer = await api.get("/v1/whoami", headers=bearer(key))
 
+    assert KEY.fullmatch(key), made.stdout
     assert answer.status_code == 200
     assert answer.json() == {"account_id": account}
 
@@ -159,3 +164,28 @@ def test_an_invalid_account_id_is_refused(env: dict[str, str]) -> None:
 
     assert made.returncode == 2
     assert "invalid account id" in made.stderr
+
+
+async def test_the_cli_prints_only_the_key_even_while_it_migrates_a_new_database(
+    env: dict[str, str], database_url: str, account: str
+) -> None:
+    # A schema of its own stands for a new database: the CLI applies every migration there first,
+    # and logs it, which must not end up in the output a script captures.
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        separator = "&" if "?" in database_url else "?"
+        made = cli(
+            {**env, "DATABASE_URL": f"{database_url}{separator}search_path={schema}"},
+            "create",
+            "--account",
+            account,
+        )
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+    assert made.returncode == 0, made.stderr
+    assert KEY.fullmatch(made.stdout.strip()), made.stdout
+    assert "migration applied" in made.stderr
