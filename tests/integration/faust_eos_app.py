@@ -148,11 +148,5 @@ if CONSUME_OUTPUT:
             pass
 
 
-@app.task  # type: ignore[untyped-decorator]  # faust ships no type information
-async def _started() -> None:
-    # Runs once the worker's services are up, before the group has assigned partitions.
-    _marker(f"started-{os.getpid()}", {})
-
-
 if __name__ == "__main__":
     app.main()
