@@ -1,0 +1,207 @@
+"""Drives the real processor (`python -m services.dispatcher`) as a subprocess against the real
+Kafka, under a topic prefix of its own, and reads back what it wrote. Used by the processor's and
+the API's integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import Actor, Command, Event, decode_event
+from schemas.wire import CommandRecord, CommandResult, DeadLetter
+from services.common.settings import Settings
+from services.common.topics import Topics, ensure_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OPERATOR = Actor(kind="user", account_id="acct-a", user_id="ada")
+STRANGER = Actor(kind="user", account_id="acct-b", user_id="eve")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def record(command: Command, actor: Actor = OPERATOR, at: datetime | None = None) -> CommandRecord:
+    return CommandRecord(command=command, actor=actor, issued_at=at or datetime.now(UTC))
+
+
+@dataclass
+class Log:
+    """Everything committed on one topic so far, read with read_committed."""
+
+    values: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+
+
+class Stack:
+    """One processor (or several) on topics of its own."""
+
+    def __init__(self, bootstrap: str, tmp: Path, partitions: int = 4) -> None:
+        self.bootstrap = bootstrap
+        self.settings = Settings(
+            kafka_bootstrap_servers=bootstrap,
+            topic_prefix=f"t{uuid.uuid4().hex[:10]}",
+            kafka_partitions=partitions,
+        )
+        self.topics = Topics(self.settings.topic_prefix)
+        self.tmp = tmp
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.producer: AIOKafkaProducer | None = None
+        self._readers: dict[str, tuple[AIOKafkaConsumer, Log]] = {}
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await self.producer.start()
+        for topic in (self.topics.events, self.topics.results, self.topics.dead_letter):
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest",  # see services/dispatcher/processor.py _read_all
+            )
+            await consumer.start()
+            tps = [TopicPartition(topic, p) for p in range(self.settings.kafka_partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            self._readers[topic] = (consumer, Log())
+
+    def spawn(self, name: str = "processor", **env: str) -> subprocess.Popen[bytes]:
+        log_path = self.tmp / f"{name}-{len(self.processes)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.dispatcher"],
+            cwd=REPO_ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO_ROOT),
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "TOPIC_PREFIX": self.settings.topic_prefix,
+                "KAFKA_PARTITIONS": str(self.settings.kafka_partitions),
+                "DISPATCHER_HEALTH_PORT": str(free_port()),
+                "TICK_INTERVAL_S": "0.2",
+                "LOG_FORMAT": "json",
+                **env,
+            },
+            stdout=log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+
+    async def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.producer is not None:
+            await self.producer.stop()
+        for consumer, _ in self._readers.values():
+            await consumer.stop()
+
+    # ---------------------------------------------------------------- writing
+
+    async def publish(self, *records: CommandRecord) -> None:
+        assert self.producer is not None
+        for item in records:
+            await self.producer.send(
+                self.topics.commands,
+                value=item.model_dump_json().encode(),
+                key=str(item.command.message_id).encode(),
+            )
+        await self.producer.flush()
+
+    async def publish_raw(self, key: bytes | None, value: bytes) -> None:
+        assert self.producer is not None
+        await self.producer.send_and_wait(self.topics.commands, value=value, key=key)
+
+    # ---------------------------------------------------------------- reading
+
+    async def _drain(self, topic: str) -> Log:
+        """Read everything committed on `topic` up to now (its last stable offsets)."""
+        consumer, log = self._readers[topic]
+        tps = list(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batches = await consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                log.values.extend((r.key, r.value) for r in records)
+        return log
+
+    async def results(self) -> dict[UUID, list[CommandResult]]:
+        log = await self._drain(self.topics.results)
+        found: dict[UUID, list[CommandResult]] = defaultdict(list)
+        for _, value in log.values:
+            result = CommandResult.model_validate_json(value)
+            found[result.command_id].append(result)
+        return found
+
+    async def events(self) -> list[Event]:
+        log = await self._drain(self.topics.events)
+        return [decode_event(value) for _, value in log.values]
+
+    async def events_of(self, message_id: UUID) -> list[Event]:
+        return [e for e in await self.events() if e.message_id == message_id]
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        log = await self._drain(self.topics.dead_letter)
+        return [DeadLetter.model_validate_json(value) for _, value in log.values]
+
+    async def wait_for(self, what: str, check: Callable[[], Any], within: float = 60.0) -> Any:
+        """Poll `check` (a coroutine function) until it returns something truthy."""
+        deadline = time.monotonic() + within
+        while True:
+            value = await check()
+            if value:
+                return value
+            for process in self.processes:
+                code = process.poll()
+                if code not in (None, -signal.SIGKILL, 0):
+                    raise AssertionError(f"a processor exited with {code} while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gave up after {within}s waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    async def result_of(self, command_id: UUID, within: float = 60.0) -> CommandResult:
+        async def check() -> CommandResult | None:
+            found = (await self.results()).get(command_id)
+            return found[0] if found else None
+
+        result: CommandResult = await self.wait_for(f"the result of {command_id}", check, within)
+        return result
+
+    async def decide(self, *records: CommandRecord, within: float = 60.0) -> list[CommandResult]:
+        """Publish and wait for every result, in order."""
+        await self.publish(*records)
+        return [await self.result_of(r.command.command_id, within) for r in records]
+
+
+def by_message(events: Iterable[Event]) -> dict[UUID, list[Event]]:
+    grouped: dict[UUID, list[Event]] = defaultdict(list)
+    for event in events:
+        grouped[event.message_id].append(event)
+    return grouped
