@@ -1,6 +1,5 @@
-"""The commands REST API (FastAPI). For now it serves its health, its OpenAPI document and the
-caller's identity (`GET /v1/whoami`, which proves an API key works); the command endpoints arrive
-with a later change.
+"""The commands REST API (FastAPI): every command of the product (services/commands/api.py),
+the caller's identity (`GET /v1/whoami`), health and the OpenAPI document. See docs/api.md.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run
@@ -9,13 +8,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
+from services.commands.api import command_routes
 from services.commands.auth import Authenticator
+from services.commands.bus import KafkaCommandBus
+from services.commands.store import IdempotencyStore
 from services.common.checks import KafkaCheck, PostgresCheck
 from services.common.health import Check, run_checks
 from services.common.settings import Settings
+from services.common.topics import Topics, ensure_topics
 
 SERVICE = "commands"
 
@@ -24,13 +28,23 @@ def create_app(settings: Settings) -> FastAPI:
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
     postgres = PostgresCheck(settings.database_url)
     auth = Authenticator(settings.database_url)
+    topics = Topics(settings.topic_prefix)
+    bus = KafkaCommandBus(settings, topics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await kafka.close()
-        await postgres.close()
-        await auth.close()
+        await ensure_topics(settings)
+        await bus.start()
+        try:
+            yield
+        finally:
+            await bus.stop()
+            await kafka.close()
+            await postgres.close()
+            await auth.close()
+
+    async def store() -> IdempotencyStore:
+        return IdempotencyStore(await auth.pool())
 
     app = FastAPI(
         title="mailctl commands",
@@ -58,5 +72,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def whoami(account: Annotated[str, Depends(auth.account)]) -> dict[str, str]:
         return {"account_id": account}
+
+    app.include_router(command_routes(auth.account, lambda: bus, store, settings.command_wait_s))
+
+    @app.exception_handler(ValidationError)
+    async def invalid_command(_: Request, error: ValidationError) -> JSONResponse:
+        # A body that parsed but does not make a valid command (e.g. two send times at once):
+        # 422 naming the field, like any other invalid input.
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        return JSONResponse(
+            {"detail": {"code": "invalid", "message": first["msg"], "field": field}},
+            status_code=422,
+        )
 
     return app

@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import HTTPException, Request
 
 from services.commands.apikeys import account_for
+from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 
 
 class Authenticator:
@@ -23,10 +24,14 @@ class Authenticator:
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 
-    async def _get_pool(self) -> asyncpg.Pool:
+    async def pool(self) -> asyncpg.Pool:
+        """The API's connection pool, opened (and the schema brought up to date) on first use."""
         async with self._lock:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=8)
+                async with pool.acquire() as conn:
+                    await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
+                self._pool = pool
             return self._pool
 
     async def account(self, request: Request) -> str:
@@ -38,7 +43,7 @@ class Authenticator:
                 "missing API key: send 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        account = await account_for(await self._get_pool(), key.strip())
+        account = await account_for(await self.pool(), key.strip())
         if account is None:
             raise HTTPException(
                 401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
