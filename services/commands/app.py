@@ -4,11 +4,15 @@ the caller's identity (`GET /v1/whoami`), health and the OpenAPI document. See d
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run
 # time, and those name dependencies that only exist inside create_app.
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+import structlog
+from aiokafka.errors import KafkaError
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -23,6 +27,8 @@ from services.common.topics import Topics, ensure_topics
 
 SERVICE = "commands"
 
+log = structlog.get_logger(__name__)
+
 
 def create_app(settings: Settings) -> FastAPI:
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
@@ -31,17 +37,46 @@ def create_app(settings: Settings) -> FastAPI:
     topics = Topics(settings.topic_prefix)
     bus = KafkaCommandBus(settings, topics)
 
+    connected = asyncio.Event()
+
+    async def connect() -> None:
+        # Kafka may come up after the API: keep trying in the background, and answer command
+        # requests with 503 until then (health says what is wrong), rather than exit.
+        delay = 0.5
+        while True:
+            try:
+                await ensure_topics(settings)
+                await bus.start()
+                connected.set()
+                return
+            except (KafkaError, OSError) as error:
+                log.warning("kafka not ready, retrying", error=repr(error), retry_in_s=delay)
+                await bus.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(settings)
-        await bus.start()
+        connecting = asyncio.create_task(connect())
+        # In tests and at a normal start Kafka is there: wait briefly so the first request
+        # does not get a 503 for nothing.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(connected.wait()), 10)
         try:
             yield
         finally:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
             await bus.stop()
             await kafka.close()
             await postgres.close()
             await auth.close()
+
+    def connected_bus() -> KafkaCommandBus:
+        if not connected.is_set():
+            raise HTTPException(503, "not connected to Kafka yet; see /health")
+        return bus
 
     async def store() -> IdempotencyStore:
         return IdempotencyStore(await auth.pool())
@@ -73,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def whoami(account: Annotated[str, Depends(auth.account)]) -> dict[str, str]:
         return {"account_id": account}
 
-    app.include_router(command_routes(auth.account, lambda: bus, store, settings.command_wait_s))
+    app.include_router(command_routes(auth.account, connected_bus, store, settings.command_wait_s))
 
     @app.exception_handler(ValidationError)
     async def invalid_command(_: Request, error: ValidationError) -> JSONResponse:

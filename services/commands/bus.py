@@ -32,13 +32,14 @@ class KafkaCommandBus:
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             enable_idempotence=True,
             acks="all",
             max_request_size=self.settings.max_record_bytes,
         )
-        await self._producer.start()
+        await producer.start()
+        self._producer = producer
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             isolation_level="read_committed",
@@ -59,14 +60,18 @@ class KafkaCommandBus:
         self._listener = asyncio.create_task(self._listen())
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        """Stop what was started (safe to call after a failed start, and twice)."""
+        listener, self._listener = self._listener, None
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        if listener is not None:
+            listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
+                await listener
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
 
     async def _listen(self) -> None:
         assert self._consumer is not None

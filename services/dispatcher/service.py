@@ -5,6 +5,10 @@ every command and tick of their messages (services/dispatcher/processor.py), wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+import structlog
+from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck
 from services.common.settings import Settings
@@ -14,12 +18,27 @@ from services.dispatcher.processor import Processor
 
 SERVICE = "dispatcher"
 
+log = structlog.get_logger(__name__)
+
 
 async def serve(settings: Settings) -> None:
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
 
     async def main(stop: asyncio.Event) -> None:
-        topics = await ensure_topics(settings)
+        # Kafka may come up after us: keep trying (the health endpoint says what is wrong)
+        # rather than exit.
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                topics = await ensure_topics(settings)
+                break
+            except (KafkaError, OSError) as error:
+                log.warning("kafka not ready, retrying", error=repr(error), retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+        else:
+            return
         await Processor(settings, topics).run(stop)
 
     await run_worker(
