@@ -7,6 +7,7 @@ each (co-partitioning), and keeps its records forever: `retention.ms=-1`, `clean
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import structlog
@@ -82,12 +83,21 @@ async def ensure_topics(settings: Settings) -> Topics:
                 log.info("topics created", topics=missing, partitions=settings.kafka_partitions)
             except TopicAlreadyExistsError:
                 pass  # another process created them first: the check below still applies
-        described = await admin.describe_topics(list(topics.all))
-        for topic in described:
-            count = len(topic["partitions"])
+        # A topic just created may show no partitions for a moment, until its metadata has
+        # reached the broker that answers: look again rather than judge it.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            described = await admin.describe_topics(list(topics.all))
+            counts = {t["topic"]: len(t["partitions"]) for t in described}
+            if all(counts.get(t) for t in topics.all):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TopicLayoutError(f"topics without partitions after 30 s: {counts}")
+            await asyncio.sleep(0.1)
+        for topic, count in counts.items():
             if count != settings.kafka_partitions:
                 raise TopicLayoutError(
-                    f"{topic['topic']} has {count} partitions, the service is set for "
+                    f"{topic} has {count} partitions, the service is set for "
                     f"{settings.kafka_partitions} (KAFKA_PARTITIONS): co-partitioning needs "
                     "them equal"
                 )
