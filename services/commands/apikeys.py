@@ -7,6 +7,7 @@ only the SHA-256 of the secret is stored, so a copy of the database gives no usa
     python -m services.commands.apikeys revoke KEY_ID
     python -m services.commands.apikeys list [--account ACCOUNT]
     python -m services.commands.apikeys dev-key [--account dev]   # what `make run` prints
+    python -m services.commands.apikeys time-zone --account ACCOUNT [ZONE]   # show or set
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
+from schemas.values import is_valid_time_zone
 from services.common.logs import configure_logging
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
@@ -34,6 +36,10 @@ ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class InvalidAccountError(ValueError):
     """Raised when an account id is empty, too long, or holds characters outside [A-Za-z0-9_.-]."""
+
+
+class InvalidTimeZoneError(ValueError):
+    """Raised when an account's default time zone is not an IANA zone known to zoneinfo."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,28 @@ async def dev_key(conn: asyncpg.Connection, account_id: str, kept: str | None) -
     return await create_key(conn, account_id, label="dev key printed by make run")
 
 
+async def time_zone(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> str:
+    """The account's default time zone (for contacts without one): UTC unless set."""
+    zone = await conn.fetchval(
+        "SELECT default_time_zone FROM accounts WHERE account_id = $1", account_id
+    )
+    return str(zone) if zone else "UTC"
+
+
+async def set_time_zone(conn: asyncpg.Connection, account_id: str, zone: str) -> None:
+    """Set the account's default time zone; commands issued from then on carry it."""
+    if not ACCOUNT.match(account_id):
+        raise InvalidAccountError(f"invalid account id {account_id!r}")
+    if not is_valid_time_zone(zone):
+        raise InvalidTimeZoneError(f"unknown IANA time zone {zone!r}")
+    await conn.execute(
+        "INSERT INTO accounts (account_id, default_time_zone) VALUES ($1, $2)"
+        " ON CONFLICT (account_id) DO UPDATE SET default_time_zone = EXCLUDED.default_time_zone",
+        account_id,
+        zone,
+    )
+
+
 def _keep(key: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)  # owner only: it is a live credential
@@ -122,6 +150,10 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
             if key != args.kept:
                 _keep(key, settings.dev_api_key_file)
             print(key)
+        elif args.command == "time-zone":
+            if args.zone is not None:
+                await set_time_zone(conn, args.account, args.zone)
+            print(await time_zone(conn, args.account))
         elif args.command == "revoke":
             if not await revoke_key(conn, args.key_id):
                 print(f"no live key {args.key_id}", file=sys.stderr)
@@ -146,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--account", default="dev")
     revoke = sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    zone = sub.add_parser("time-zone", help="show or set an account's default time zone")
+    zone.add_argument("--account", required=True)
+    zone.add_argument("zone", nargs="?", help="an IANA zone, e.g. Europe/London")
     listing = sub.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--account")
     args = parser.parse_args(argv)
@@ -159,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         args.kept = path.read_text().strip() if path.exists() else None
     try:
         return asyncio.run(_main(args, settings))
-    except InvalidAccountError as exc:
+    except (InvalidAccountError, InvalidTimeZoneError) as exc:
         parser.error(str(exc))
 
 

@@ -4,89 +4,123 @@ the caller's identity (`GET /v1/whoami`), health and the OpenAPI document. See d
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run
 # time, and those name dependencies that only exist inside create_app.
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated
 
-import structlog
-from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
-from services.commands.api import command_routes
+from services.commands.api import Executor, command_routes
 from services.commands.auth import Authenticator
 from services.commands.bus import KafkaCommandBus
-from services.commands.store import IdempotencyStore
+from services.commands.errors import (
+    ERROR_RESPONSES,
+    Problem,
+    install_error_handlers,
+    problem_response,
+)
+from services.commands.ports import CommandBus, IdempotencyStore, KeyStore
+from services.commands.store import PostgresStore
 from services.common.checks import KafkaCheck, PostgresCheck
 from services.common.health import Check, run_checks
 from services.common.settings import Settings
-from services.common.topics import Topics, ensure_topics
 
 SERVICE = "commands"
 
-log = structlog.get_logger(__name__)
+# How long the API keeps waiting, in the background, for a result it answered 202 for; past it
+# the row stays pending and a retry with the same key publishes the command again.
+BACKGROUND_WAIT_S = 600.0
 
 
-def create_app(settings: Settings) -> FastAPI:
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Adapters:
+    """The outside world of the API: real (Kafka, Postgres) or fakes in tests."""
+
+    bus: CommandBus
+    store: IdempotencyStore
+    keys: KeyStore
+    checks: dict[str, Check] = field(default_factory=dict)
+    close: Callable[[], Awaitable[None]] = _nothing
+
+
+def real_adapters(settings: Settings) -> Adapters:
+    postgres = PostgresStore(settings.database_url)
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
-    postgres = PostgresCheck(settings.database_url)
-    auth = Authenticator(settings.database_url)
-    topics = Topics(settings.topic_prefix)
-    bus = KafkaCommandBus(settings, topics)
+    postgres_check = PostgresCheck(settings.database_url)
 
-    connected = asyncio.Event()
+    async def close() -> None:
+        await kafka.close()
+        await postgres_check.close()
+        await postgres.close()
 
-    async def connect() -> None:
-        # Kafka may come up after the API: keep trying in the background, and answer command
-        # requests with 503 until then (health says what is wrong), rather than exit.
-        delay = 0.5
-        while True:
-            try:
-                await ensure_topics(settings)
-                await bus.start()
-                connected.set()
-                return
-            except (KafkaError, OSError) as error:
-                log.warning("kafka not ready, retrying", error=repr(error), retry_in_s=delay)
-                await bus.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    return Adapters(
+        bus=KafkaCommandBus(settings),
+        store=postgres,
+        keys=postgres,
+        checks={"kafka": kafka, "postgres": postgres_check},
+        close=close,
+    )
+
+
+def create_app(
+    settings: Settings,
+    adapters: Adapters | None = None,
+    *,
+    background_wait_s: float = BACKGROUND_WAIT_S,
+) -> FastAPI:
+    parts = adapters or real_adapters(settings)
+    auth = Authenticator(parts.keys)
+    executor = Executor(
+        parts.bus,
+        parts.store,
+        wait_s=settings.command_wait_s,
+        background_wait_s=background_wait_s,
+        max_record_bytes=settings.max_record_bytes,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        connecting = asyncio.create_task(connect())
-        # In tests and at a normal start Kafka is there: wait briefly so the first request
-        # does not get a 503 for nothing.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(connected.wait()), 10)
+        await parts.bus.start()  # creates the topics if missing
         try:
             yield
         finally:
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connecting
-            await bus.stop()
-            await kafka.close()
-            await postgres.close()
-            await auth.close()
-
-    def connected_bus() -> KafkaCommandBus:
-        if not connected.is_set():
-            raise HTTPException(503, "not connected to Kafka yet; see /health")
-        return bus
-
-    async def store() -> IdempotencyStore:
-        return IdempotencyStore(await auth.pool())
+            await executor.close()
+            await parts.bus.stop()
+            await parts.close()
 
     app = FastAPI(
         title="mailctl commands",
-        summary="Control batch email sends: schedule, pause, resume, cancel.",
+        summary="Control batch email sends: create, schedule, pause, resume, cancel, copy.",
+        description="Every command answers with its outcome once the processor decided it, or "
+        "202 with a URL to poll. Authenticate with `Authorization: Bearer <key>`; send an "
+        "`Idempotency-Key` with every command to make retries safe. See docs/api.md.",
         version="0.1.0",
         lifespan=lifespan,
     )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # A body larger than the largest record cannot become a command: refuse it before
+        # reading it (requests without Content-Length are bounded by the record check).
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_record_bytes:
+            return problem_response(
+                Problem(
+                    code="too_large",
+                    message=f"the request body is {length} bytes; at most "
+                    f"{settings.max_record_bytes} are accepted: send smaller chunks",
+                )
+            )
+        return await call_next(request)
 
     @app.get(
         "/health",
@@ -95,30 +129,17 @@ def create_app(settings: Settings) -> FastAPI:
         responses={503: {"description": "A dependency check failed; the body says which."}},
     )
     async def health() -> JSONResponse:
-        checks: dict[str, Check] = {"kafka": kafka, "postgres": postgres}
-        healthy, report = await run_checks(SERVICE, checks, settings.health_check_timeout)
+        healthy, report = await run_checks(SERVICE, parts.checks, settings.health_check_timeout)
         return JSONResponse(report, status_code=200 if healthy else 503)
 
     @app.get(
         "/v1/whoami",
         tags=["accounts"],
         summary="The account the presented API key belongs to",
-        responses={401: {"description": "No key, or a malformed, unknown or revoked one."}},
+        responses={401: ERROR_RESPONSES[401]},
     )
     async def whoami(account: Annotated[str, Depends(auth.account)]) -> dict[str, str]:
         return {"account_id": account}
 
-    app.include_router(command_routes(auth.account, connected_bus, store, settings.command_wait_s))
-
-    @app.exception_handler(ValidationError)
-    async def invalid_command(_: Request, error: ValidationError) -> JSONResponse:
-        # A body that parsed but does not make a valid command (e.g. two send times at once):
-        # 422 naming the field, like any other invalid input.
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        return JSONResponse(
-            {"detail": {"code": "invalid", "message": first["msg"], "field": field}},
-            status_code=422,
-        )
-
+    app.include_router(command_routes(auth.account, executor, parts.store))
     return app

@@ -1,68 +1,95 @@
-"""The API's Postgres side: idempotency rows and account settings (migration 0003)."""
+"""The API's Postgres side: API keys, idempotency rows and account settings (migrations 0002,
+0003), behind one lazily opened pool."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from services.commands.apikeys import account_for, time_zone
+from services.commands.ports import Claim
+from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 
-@dataclass(frozen=True)
-class Claim:
-    """The idempotency row of a request: ours if just created, or the one a first try left."""
-
-    fingerprint: str
-    command_id: UUID
-    message_id: UUID
-    response_status: int | None
-    response_body: Any
+_COLUMNS = "fingerprint, command_id, message_id, response_status, response_body"
 
 
-class IdempotencyStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+def _claim(row: asyncpg.Record) -> Claim:
+    body = row["response_body"]
+    return Claim(
+        fingerprint=row["fingerprint"],
+        command_id=row["command_id"],
+        message_id=row["message_id"],
+        response_status=row["response_status"],
+        response_body=None if body is None else json.loads(body),
+    )
+
+
+class PostgresStore:
+    """Implements both `KeyStore` and `IdempotencyStore` (services/commands/ports.py).
+
+    The pool is opened, and the schema brought up to date, on first use: the API starts and
+    reports its health even while Postgres is still coming up.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=8)
+                async with pool.acquire() as conn:
+                    await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
+                self._pool = pool
+            return self._pool
+
+    async def close(self) -> None:
+        async with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def account_for(self, key: str) -> str | None:
+        return await account_for(await self.pool(), key)
 
     async def claim(
         self, account: str, key: str, fingerprint: str, command_id: UUID, message_id: UUID
     ) -> Claim:
-        """Insert the row unless the key is taken; either way return the row that stands."""
-        row = await self.pool.fetchrow(
-            """
-            WITH inserted AS (
-                INSERT INTO idempotency_keys
-                    (account_id, idempotency_key, fingerprint, command_id, message_id)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (account_id, idempotency_key) DO NOTHING
-                RETURNING fingerprint, command_id, message_id, response_status, response_body
-            )
-            SELECT * FROM inserted
-            UNION ALL
-            SELECT fingerprint, command_id, message_id, response_status, response_body
-            FROM idempotency_keys WHERE account_id = $1 AND idempotency_key = $2
-            LIMIT 1
-            """,
+        pool = await self.pool()
+        row = await pool.fetchrow(
+            "INSERT INTO idempotency_keys"
+            " (account_id, idempotency_key, fingerprint, command_id, message_id)"
+            " VALUES ($1, $2, $3, $4, $5)"
+            f" ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING {_COLUMNS}",
             account,
             key,
             fingerprint,
             command_id,
             message_id,
         )
-        assert row is not None  # inserted, or there already
-        body = row["response_body"]
-        return Claim(
-            fingerprint=row["fingerprint"],
-            command_id=row["command_id"],
-            message_id=row["message_id"],
-            response_status=row["response_status"],
-            response_body=None if body is None else json.loads(body),
-        )
+        if row is None:
+            # Taken. A separate statement: a concurrent first try's row is only visible to a
+            # snapshot taken after its commit (which ON CONFLICT waited for), not to the
+            # insert's own snapshot.
+            row = await pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM idempotency_keys"
+                " WHERE account_id = $1 AND idempotency_key = $2",
+                account,
+                key,
+            )
+        assert row is not None  # rows are never deleted
+        return _claim(row)
 
     async def answer(self, command_id: UUID, status: int, body: Any) -> None:
-        """Store a command's response once: the first answer stands."""
-        await self.pool.execute(
+        # `response_status IS NULL`: the first answer stands (a late background answer and a
+        # retry's answer carry the same result anyway: the processor repeats its first).
+        await (await self.pool()).execute(
             "UPDATE idempotency_keys SET response_status = $2, response_body = $3::jsonb,"
             " answered_at = now() WHERE command_id = $1 AND response_status IS NULL",
             command_id,
@@ -71,25 +98,12 @@ class IdempotencyStore:
         )
 
     async def outcome(self, account: str, command_id: UUID) -> Claim | None:
-        row = await self.pool.fetchrow(
-            "SELECT fingerprint, command_id, message_id, response_status, response_body"
-            " FROM idempotency_keys WHERE account_id = $1 AND command_id = $2",
+        row = await (await self.pool()).fetchrow(
+            f"SELECT {_COLUMNS} FROM idempotency_keys WHERE account_id = $1 AND command_id = $2",
             account,
             command_id,
         )
-        if row is None:
-            return None
-        body = row["response_body"]
-        return Claim(
-            row["fingerprint"],
-            row["command_id"],
-            row["message_id"],
-            row["response_status"],
-            None if body is None else json.loads(body),
-        )
+        return None if row is None else _claim(row)
 
     async def default_time_zone(self, account: str) -> str:
-        zone = await self.pool.fetchval(
-            "SELECT default_time_zone FROM accounts WHERE account_id = $1", account
-        )
-        return str(zone) if zone else "UTC"
+        return await time_zone(await self.pool(), account)

@@ -1,11 +1,12 @@
 """faust-streaming's exactly-once mode on our broker: what a SIGKILL does to it.
 
 The worker is tests/integration/faust_eos_app.py, run as a separate OS process. These tests assert
-only what faust really guarantees on the pinned versions (nothing lost, the worker carries on
-after a restart, outputs land in the input's partition), plus three behaviours that break
-exactly-once and that we reproduce deterministically. The figures (recovery time, duplicates,
-table-count anomalies) are printed on a ``FAUST_EOS_FIGURES`` line and discussed in
-docs/faust-findings.md, which also explains each hazard from faust's source.
+only what faust really holds to on the pinned versions (a restarted worker carries on to the end
+of its input, outputs land in the input's partition), plus two behaviours that break
+exactly-once and that we reproduce deterministically (outputs bypassing the transaction, a
+commit in the middle of a record). Duplicates, lost inputs, stuck commits, table-count
+anomalies and recovery times are measured, printed on a ``FAUST_EOS_FIGURES`` line and discussed
+in docs/faust-findings.md, which also explains each hazard from faust's source.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Output:
     partition: int
     offset: int
     in_partition: int
+    in_offset: int
     received_at: float
 
 
@@ -203,6 +205,7 @@ class CommittedOutput:
                             partition=tp.partition,
                             offset=m.offset,
                             in_partition=v["in_partition"],
+                            in_offset=v["in_offset"],
                             received_at=now,
                         )
                     )
@@ -302,6 +305,25 @@ class Run:
         finally:
             await admin.close()
         return sum(o.offset for tp, o in offsets.items() if tp.topic == self.input and o.offset > 0)
+
+    async def committed_by_partition(self) -> dict[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.app_id)
+        finally:
+            await admin.close()
+        return {tp.partition: o.offset for tp, o in offsets.items() if tp.topic == self.input}
+
+    async def partition_ends(self, topic: str) -> dict[int, int]:
+        """Partition -> high watermark (the offset after the last record)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(self.partitions)]
+            return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
 
     async def end_offsets(self, topic: str, isolation_level: str) -> int:
         """Sum over partitions of the high watermark (read_uncommitted) or the last stable
@@ -440,19 +462,40 @@ async def test_sigkill_mid_stream_the_restarted_worker_carries_on_to_the_end(
 
         second = run.worker("second", **settings)
         await second.start()
+        ends = await run.partition_ends(run.input)
 
-        # Carried on to the end: the group committed every input. Not "an output for every
-        # input": in about one run in ten the restarted worker commits past an input whose
-        # output never becomes visible (a loss; see docs/faust-findings.md).
-        async def all_committed() -> bool:
-            return await run.committed_inputs() == N_INPUTS
+        def reached_the_end() -> bool:
+            last = {p: -1 for p in ends}
+            for o in output.records:
+                last[o.in_partition] = max(last[o.in_partition], o.in_offset)
+            return all(last[p] == end - 1 for p, end in ends.items())
 
-        await run.wait_until_async(all_committed, 120, "every input committed", second)
-        # Duplicates show up with or before the last commit; a short quiet read lets a copy
+        # Carried on to the end: the last input of every partition has a committed output.
+        # Neither "an output for every input" nor "every input offset committed": after a
+        # restart faust can drop a few queued inputs, and then either commits past them or
+        # never commits that partition again (docs/faust-findings.md, "Loss at the end of
+        # recovery"); both are measured below.
+        await run.wait_until(
+            reached_the_end,
+            120,
+            "a committed output for the last input of every partition",
+            second,
+            progress=lambda: f"{len(output.seqs())} of {N_INPUTS} seqs have output",
+        )
+        # Duplicates show up with or before the last output; a short quiet read lets a copy
         # sitting in the same commit reach the collector too.
         await run.wait_until_async(
             lambda: _settled(output), 10, "a settled committed output", second
         )
+        # Offsets commit on faust's timer, after the outputs when those are not transactional:
+        # give the group a few commit intervals to reach the end before measuring where it
+        # stands (a partition whose commits are stuck never gets there).
+        deadline = time.monotonic() + 10
+        committed_at_end = await run.committed_by_partition()
+        while committed_at_end != ends and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            committed_at_end = await run.committed_by_partition()
+        assert not second.exited, "the restarted worker died"
     finally:
         await run.kill_all()
         await output.stop()
@@ -480,6 +523,9 @@ async def test_sigkill_mid_stream_the_restarted_worker_carries_on_to_the_end(
             else None,
             "outputs_total": result.total,
             "lost_inputs": result.missing,
+            "partitions_not_committed_to_the_end": sorted(
+                p for p, end in ends.items() if committed_at_end.get(p, 0) < end
+            ),
             "duplicate_outputs": result.total - result.distinct,
             "duplicate_seqs_sample": dict(list(result.duplicates.items())[:5]),
             "count_steps_back": result.count_steps_back,
@@ -488,13 +534,11 @@ async def test_sigkill_mid_stream_the_restarted_worker_carries_on_to_the_end(
         },
     )
 
-    # What faust holds to on these versions: the second worker carried on to the end of the
-    # input, and outputs stayed in their input's partition (so faust could put them in that
-    # partition's transaction). Losses and duplicates are measured above, not asserted.
+    # What faust holds to on these versions: the second worker carried on to the end of every
+    # partition (waited for above) and produced committed output of its own, and outputs
+    # stayed in their input's partition (so faust could put them in that partition's
+    # transaction). Losses, stuck commits and duplicates are measured above, not asserted.
     assert resumed, "the restarted worker produced no committed output"
-    assert {o.seq for o in resumed} >= set(range(N_INPUTS)) - set(result.missing) - {
-        o.seq for o in output.records if o.pid == first.pid
-    }
     assert all(o.partition == o.in_partition == in_partition[o.seq] for o in output.records)
 
 
@@ -591,10 +635,13 @@ async def test_a_commit_while_the_agent_is_mid_record_duplicates_the_record_afte
         await first.kill()
         second = run.worker("second", **common)
         await second.start()
+        # Wait for the stalled record's second copy and the last input's output, not for every
+        # seq: the restart itself can drop a few queued inputs (docs/faust-findings.md, "Loss at
+        # the end of recovery"), which is not what this test is about.
         await run.wait_until(
-            lambda: output.seqs() == set(range(n)) and len(output.records) > n,
+            lambda: sum(o.seq == stall for o in output.records) >= 2 and n - 1 in output.seqs(),
             90,
-            "every output and the stalled record's second copy",
+            "the stalled record's second copy and the last input's output",
             second,
         )
         await run.wait_until_async(lambda: _settled(output), 10, "a settled output", second)
@@ -610,6 +657,7 @@ async def test_a_commit_while_the_agent_is_mid_record_duplicates_the_record_afte
         (first.pid, stall + 1),
         (second.pid, stall + 2),
     ]
+    # No other record was duplicated: the commit that carried the stalled record's output is
+    # the only one that left an output without its input offset.
     others = Counter(o.seq for o in output.records if o.seq != stall)
-    assert set(others.values()) == {1}
-    assert max(o.count for o in output.records) == n + 1
+    assert set(others.values()) <= {1}

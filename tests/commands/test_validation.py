@@ -1,0 +1,162 @@
+"""Bad input is refused at the edge with 422 naming the field, and nothing is published or
+stored; rules of time and state are the core's, answered the same way."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from schemas import MAX_CHUNK
+from tests.commands.conftest import CONTENT, Api, Build
+
+THROTTLED_ZONES = {
+    "mode": "recipient_timezone",
+    "throttle": {"batch_size": 10, "interval_seconds": 3600},
+}
+
+
+def contacts(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"contact_id": f"c{i}", "email": f"c{i}@example.org", **extra} for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/v1/messages", {"content": CONTENT, "colour": "red"}, "colour"),
+        ("POST", "/v1/messages", {}, "content"),
+        (
+            "POST",
+            "/v1/messages",
+            {"content": {**CONTENT, "from_address": "not-an-address"}},
+            "content.from_address",
+        ),
+        ("POST", "/v1/messages", {"content": CONTENT, "plan": THROTTLED_ZONES}, "plan"),
+        ("PATCH", "/v1/messages/{m}", {}, None),
+        ("PUT", "/v1/messages/{m}/schedule", {"send_at": "tomorrow"}, "send_at"),
+        ("PUT", "/v1/messages/{m}/schedule", {"send_at": "2030-01-01T09:00:00"}, "send_at"),
+        (
+            "PUT",
+            "/v1/messages/{m}/schedule",
+            {"send_now": True, "send_at_local": "2030-01-01T09:00:00"},
+            None,
+        ),
+        ("POST", "/v1/messages/{m}/resume", {"reason": "resume has none"}, "reason"),
+        ("POST", "/v1/messages/{m}/pause", {"reason": "x" * 1001}, "reason"),
+        ("POST", "/v1/messages/{m}/recipients", {"contacts": []}, "contacts"),
+        (
+            "POST",
+            "/v1/messages/{m}/recipients",
+            {"contacts": contacts(MAX_CHUNK + 1)},
+            "contacts",
+        ),
+        (
+            "POST",
+            "/v1/messages/{m}/recipients",
+            {"contacts": contacts(1, time_zone="Mars/Olympus_Mons")},
+            "contacts.0.time_zone",
+        ),
+        (
+            "POST",
+            "/v1/messages/{m}/recipients",
+            {"contacts": contacts(1, email="two@@example.org")},
+            "contacts.0.email",
+        ),
+        (
+            "DELETE",
+            "/v1/messages/{m}/recipients",
+            {"contact_ids": [str(i) for i in range(MAX_CHUNK + 1)]},
+            "contact_ids",
+        ),
+        ("POST", "/v1/messages/not-a-uuid/pause", None, "message_id"),
+    ],
+    ids=[
+        "unknown field",
+        "missing content",
+        "invalid address",
+        "throttle with time zones",
+        "edit of nothing",
+        "send_at not a time",
+        "send_at without offset",
+        "two send times",
+        "unknown field on resume",
+        "reason too long",
+        "empty chunk",
+        "oversized chunk",
+        "unknown time zone",
+        "invalid contact address",
+        "oversized removal",
+        "malformed message id",
+    ],
+)
+async def test_invalid_input_is_422_naming_the_field(
+    api: Api, method: str, path: str, body: Any, field: str | None
+) -> None:
+    message = await api.create()
+    published, rows = len(api.bus.published), len(api.store.rows)
+
+    answer = await api.call(method, path.format(m=message), body, key="k")
+
+    problem = answer.json()["detail"]
+    assert answer.status_code == 422, answer.text
+    assert problem["code"] == "invalid"
+    assert problem.get("field") == field, problem
+    assert problem["message"] and problem["errors"]
+    assert len(api.bus.published) == published and len(api.store.rows) == rows
+
+
+async def test_malformed_json_is_422_and_publishes_nothing(api: Api) -> None:
+    answer = await api.client.post(
+        "/v1/messages",
+        content=b'{"content": {',
+        headers={"Authorization": "Bearer key-a", "Content-Type": "application/json"},
+    )
+
+    assert answer.status_code == 422
+    assert answer.json()["detail"]["code"] == "invalid"
+    assert "not valid JSON" in answer.json()["detail"]["message"]
+    assert api.bus.published == [] and api.store.rows == {}
+
+
+async def test_a_malformed_idempotency_key_is_422_naming_the_header(api: Api) -> None:
+    answer = await api.call("POST", "/v1/messages", {"content": CONTENT}, key="k" * 201)
+
+    assert answer.status_code == 422
+    assert answer.json()["detail"]["field"] == "Idempotency-Key"
+    assert api.bus.published == []
+
+
+async def test_a_send_time_in_the_past_is_422_decided_by_the_core(api: Api) -> None:
+    message = await api.create()
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+
+    answer = await api.call("PUT", f"/v1/messages/{message}/schedule", {"send_at": past})
+
+    problem = answer.json()["detail"]
+    assert answer.status_code == 422
+    assert (problem["code"], problem["field"]) == ("invalid", "send_at")
+    assert problem["command_id"] == str(api.bus.published[-1].command.command_id)
+    assert len(api.bus.events[uuid.UUID(message)]) == 1  # only the draft
+
+
+async def test_a_body_larger_than_a_record_is_413(build: Build) -> None:
+    async with build(max_record_bytes=10_000) as api:
+        answer = await api.call(
+            "POST", "/v1/messages", {"content": {**CONTENT, "body": "x" * 20_000}}
+        )
+
+        assert answer.status_code == 413
+        assert answer.json()["detail"]["code"] == "too_large"
+        assert api.bus.published == [] and api.store.rows == {}
+
+
+async def test_a_command_that_would_not_fit_a_record_is_413(build: Build) -> None:
+    # The body passes the size check; the record (envelope and overhead) would not fit.
+    async with build(max_record_bytes=5_000) as api:
+        answer = await api.call("POST", "/v1/messages", {"content": {**CONTENT, "body": "x" * 800}})
+
+        assert answer.status_code == 413, answer.text
+        assert "smaller chunks" in answer.json()["detail"]["message"]
+        assert api.bus.published == [] and api.store.rows == {}
