@@ -1,4 +1,5 @@
-"""The processor: the one writer of every message in the partitions it owns (docs/architecture.md).
+"""The processor: the one writer of every message in the partitions it owns (docs/architecture.md,
+docs/dispatcher.md).
 
 It consumes `<prefix>.commands` (commands, copied events and clock ticks) in a consumer group and,
 for each batch of one partition, in ONE Kafka transaction that also carries the batch's input
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -43,7 +46,7 @@ from core import (
     evolve,
     plan,
 )
-from schemas import Event, Tick, decode_event
+from schemas import DraftCreated, Event, Tick, decode_event
 from schemas.wire import (
     CommandRecord,
     CommandResult,
@@ -55,6 +58,7 @@ from schemas.wire import (
 )
 from services.common.settings import Settings
 from services.common.topics import Topics
+from services.dispatcher.clock import Clock
 
 log = structlog.get_logger(__name__)
 
@@ -64,10 +68,25 @@ ACTIVE = frozenset({MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatu
 #: A producer that sees one of these has been replaced by a newer owner of its partition.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
 
+#: How long one batch's transaction may take, from its first send to the end of its commit.
+#: aiokafka's commit waits without a bound; past this the outcome is unknown (see `_process`).
+#: Below the producer's transaction timeout (60 s), after which the broker aborts it anyway.
+TRANSACTION_DEADLINE_S = 45.0
+
+#: How long closing a producer may take (it flushes first, which never ends with no broker).
+CLOSE_DEADLINE_S = 10.0
+
+#: The most records one transaction carries (one partition's share of one fetch).
+MAX_BATCH = 500
+
 
 class MisroutedRecordError(ValueError):
     """Raised when a command's key is not its message id, or hashes to another partition: it
     would give the message a second writer."""
+
+
+class TransactionInDoubtError(Exception):
+    """A transaction did not end within TRANSACTION_DEADLINE_S: committed or not is unknown."""
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -102,15 +121,25 @@ class Partition:
     producer: AIOKafkaProducer
     messages: dict[UUID, MessageState] = field(default_factory=dict)
     results: dict[UUID, CommandResult] = field(default_factory=dict)
+    # The messages a tick can change: a tick costs O(active), not O(messages of the partition).
     active: set[UUID] = field(default_factory=set)
+    # New message id -> the copy command that created it, to tell a forwarded event that was
+    # appended before from one that collides with another message's stream.
+    copied_by: dict[UUID, UUID] = field(default_factory=dict)
+    # The input offset after the last committed batch (for the lag on /health).
+    next_offset: int | None = None
 
     def fold(self, event: Event) -> MessageState:
+        # evolve consumes the previous state (it mutates the book in place): only the returned
+        # state is kept, and a failed transaction drops the whole partition (see _process).
         state = evolve(self.messages.get(event.message_id), event)
         self.messages[event.message_id] = state
         if state.status in ACTIVE:
             self.active.add(event.message_id)
         else:
             self.active.discard(event.message_id)
+        if isinstance(event, DraftCreated) and event.copied_from is not None:
+            self.copied_by[event.message_id] = event.causation_id
         return state
 
 
@@ -121,11 +150,16 @@ class Processor:
         self.settings = settings
         self.topics = topics
         self.partitions: dict[int, Partition] = {}
+        # Assigned partitions this process could not take (Kafka failing while it rebuilt):
+        # paused in the consumer, taken again by the loop. number -> earliest next attempt.
+        self.orphans: dict[int, float] = {}
         # Held while a batch is processed and while partitions change hands, so a revocation
         # never drops a partition in the middle of its transaction.
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
+        self.running = False
         self.decided = 0
+        self.clock = Clock(settings, topics, self.owned)
 
     # ------------------------------------------------------------------ the loop
 
@@ -141,14 +175,19 @@ class Processor:
         self._consumer = consumer
         consumer.subscribe([self.topics.commands], listener=_Listener(self))
         await consumer.start()
-        clock = asyncio.create_task(self._clock(stop))
+        clock = asyncio.create_task(self.clock.run(stop))
+        self.running = True
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                if clock.done():
+                    clock.result()  # the clock died: end the process rather than never tick
+                await self._retake_orphans()
+                batches = await consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
                 for tp, records in batches.items():
                     async with self._lock:
                         await self._process(tp, records)
         finally:
+            self.running = False
             clock.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await clock
@@ -160,31 +199,56 @@ class Processor:
     async def _process(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
         part = self.partitions.get(tp.partition)
         if part is None:
-            return  # revoked (or fenced) since the fetch: the new owner reads these records
+            # Revoked, fenced or orphaned since the fetch: whoever takes the partition next
+            # starts from the committed offset, so skipping these loses nothing.
+            return
+        # The transaction runs as a task of its own so that a commit that never answers can be
+        # left behind: aiokafka waits for the end of a commit without a bound.
+        task = asyncio.create_task(self._transaction(part, tp, records))
+        task.add_done_callback(_retrieve)
         try:
-            # One transaction: the batch's outputs and its input offsets commit together.
-            async with part.producer.transaction():
-                for record in records:
-                    await self._handle(part, record)
-                await part.producer.send_offsets_to_transaction(
-                    {tp: records[-1].offset + 1}, self.topics.group
+            done, _ = await asyncio.wait({task}, timeout=TRANSACTION_DEADLINE_S)
+            if not done:
+                task.cancel()
+                raise TransactionInDoubtError(
+                    f"no end of the transaction after {TRANSACTION_DEADLINE_S:g}s"
                 )
+            task.result()
+            part.next_offset = records[-1].offset + 1
         except FENCED:
+            # Another owner initialised this partition's transactional id after us: it owns
+            # the partition now (or will once the group rebalances). Stop reading it until the
+            # group gives it back; our transaction was aborted by the broker.
             log.warning("fenced: another owner took the partition", partition=tp.partition)
             await self._drop(tp.partition)
+            self._pause(tp.partition)
         except Exception:
             # Aborted, or a commit with an unknown outcome: the in-memory state may hold what
             # the log does not (evolve folds in place), and the consumer does not rewind by
-            # itself. Start the partition over from the committed log.
+            # itself. Never retry the batch on the same producer: a new one (its init fences
+            # the old one and settles its transaction either way) rebuilds from the committed
+            # log and rewinds the input to the committed offset.
             log.exception("transaction failed; rebuilding the partition", partition=tp.partition)
             await self._drop(tp.partition)
-            await self._take(tp.partition, rewind=True)
+            await self._try_take(tp.partition, rewind=True)
+
+    async def _transaction(
+        self, part: Partition, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+    ) -> None:
+        # One transaction: the batch's events, results, forwarded copies, dead letters and its
+        # input offsets commit together, or none of them does.
+        async with part.producer.transaction():
+            for record in records:
+                await self._handle(part, record)
+            await part.producer.send_offsets_to_transaction(
+                {tp: records[-1].offset + 1}, self.topics.group
+            )
 
     async def _handle(self, part: Partition, record: ConsumerRecord[Any, Any]) -> None:
         try:
             item = decode_input(record.value)
             if isinstance(item, Tick):
-                await self._tick(part, item)
+                await self._tick(part, record, item)
                 return
             self._check_route(part, record, item)
         except (ValidationError, ValueError) as error:
@@ -193,7 +257,7 @@ class Processor:
         if isinstance(item, CopiedEvent):
             await self._copied(part, record, item)
         else:
-            await self._command(part, item)
+            await self._command(part, record, item)
 
     def _check_route(
         self, part: Partition, record: ConsumerRecord[Any, Any], item: CommandRecord | CopiedEvent
@@ -211,7 +275,9 @@ class Processor:
 
     # ------------------------------------------------------------------ the three inputs
 
-    async def _command(self, part: Partition, item: CommandRecord) -> None:
+    async def _command(
+        self, part: Partition, record: ConsumerRecord[Any, Any], item: CommandRecord
+    ) -> None:
         command = item.command
         bound = log.bind(
             message_id=str(command.message_id),
@@ -246,6 +312,12 @@ class Processor:
                 sequence=after.version if visible and after else 0,
                 rejection=rejection(error),
             )
+        except Exception as error:
+            # decide is pure and only reads the state: the same record would fail the same way
+            # on every retry and block the partition. Set it aside; nothing was written for it.
+            bound.exception("command could not be decided")
+            await self._dead_letter(part, record, error)
+            return
         else:
             own = [e for e in events if e.message_id == command.message_id]
             for event in own:
@@ -282,17 +354,40 @@ class Processor:
             outcome=result.outcome,
             status=result.status,
             sequence=result.sequence,
+            events=len(result.events),
             reason=result.rejection.message if result.rejection else None,
         )
 
-    async def _tick(self, part: Partition, tick: Tick) -> None:
+    async def _tick(self, part: Partition, record: ConsumerRecord[Any, Any], tick: Tick) -> None:
         # Sorted: the order of the released events must not depend on set iteration order, so
         # a replay of the same log writes the same records in the same order.
+        written = 0
         for message_id in sorted(part.active):
             state = part.messages[message_id]
-            for event in plan(state, tick):
+            try:
+                planned = plan(state, tick)
+            except Exception as error:
+                # plan is pure: this message would fail at every tick. Take it out of the
+                # ticks until the partition is rebuilt (a restart, a deploy of a fix), say so
+                # once, and keep planning the partition's other messages.
+                log.exception("message could not be planned", message_id=str(message_id))
+                part.active.discard(message_id)
+                await self._dead_letter(
+                    part, record, RuntimeError(f"planning message {message_id}: {error!r}")
+                )
+                continue
+            for event in planned:
                 await self._send_event(part, event)
                 state = part.fold(event)
+            written += len(planned)
+        log.debug(
+            "tick planned",
+            partition=part.number,
+            tick_id=str(tick.tick_id),
+            at=tick.at.isoformat(),
+            active=len(part.active),
+            events=written,
+        )
 
     async def _copied(
         self, part: Partition, record: ConsumerRecord[Any, Any], item: CopiedEvent
@@ -300,8 +395,19 @@ class Processor:
         event = item.event
         state = part.messages.get(event.message_id)
         version = 0 if state is None else state.version
+        if state is not None and part.copied_by.get(event.message_id) != item.copy_command_id:
+            # The copy's new id names a message that another command created (the original's
+            # processor could not see it: it lives here). The new message is not created.
+            await self._dead_letter(
+                part,
+                record,
+                MessageAlreadyExistsError(
+                    f"copy {item.copy_command_id}: message {event.message_id} already exists"
+                ),
+            )
+            return
         if event.sequence <= version:
-            return  # appended before: event ids are derived from (message, sequence)
+            return  # appended before (a redelivery): event ids derive from (message, sequence)
         if event.sequence != version + 1:
             await self._dead_letter(
                 part,
@@ -311,6 +417,13 @@ class Processor:
             return
         await self._send_event(part, event)
         part.fold(event)
+        log.info(
+            "copied event appended",
+            message_id=str(event.message_id),
+            sequence=event.sequence,
+            event_type=event.type,
+            copy_command_id=str(item.copy_command_id),
+        )
 
     # ------------------------------------------------------------------ outputs
 
@@ -335,6 +448,8 @@ class Processor:
         )
 
     async def _forward(self, part: Partition, command_id: UUID, event: Event) -> None:
+        # In this partition's transaction: the copy's forwarded events exist if and only if the
+        # original's MessageCopied does. The new message's partition appends them in order.
         key = key_of(event.message_id)
         await part.producer.send(
             self.topics.commands,
@@ -354,8 +469,13 @@ class Processor:
             value=b"" if record.value is None else bytes(record.value).decode(errors="replace"),
             error=f"{type(error).__name__}: {error}",
         )
+        # Same partition number as the input: a reader of the dead letters finds a partition's
+        # letters in input order.
         await part.producer.send(
-            self.topics.dead_letter, value=letter.model_dump_json().encode(), key=record.key
+            self.topics.dead_letter,
+            value=letter.model_dump_json().encode(),
+            key=record.key,
+            partition=part.number,
         )
         log.warning(
             "record sent to the dead-letter topic",
@@ -370,70 +490,135 @@ class Processor:
         """Own a partition: fence its previous owner and rebuild its state. With `rewind` (after
         an abort) also move the input back to the committed offset; on a new assignment the
         consumer starts there by itself, and a second seek would make it read records twice."""
+        started = time.perf_counter()
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             transactional_id=self.topics.transactional_id(number),
             max_request_size=self.settings.max_record_bytes,
         )
-        # start() initialises the transactional id: the broker bumps its epoch, which fences a
-        # zombie holding the same id and aborts whatever transaction it left open.
-        await producer.start()
-        part = Partition(number, producer)
-        await self._rebuild(part)
-        self.partitions[number] = part
-        if rewind:
-            assert self._consumer is not None
-            tp = TopicPartition(self.topics.commands, number)
-            committed = await self._consumer.committed(tp)
+        try:
+            # start() initialises the transactional id: the broker bumps its epoch, which
+            # fences a zombie holding the same id and settles whatever transaction it left open
+            # (InitProducerId answers only once that transaction is complete). Only then is the
+            # log read: what the zombie committed is in it, what it did not is gone.
+            await producer.start()
+            init_s = time.perf_counter() - started
+            part = Partition(number, producer)
+            events, results = await self._rebuild(part)
+        except BaseException:
+            await _close(producer)
+            raise
+        tp = TopicPartition(self.topics.commands, number)
+        consumer = self._consumer
+        if rewind and consumer is not None:
+            committed = await consumer.committed(tp)
             if committed is None:
-                await self._consumer.seek_to_beginning(tp)
+                await consumer.seek_to_beginning(tp)
             else:
-                self._consumer.seek(tp, committed)
+                consumer.seek(tp, committed)
+        self.partitions[number] = part
+        self.orphans.pop(number, None)
+        if consumer is not None and tp in consumer.assignment():
+            consumer.resume(tp)
+        # The folded states live as long as the partition: keep the cyclic GC from walking
+        # them at every collection (docs/core.md, measured figures).
+        gc.collect()
+        gc.freeze()
         log.info(
             "partition taken",
             partition=number,
             messages=len(part.messages),
             active=len(part.active),
-            results=len(part.results),
+            events=events,
+            results=results,
             rewound=rewind,
+            init_s=round(init_s, 3),
+            take_s=round(time.perf_counter() - started, 3),
         )
+
+    async def _try_take(self, number: int, *, rewind: bool) -> None:
+        """Take a partition; when Kafka fails meanwhile, pause it and let the loop try again."""
+        try:
+            await self._take(number, rewind=rewind)
+        except FENCED:
+            log.warning("fenced while taking the partition", partition=number)
+            self._pause(number)
+        except Exception:
+            log.exception("partition could not be taken; will retry", partition=number)
+            self._pause(number)
+            self.orphans[number] = time.monotonic() + 2.0
+
+    async def _retake_orphans(self) -> None:
+        if not self.orphans or self._consumer is None:
+            return
+        now = time.monotonic()
+        async with self._lock:
+            assigned = {tp.partition for tp in self._consumer.assignment()}
+            for number, due in list(self.orphans.items()):
+                if number not in assigned:
+                    self.orphans.pop(number, None)  # revoked meanwhile: not ours to take
+                elif due <= now and number not in self.partitions:
+                    # Rewind: records may have been fetched and skipped while it was orphaned.
+                    await self._try_take(number, rewind=True)
+
+    def _pause(self, number: int) -> None:
+        tp = TopicPartition(self.topics.commands, number)
+        if self._consumer is not None and tp in self._consumer.assignment():
+            self._consumer.pause(tp)
 
     async def _drop(self, number: int) -> None:
         part = self.partitions.pop(number, None)
         if part is not None:
-            with contextlib.suppress(Exception):
-                await part.producer.stop()
+            await _close(part.producer)
+            # Let the dropped state be collected (it was frozen when the partition was taken).
+            gc.unfreeze()
+            log.info("partition dropped", partition=number)
 
-    async def _rebuild(self, part: Partition) -> None:
+    async def _rebuild(self, part: Partition) -> tuple[int, int]:
         """Fold the partition's committed events and results, from the beginning to the end."""
+        events = results = 0
         async for value in _read_all(self.settings, self.topics.events, part.number):
             part.fold(decode_event(value))
+            events += 1
         async for value in _read_all(self.settings, self.topics.results, part.number):
             result = CommandResult.model_validate_json(value)
+            # A result re-sent for a retry equals the first one: keep the first.
             part.results.setdefault(result.command_id, result)
+            results += 1
+        return events, results
 
-    async def _clock(self, stop: asyncio.Event) -> None:
-        """Write a tick to every owned partition each interval: time enters the log as data."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
-        await producer.start()
-        try:
-            while not stop.is_set():
-                at = _utcnow()
-                for number in sorted(self.partitions):
-                    tick = Tick(tick_id=_new_id(), at=at)
-                    await producer.send(
-                        self.topics.commands,
-                        value=tick.model_dump_json().encode(),
-                        key=b"tick",
-                        partition=number,
-                    )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.tick_interval_s)
-        finally:
-            await producer.stop()
+    # ------------------------------------------------------------------ reporting
 
     def owned(self) -> list[int]:
         return sorted(self.partitions)
+
+    def status(self) -> dict[str, Any]:
+        """Owned partitions and their lag, from what the consumer already knows (no request)."""
+        lag: dict[str, int | None] = {}
+        consumer = self._consumer
+        for number, part in sorted(self.partitions.items()):
+            end = None
+            if consumer is not None:
+                end = consumer.last_stable_offset(TopicPartition(self.topics.commands, number))
+            lag[str(number)] = (
+                None if end is None or part.next_offset is None else max(0, end - part.next_offset)
+            )
+        return {
+            "running": self.running,
+            "partitions": self.owned(),
+            "orphaned": sorted(self.orphans),
+            "lag": lag,
+            "decided": self.decided,
+            "ticks_written": self.clock.written,
+        }
+
+    async def check(self) -> None:
+        """The processor's health check: raises (with what is wrong) unless it consumes and
+        owns every partition the group gave it."""
+        if not self.running:
+            raise RuntimeError("the processor is not consuming")
+        if self.orphans:
+            raise RuntimeError(f"partitions assigned but not taken: {sorted(self.orphans)}")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -443,16 +628,31 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.processor._lock:
             for tp in revoked:
+                self.processor.orphans.pop(tp.partition, None)
                 await self.processor._drop(tp.partition)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.processor._lock:
             for tp in sorted(assigned, key=lambda tp: tp.partition):
                 if tp.partition not in self.processor.partitions:
-                    await self.processor._take(tp.partition)
+                    await self.processor._try_take(tp.partition, rewind=False)
 
 
-async def _read_all(settings: Settings, topic: str, partition: int) -> Any:
+async def _close(producer: AIOKafkaProducer) -> None:
+    # stop() flushes first, which never ends when the broker is gone; the producer is being
+    # thrown away (its transaction is settled by the next owner's init either way).
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), CLOSE_DEADLINE_S)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # A transaction task left behind after its deadline ends later with an error nobody
+    # awaits; read it so asyncio does not report it as never retrieved.
+    if not task.cancelled():
+        task.exception()
+
+
+async def _read_all(settings: Settings, topic: str, partition: int) -> AsyncIterator[bytes]:
     """Yield the committed values of one partition, from the beginning to its current end."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -478,13 +678,3 @@ async def _read_all(settings: Settings, topic: str, partition: int) -> Any:
                 yield record.value
     finally:
         await consumer.stop()
-
-
-def _utcnow() -> datetime:
-    # The one clock reading of the processor: the instant a tick records. Decisions only ever
-    # read ticks and command timestamps from the log.
-    return datetime.now(UTC)
-
-
-def _new_id() -> UUID:
-    return uuid4()

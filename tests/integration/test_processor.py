@@ -248,7 +248,7 @@ async def test_sigkill_mid_stream_then_retrying_everything_leaves_one_history_pe
     first = stack.spawn()
     messages = [ids() for _ in range(20)]
     commands = [record(create(m)) for m in messages]
-    for round_ in range(12):
+    for round_ in range(24):  # 20 creates + 480 additions: 500 commands
         for m in messages:
             batch = contacts(5, prefix=f"r{round_}-")
             commands.append(record(AddRecipients(command_id=ids(), message_id=m, contacts=batch)))
@@ -278,7 +278,7 @@ async def test_sigkill_mid_stream_then_retrying_everything_leaves_one_history_pe
     assert set(grouped) == set(messages)
     for events in grouped.values():
         assert_one_history(events)
-        assert len(events) == 13  # one draft, twelve additions: each command once
+        assert len(events) == 25  # one draft, 24 additions: each command once
 
 
 async def test_two_processors_share_the_partitions_and_each_command_is_decided_once(
@@ -347,6 +347,25 @@ async def test_fifty_racing_pause_resume_cancel_commands_form_a_valid_history(
         and results[r.command.command_id][0].events
     )
     assert accepted_lifecycle == len(lifecycle)
+    # In the order they were decided (the results partition's order): every answer states the
+    # status the command left, and after the cancel nothing changes any more.
+    racing_ids = {r.command.command_id for r in racing}
+    decided = [results[c][0] for c in results if c in racing_ids]
+    assert len(decided) == len(racing)
+    canceled = False
+    for answer in decided:
+        if canceled:
+            assert answer.events == () and answer.status == "canceled", answer
+            if answer.command_type != "CancelMessage":
+                assert answer.rejection is not None and answer.rejection.code == "not_allowed"
+        elif answer.events:
+            expected = {
+                "PauseMessage": "paused",
+                "ResumeMessage": "sending",
+                "CancelMessage": "canceled",
+            }[answer.command_type]
+            assert answer.status == expected, answer
+        canceled = canceled or answer.status == "canceled"
 
 
 async def _at_least(read, n: int):  # type: ignore[no-untyped-def]

@@ -1,0 +1,202 @@
+"""Throughput and rebuild time of the processor on the real Kafka (figures in docs/dispatcher.md).
+
+    .venv/bin/python -m services.dispatcher.bench --messages 200 --adds 9 --contacts 10
+
+Creates topics under a fresh prefix, starts `python -m services.dispatcher` as a subprocess,
+waits until it owns every partition, publishes `messages * (1 + adds)` commands (a CreateDraft
+and `adds` AddRecipients of `contacts` contacts per message) and times them until every result
+is committed. Then it SIGKILLs the processor, starts a new one and reports how long each
+partition's take (fence + rebuild of events and results) lasted, from the new process's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import Actor, AddRecipients, Contact, Content, CreateDraft
+from schemas.wire import CommandRecord
+from services.common.settings import REPO_ROOT, Settings
+from services.common.topics import ensure_topics
+
+ACTOR = Actor(kind="user", account_id="bench", user_id="bench")
+CONTENT = Content(name="Bench", from_address="bench@example.org", subject="Hi", body="Hello")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _spawn(settings: Settings, log: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.dispatcher"],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "TOPIC_PREFIX": settings.topic_prefix,
+            "KAFKA_PARTITIONS": str(settings.kafka_partitions),
+            "DISPATCHER_HEALTH_PORT": str(port),
+            "LOG_FORMAT": "json",
+        },
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _health(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            body: dict[str, Any] = json.loads(answer.read())
+            return body
+    except (OSError, ValueError):
+        return {}
+
+
+async def _owns_all(port: int, partitions: int, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        body = await asyncio.to_thread(_health, port)
+        if sum(name.startswith("partition-") for name in body.get("checks", {})) == partitions:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the processor did not take every partition")
+
+
+async def _count_results(settings: Settings, expected: int, within: float = 600) -> float:
+    """Wait until `expected` results are committed; return when the last one was seen."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        topic = f"{settings.topic_prefix}.command-results"
+        tps = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        deadline = time.monotonic() + within
+        while seen < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{seen} of {expected} results")
+            batches = await consumer.getmany(timeout_ms=200)
+            seen += sum(len(records) for records in batches.values())
+        return time.perf_counter()
+    finally:
+        await consumer.stop()
+
+
+async def bench(messages: int, adds: int, contacts: int) -> None:
+    settings = Settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+    await ensure_topics(settings)
+    records: list[CommandRecord] = []
+    now = datetime.now(UTC)
+    for _ in range(messages):
+        m = uuid.uuid4()
+        records.append(
+            CommandRecord(
+                command=CreateDraft(command_id=uuid.uuid4(), message_id=m, content=CONTENT),
+                actor=ACTOR,
+                issued_at=now,
+            )
+        )
+        for a in range(adds):
+            batch = tuple(
+                Contact(contact_id=f"{a}-{i}", email=f"{a}-{i}@example.org")
+                for i in range(contacts)
+            )
+            records.append(
+                CommandRecord(
+                    command=AddRecipients(command_id=uuid.uuid4(), message_id=m, contacts=batch),
+                    actor=ACTOR,
+                    issued_at=now,
+                )
+            )
+    values = [(str(r.command.message_id).encode(), r.model_dump_json().encode()) for r in records]
+
+    workdir = Path(tempfile.mkdtemp(prefix="processor-bench-"))
+    port = _free_port()
+    first = _spawn(settings, workdir / "first.log", port)
+    try:
+        await _owns_all(port, settings.kafka_partitions)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+        await producer.start()
+        counting = asyncio.create_task(_count_results(settings, len(records)))
+        started = time.perf_counter()
+        for key, value in values:
+            await producer.send(f"{settings.topic_prefix}.commands", value=value, key=key)
+        await producer.flush()
+        published = time.perf_counter()
+        ended = await counting
+        await producer.stop()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    elapsed = ended - started
+    print(
+        f"commands={len(records):,} ({messages} messages, {adds} adds of {contacts} contacts) "
+        f"published_in={published - started:.2f}s all_decided_in={elapsed:.2f}s "
+        f"rate={len(records) / elapsed:,.0f} commands/s"
+    )
+
+    port = _free_port()
+    second_log = workdir / "second.log"
+    spawned = time.perf_counter()
+    second = _spawn(settings, second_log, port)
+    try:
+        await _owns_all(port, settings.kafka_partitions)
+        ready = time.perf_counter() - spawned
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait()
+    takes = [
+        line
+        for line in (
+            json.loads(raw) for raw in second_log.read_text().splitlines() if raw[:1] == "{"
+        )
+        if line.get("event") == "partition taken"
+    ]
+    events = sum(t["events"] for t in takes)
+    results = sum(t["results"] for t in takes)
+    take_s = sum(t["take_s"] for t in takes)
+    each = ", ".join(f"p{t['partition']}={t['take_s']:.2f}s" for t in takes)
+    print(
+        f"restart after SIGKILL: spawn->owning all partitions {ready:.2f}s; "
+        f"rebuild of {events:,} events + {results:,} results: {take_s:.2f}s "
+        f"({each})"
+    )
+    print(f"logs: {workdir}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--adds", type=int, default=9)
+    parser.add_argument("--contacts", type=int, default=10)
+    args = parser.parse_args()
+    asyncio.run(bench(args.messages, args.adds, args.contacts))
+
+
+if __name__ == "__main__":
+    main()
