@@ -113,6 +113,35 @@ def rejection(error: DomainError) -> Rejection:
     return Rejection(code="invalid", message=str(error))
 
 
+def result_for(
+    item: CommandRecord, after: MessageState | None, decided: list[Event] | DomainError
+) -> CommandResult:
+    """The result of a decided command: the events it produced, or the core's error; and the
+    message's status and last sequence number after it. A rejected caller of another account
+    learns nothing of the message (no status, sequence 0), as if it did not exist."""
+    command = item.command
+    rejected = isinstance(decided, DomainError)
+    shown = after
+    if rejected and after is not None and after.account_id != item.actor.account_id:
+        shown = None
+    return CommandResult(
+        command_id=command.command_id,
+        message_id=command.message_id,
+        command_type=command.type,
+        correlation_id=item.correlation_id,
+        outcome="rejected" if rejected else "accepted",
+        status=shown.status.value if shown is not None else None,
+        sequence=shown.version if shown is not None else 0,
+        events=()
+        if isinstance(decided, DomainError)
+        else tuple(
+            EventRef(message_id=e.message_id, sequence=e.sequence, event_id=e.event_id, type=e.type)
+            for e in decided
+        ),
+        rejection=rejection(decided) if isinstance(decided, DomainError) else None,
+    )
+
+
 @dataclass
 class Partition:
     """What the processor holds for one owned input partition."""
@@ -300,18 +329,7 @@ class Processor:
         try:
             events = decide(command, state, ctx)
         except DomainError as error:
-            after = part.messages.get(command.message_id)
-            visible = after is not None and after.account_id == item.actor.account_id
-            result = CommandResult(
-                command_id=command.command_id,
-                message_id=command.message_id,
-                command_type=command.type,
-                correlation_id=item.correlation_id,
-                outcome="rejected",
-                status=after.status.value if visible and after else None,
-                sequence=after.version if visible and after else 0,
-                rejection=rejection(error),
-            )
+            result = result_for(item, part.messages.get(command.message_id), error)
         except Exception as error:
             # decide is pure and only reads the state: the same record would fail the same way
             # on every retry and block the partition. Set it aside; nothing was written for it.
@@ -327,25 +345,7 @@ class Processor:
                 if event.message_id != command.message_id:
                     # The new message of a copy has its own writer: its partition's processor.
                     await self._forward(part, command.command_id, event)
-            after = part.messages.get(command.message_id)
-            result = CommandResult(
-                command_id=command.command_id,
-                message_id=command.message_id,
-                command_type=command.type,
-                correlation_id=item.correlation_id,
-                outcome="accepted",
-                status=after.status.value if after else None,
-                sequence=after.version if after else 0,
-                events=tuple(
-                    EventRef(
-                        message_id=e.message_id,
-                        sequence=e.sequence,
-                        event_id=e.event_id,
-                        type=e.type,
-                    )
-                    for e in events
-                ),
-            )
+            result = result_for(item, part.messages.get(command.message_id), events)
         part.results[command.command_id] = result
         await self._send_result(part, result)
         self.decided += 1

@@ -12,9 +12,9 @@ from uuid import UUID, uuid4
 
 from core import Context, DomainError, MessageState, decide, evolve, plan
 from schemas import Event, Tick
-from schemas.wire import CommandRecord, CommandResult, EventRef
+from schemas.wire import CommandRecord, CommandResult
 from services.commands.ports import Claim
-from services.dispatcher.processor import rejection
+from services.dispatcher.processor import result_for
 
 
 class BusDownError(ConnectionError):
@@ -91,50 +91,19 @@ class FakeBus:
                 correlation_id=record.correlation_id,
             )
             state = self.states.get(command.message_id)
-            base = CommandResult(
-                command_id=command.command_id,
-                message_id=command.message_id,
-                command_type=command.type,
-                correlation_id=record.correlation_id,
-                outcome="accepted",
-            )
             try:
-                events = decide(command, state, ctx)
+                decided: list[Event] | DomainError = decide(command, state, ctx)
             except DomainError as error:
-                visible = state is not None and state.account_id == record.actor.account_id
-                result = replace_result(
-                    base,
-                    outcome="rejected",
-                    status=state.status.value if visible and state else None,
-                    sequence=state.version if visible and state else 0,
-                    rejection=rejection(error),
-                )
+                decided = error
             else:
-                for event in events:
+                for event in decided:
                     self._append(event)
-                after = self.states.get(command.message_id)
-                result = replace_result(
-                    base,
-                    status=after.status.value if after else None,
-                    sequence=after.version if after else 0,
-                    events=tuple(
-                        EventRef(
-                            message_id=e.message_id,
-                            sequence=e.sequence,
-                            event_id=e.event_id,
-                            type=e.type,
-                        )
-                        for e in events
-                    ),
-                )
+            # The processor's own function: the fake answers exactly as the processor would.
+            result = result_for(record, self.states.get(command.message_id), decided)
             self.results[command.command_id] = result
         for future in self._waiters.pop(command.command_id, []):
             if not future.done():
                 future.set_result(result)
-
-
-def replace_result(result: CommandResult, **changes: Any) -> CommandResult:
-    return result.model_copy(update=changes)
 
 
 class FakeKeys:

@@ -22,7 +22,8 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import Actor, Command, Event, decode_event
+from core import fold
+from schemas import Actor, Command, Contact, Content, Event, decode_event
 from schemas.wire import CommandRecord, CommandResult, DeadLetter
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
@@ -205,3 +206,23 @@ def by_message(events: Iterable[Event]) -> dict[UUID, list[Event]]:
     for event in events:
         grouped[event.message_id].append(event)
     return grouped
+
+
+CONTENT = Content(name="News", from_address="news@example.org", subject="Hi", body="Hello")
+
+
+def ids() -> UUID:
+    return uuid.uuid4()
+
+
+def contacts(n: int, prefix: str = "c") -> tuple[Contact, ...]:
+    return tuple(
+        Contact(contact_id=f"{prefix}{i}", email=f"{prefix}{i}@example.org") for i in range(n)
+    )
+
+
+def assert_one_history(events: list[Event]) -> None:
+    """A message's events: sequence 1..n without gap or repeat, and a valid fold."""
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert len({e.event_id for e in events}) == len(events)
+    fold(events)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,8 +17,6 @@ from core import fold
 from schemas import (
     AddRecipients,
     CancelMessage,
-    Contact,
-    Content,
     CopyMessage,
     CreateDraft,
     Event,
@@ -31,23 +28,15 @@ from schemas import (
     SendingStarted,
 )
 from tests.integration.processor_harness import (
+    CONTENT,
     STRANGER,
     Stack,
+    assert_one_history,
     by_message,
+    contacts,
+    ids,
     record,
 )
-
-CONTENT = Content(name="News", from_address="news@example.org", subject="Hi", body="Hello")
-
-
-def ids() -> UUID:
-    return uuid.uuid4()
-
-
-def contacts(n: int, prefix: str = "c") -> tuple[Contact, ...]:
-    return tuple(
-        Contact(contact_id=f"{prefix}{i}", email=f"{prefix}{i}@example.org") for i in range(n)
-    )
 
 
 def create(message: UUID) -> CreateDraft:
@@ -62,13 +51,6 @@ async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
         yield stack
     finally:
         await stack.close()
-
-
-def assert_one_history(events: list[Event]) -> None:
-    """A message's events: sequence 1..n without gap or repeat, and a valid fold."""
-    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-    assert len({e.event_id for e in events}) == len(events)
-    fold(events)
 
 
 async def started_sending(stack: Stack, message: UUID, recipients: int = 3) -> None:

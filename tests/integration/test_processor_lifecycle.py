@@ -7,12 +7,10 @@ import json
 import signal
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 
@@ -20,8 +18,6 @@ from core import fold
 from schemas import (
     AddRecipients,
     CancelMessage,
-    Contact,
-    Content,
     CopyMessage,
     CreateDraft,
     EditDraft,
@@ -35,19 +31,16 @@ from schemas import (
     UnscheduleMessage,
 )
 from schemas.base import CommandBase
-from tests.integration.processor_harness import Stack, by_message, free_port, record
-
-CONTENT = Content(name="News", from_address="news@example.org", subject="Hi", body="Hello")
-
-
-def ids() -> UUID:
-    return uuid.uuid4()
-
-
-def contacts(n: int, prefix: str = "c") -> tuple[Contact, ...]:
-    return tuple(
-        Contact(contact_id=f"{prefix}{i}", email=f"{prefix}{i}@example.org") for i in range(n)
-    )
+from tests.integration.processor_harness import (
+    CONTENT,
+    Stack,
+    assert_one_history,
+    by_message,
+    contacts,
+    free_port,
+    ids,
+    record,
+)
 
 
 @pytest.fixture
@@ -58,12 +51,6 @@ async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
         yield stack
     finally:
         await stack.close()
-
-
-def assert_one_history(events: list[Event]) -> None:
-    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-    assert len({e.event_id for e in events}) == len(events)
-    fold(events)
 
 
 async def test_every_command_through_the_topic_writes_its_events_and_an_accepted_result(
