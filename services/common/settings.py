@@ -37,6 +37,25 @@ class Settings(BaseSettings):
     max_record_bytes: int = 8 * 1024 * 1024
     # The clock: one tick per partition per interval, written to the commands topic.
     tick_interval_s: float = 1.0
+    # Off only for replays and simulated-time tests, whose ticks come from the log itself.
+    clock_enabled: bool = True
+    # Kafka static membership (group.instance.id) of this dispatcher process: a restarted process
+    # with the same id gets its partitions back at once instead of after the session timeout.
+    # Must be unique per process; unset means dynamic membership (docs/dispatcher.md).
+    dispatcher_instance_id: str | None = None
+    # The consumer session timeout of the dispatcher and the delivery worker: how long a process
+    # that died without leaving keeps its partitions.
+    kafka_session_timeout_ms: int = 10_000
+
+    # Delivery (docs/delivery.md): the overall SMTP rate of one worker process, its pool of SMTP
+    # connections, the retries of transient (4xx) refusals, and the Message-ID domain.
+    delivery_rate: float = 1000.0
+    smtp_pool_size: int = 8
+    smtp_timeout_s: float = 30.0
+    delivery_retry_base_s: float = 2.0
+    delivery_max_attempts: int = 5
+    delivery_instance_id: str | None = None
+    message_id_domain: str = "mailctl.invalid"
     # How long the API waits for a command's outcome before answering 202 with a URL to poll.
     command_wait_s: float = 5.0
 

@@ -46,8 +46,18 @@ class Topics:
         return f"{self.prefix}.dead-letter"
 
     @property
+    def sends(self) -> str:
+        """Per-recipient send records and message contents, for the delivery worker."""
+        return f"{self.prefix}.sends"
+
+    @property
     def all(self) -> tuple[str, ...]:
-        return (self.commands, self.events, self.results, self.dead_letter)
+        return (self.commands, self.events, self.results, self.dead_letter, self.sends)
+
+    @property
+    def delivery_group(self) -> str:
+        """The consumer group of the delivery workers that share the sends topic's partitions."""
+        return f"{self.prefix}-delivery"
 
     @property
     def group(self) -> str:

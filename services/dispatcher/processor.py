@@ -45,8 +45,10 @@ from core import (
     decide,
     evolve,
     plan,
+    send_id,
 )
-from schemas import DraftCreated, Event, Tick, decode_event
+from schemas import DraftCreated, Event, RecipientsReleased, SendingStarted, Tick, decode_event
+from schemas.sends import MailContent, send_record_json
 from schemas.wire import (
     CommandRecord,
     CommandResult,
@@ -196,6 +198,10 @@ class Processor:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=self.topics.group,
+            # Static membership: a restarted process with the same id is given its partitions
+            # back without waiting for the session of its dead predecessor to time out.
+            group_instance_id=self.settings.dispatcher_instance_id,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -204,7 +210,9 @@ class Processor:
         self._consumer = consumer
         consumer.subscribe([self.topics.commands], listener=_Listener(self))
         await consumer.start()
-        clock = asyncio.create_task(self.clock.run(stop))
+        clock = asyncio.create_task(
+            self.clock.run(stop) if self.settings.clock_enabled else stop.wait()
+        )
         self.running = True
         try:
             while not stop.is_set():
@@ -379,6 +387,10 @@ class Processor:
             for event in planned:
                 await self._send_event(part, event)
                 state = part.fold(event)
+                if isinstance(event, RecipientsReleased):
+                    await self._send_releases(part, state, event)
+                elif isinstance(event, SendingStarted):
+                    await self._send_content(part, state, event)
             written += len(planned)
         log.debug(
             "tick planned",
@@ -446,6 +458,50 @@ class Processor:
             partition=part.number,
             headers=[("command_id", str(result.command_id).encode())],
         )
+
+    async def _send_content(
+        self, part: Partition, state: MessageState, event: SendingStarted
+    ) -> None:
+        # Before any send of the message, in the same partition: the delivery worker stores it
+        # before it reads the sends that need it.
+        record = MailContent(
+            message_id=state.message_id,
+            account_id=state.account_id,
+            content=state.content,
+            sequence=event.sequence,
+        )
+        await part.producer.send(
+            self.topics.sends,
+            value=record.model_dump_json().encode(),
+            key=key_of(state.message_id),
+            partition=part.number,
+            headers=[("type", b"MailContent")],
+        )
+
+    async def _send_releases(
+        self, part: Partition, state: MessageState, event: RecipientsReleased
+    ) -> None:
+        # One record per released contact, in the event's order, in the event's transaction:
+        # the sends exist if and only if the release does. The hot path of a large message, so
+        # the record is serialized directly (schemas.sends.send_record_json).
+        message_id = event.message_id
+        entries = state.book.entries
+        send = part.producer.send
+        topic = self.topics.sends
+        key = key_of(message_id)
+        number = part.number
+        released_at = event.occurred_at.isoformat()
+        headers = [("type", b"Send")]
+        for contact_id in event.contact_ids:
+            value = send_record_json(
+                send_id=send_id(message_id, contact_id),
+                message_id=message_id,
+                account_id=state.account_id,
+                released_at=released_at,
+                release_sequence=event.sequence,
+                contact_json=entries[contact_id].contact.model_dump_json(),
+            )
+            await send(topic, value=value, key=key, partition=number, headers=headers)
 
     async def _forward(self, part: Partition, command_id: UUID, event: Event) -> None:
         # In this partition's transaction: the copy's forwarded events exist if and only if the

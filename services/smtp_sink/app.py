@@ -161,6 +161,15 @@ def create_app(settings: Settings) -> FastAPI:
             items=[MessageOut.of(m) for m in page], total=total, next_after=next_after
         )
 
+    @app.get("/deliveries")
+    async def deliveries(
+        mail_from: str,
+        after: Annotated[int, Query(ge=0, description="cursor: the last row of the last page")] = 0,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> list[tuple[int, str | None, str]]:
+        """Compact list of (row, Message-ID, recipient) of the mails from one sender."""
+        return store().deliveries(mail_from=mail_from, after=after, limit=limit)
+
     @app.get("/messages/{row}", responses={404: {"description": "No such mail."}})
     async def message(row: int) -> MessageOut:
         found = store().get(row)

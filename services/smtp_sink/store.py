@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS messages (
     raw         BLOB    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
+CREATE INDEX IF NOT EXISTS messages_from ON messages (lower(mail_from), id);
 -- One row per envelope recipient: the unit the duplicate statistics count.
 CREATE TABLE IF NOT EXISTS recipients (
     id          INTEGER PRIMARY KEY,
@@ -206,6 +207,19 @@ class SinkStore:
             for r in rows
         ]
         return page, (page[-1].id if more else None), int(count)
+
+    def deliveries(
+        self, *, mail_from: str, after: int = 0, limit: int = 10_000
+    ) -> list[tuple[int, str | None, str]]:
+        """(row, Message-ID, recipient) of every mail from `mail_from` after the row cursor, in
+        arrival order: what an exactly-once test counts, without the mails' bodies."""
+        rows = self._db.execute(
+            "SELECT m.id, m.message_id, r.rcpt FROM messages m"
+            " JOIN recipients r ON r.message_row = m.id"
+            " WHERE lower(m.mail_from) = ? AND m.id > ? ORDER BY m.id LIMIT ?",
+            (mail_from.lower(), after, limit),
+        ).fetchall()
+        return [(int(r[0]), r[1], str(r[2])) for r in rows]
 
     def get(self, row: int) -> StoredMessage | None:
         page, _, _ = self.find(after=row - 1, limit=1)

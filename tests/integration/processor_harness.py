@@ -83,10 +83,12 @@ class Stack:
             await consumer.seek_to_beginning(*tps)
             self._readers[topic] = (consumer, Log())
 
-    def spawn(self, name: str = "processor", **env: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str = "processor", module: str = "services.dispatcher", **env: str
+    ) -> subprocess.Popen[bytes]:
         log_path = self.tmp / f"{name}-{len(self.processes)}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.dispatcher"],
+            [sys.executable, "-m", module],
             cwd=REPO_ROOT,
             env={
                 **os.environ,
@@ -95,6 +97,7 @@ class Stack:
                 "TOPIC_PREFIX": self.settings.topic_prefix,
                 "KAFKA_PARTITIONS": str(self.settings.kafka_partitions),
                 "DISPATCHER_HEALTH_PORT": str(free_port()),
+                "DELIVERY_HEALTH_PORT": str(free_port()),
                 "TICK_INTERVAL_S": "0.2",
                 "LOG_FORMAT": "json",
                 **env,

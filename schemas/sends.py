@@ -1,0 +1,80 @@
+"""The records of `<prefix>.sends`: what the processor hands to delivery (docs/delivery.md).
+
+The processor writes them in the same Kafka transaction as the events that decide them, at the
+same partition number as the message's commands and events (co-partitioned, keyed by message id):
+
+* one :class:`MailContent` per message when it starts sending (``SendingStarted``): the content is
+  fixed from scheduling on, and a body of up to 2 MB is written once, not once per recipient;
+* one :class:`SendRecord` per released recipient (``RecipientsReleased``), in release order, with
+  its deterministic send id (``core.send_id``): the delivery ledger's unique key.
+
+A replay of the same commands topic writes the same records in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, Field, TypeAdapter
+
+from schemas.base import Record
+from schemas.values import Contact, Content
+
+__all__ = ["MailContent", "SendRecord", "SendTopicRecord", "decode_send_topic", "send_record_json"]
+
+
+class MailContent(Record):
+    """The content every send of a message is rendered from (merge fields applied per contact)."""
+
+    type: Literal["MailContent"] = "MailContent"
+    schema_version: Literal[1] = 1
+    message_id: UUID
+    account_id: str
+    content: Content
+    sequence: int = Field(description="the SendingStarted event's sequence number")
+
+
+class SendRecord(Record):
+    """One recipient released for delivery: hand this mail to SMTP exactly once."""
+
+    type: Literal["Send"] = "Send"
+    schema_version: Literal[1] = 1
+    send_id: UUID
+    message_id: UUID
+    account_id: str
+    released_at: AwareDatetime
+    release_sequence: int = Field(description="the RecipientsReleased event's sequence number")
+    contact: Contact
+
+
+SendTopicRecord = Annotated[MailContent | SendRecord, Field(discriminator="type")]
+
+_SENDS: TypeAdapter[MailContent | SendRecord] = TypeAdapter(SendTopicRecord)
+
+
+def decode_send_topic(value: bytes) -> MailContent | SendRecord:
+    """Decode a record of `<prefix>.sends`; raises pydantic.ValidationError for bad input."""
+    return _SENDS.validate_json(value)
+
+
+def send_record_json(
+    *,
+    send_id: UUID,
+    message_id: UUID,
+    account_id: str,
+    released_at: str,
+    release_sequence: int,
+    contact_json: str,
+) -> bytes:
+    """A :class:`SendRecord` serialized without building the model: the processor writes one per
+    released recipient, up to millions per message. ``released_at`` is the ISO instant and
+    ``contact_json`` the contact's ``model_dump_json()``. Decodes to the same model as
+    ``SendRecord(...).model_dump_json()`` (tested)."""
+    return (
+        '{"type":"Send","schema_version":1,"send_id":"'
+        f'{send_id}","message_id":"{message_id}","account_id":{json.dumps(account_id)},'
+        f'"released_at":"{released_at}","release_sequence":{release_sequence},'
+        f'"contact":{contact_json}}}'
+    ).encode()

@@ -1,0 +1,1 @@
+"""The delivery worker: hands each released send to SMTP exactly once (docs/delivery.md)."""

@@ -1,0 +1,11 @@
+"""`python -m services.dispatcher.delivery`"""
+
+import asyncio
+
+from services.common.logs import configure_logging
+from services.common.settings import Settings
+from services.dispatcher.delivery.service import SERVICE, serve
+
+settings = Settings()
+configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
+asyncio.run(serve(settings))

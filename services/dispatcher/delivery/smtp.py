@@ -1,0 +1,126 @@
+"""SMTP hand-off: a pool of aiosmtplib connections, an overall rate, and the one rule that decides
+what an SMTP answer means for a send (docs/delivery.md):
+
+* 250 to DATA: **delivered**;
+* a 5xx reply to MAIL, RCPT or DATA: **failed** for good, with the reply as the reason;
+* a 4xx reply, or a connection that fails before DATA is sent: **deferred** (the server did not
+  take the mail, so trying again later cannot make a second copy);
+* the connection lost or timed out after DATA began, before the reply: **unknown** (the server
+  may have taken it; it is never sent again automatically).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import aiosmtplib
+import structlog
+
+from services.dispatcher.delivery.mail import Mail
+
+log = structlog.get_logger(__name__)
+
+Verdict = Literal["delivered", "failed", "deferred", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What became of one hand-off, and the transport's words for it."""
+
+    verdict: Verdict
+    detail: str
+
+
+def _refusal(error: aiosmtplib.SMTPResponseException) -> Answer:
+    text = f"{error.code} {error.message}".strip()
+    if 400 <= error.code < 500:
+        return Answer("deferred", text)
+    if 500 <= error.code < 600:
+        return Answer("failed", text)
+    # Any other code where a 250 was due: the server did not take the mail; ask again later.
+    return Answer("deferred", f"unexpected reply {text}")
+
+
+class RateLimiter:
+    """At most `rate` hand-offs per second overall: each one reserves the next free instant."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+
+    async def take(self, count: int = 1) -> None:
+        if self.interval == 0.0 or count <= 0:
+            return
+        now = time.monotonic()
+        start = max(self._next, now)
+        self._next = start + count * self.interval
+        # Wait until the first of the reserved slots; the rest follow within this batch, so a
+        # batch of n goes out at the rate on average (bursting at most n at once).
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class SmtpPool:
+    """`size` SMTP connections, each used by one hand-off at a time, opened on demand."""
+
+    def __init__(self, host: str, port: int, size: int, timeout: float) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        for _ in range(size):
+            self._idle.put_nowait(
+                aiosmtplib.SMTP(hostname=host, port=port, timeout=timeout, start_tls=False)
+            )
+
+    async def deliver(self, mail: Mail) -> Answer:
+        client = await self._idle.get()
+        try:
+            return await self._conversation(client, mail)
+        finally:
+            self._idle.put_nowait(client)
+
+    async def _conversation(self, client: aiosmtplib.SMTP, mail: Mail) -> Answer:
+        try:
+            await self._ready(client)
+            await client.mail(mail.mail_from)
+            await client.rcpt(mail.rcpt_to)
+        except aiosmtplib.SMTPResponseException as error:
+            await self._reset(client)
+            return _refusal(error)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            # Nothing of the message was sent: the server cannot have taken it.
+            client.close()
+            return Answer("deferred", f"before DATA: {type(error).__name__}: {error}")
+        try:
+            response = await client.data(mail.data)
+        except aiosmtplib.SMTPResponseException as error:
+            await self._reset(client)
+            return _refusal(error)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            client.close()
+            return Answer("unknown", f"during DATA: {type(error).__name__}: {error}")
+        return Answer("delivered", f"{response.code} {response.message}".strip())
+
+    async def _ready(self, client: aiosmtplib.SMTP) -> None:
+        if not client.is_connected:
+            await client.connect()
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        # After a refusal the envelope must be reset before the connection is used again.
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            if client.is_connected:
+                try:
+                    await asyncio.wait_for(client.quit(), 2.0)
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()

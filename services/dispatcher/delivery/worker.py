@@ -1,0 +1,439 @@
+"""The delivery worker's loop (docs/delivery.md).
+
+It reads `<prefix>.sends` in the consumer group `<prefix>-delivery` with read_committed (only
+sends whose release committed), and for each partition it owns, in order:
+
+1. `MailContent` records are stored in Postgres (`delivery_content`) before any send needs them;
+2. sends are claimed in the ledger in small chunks (a unique send id: a send claimed before, by
+   anyone, in any state, is never handed over again), then handed to SMTP through the pool at
+   the configured overall rate, and their outcomes written back to the ledger;
+3. the consumer's offsets are committed once the chunk's outcomes are in the ledger.
+
+Two loops run beside it: deferred sends (4xx, or no connection) are claimed again when their
+backoff is due, and final outcomes not yet reported are published to `<prefix>.commands` as
+`RecordDeliveryOutcomes` commands (an outbox: the ledger row is marked reported only after the
+broker acknowledged the command; a repeat is a no-op in the core).
+
+Taking a partition bumps its owner epoch in Postgres and marks every send the previous owner left
+`claimed` as `unknown`: it may or may not have reached SMTP, and a second copy is worse than none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from schemas import MAX_CHUNK, Actor, Content, FailedRecipient, RecordDeliveryOutcomes
+from schemas.sends import MailContent, SendRecord, decode_send_topic
+from schemas.wire import CommandRecord, DeadLetter
+from services.common.settings import Settings
+from services.common.topics import Topics
+from services.dispatcher.delivery.ledger import (
+    Claim,
+    FencedError,
+    Ledger,
+    Outcome,
+    Reportable,
+    retry_at,
+)
+from services.dispatcher.delivery.mail import compose
+from services.dispatcher.delivery.smtp import Answer, RateLimiter, SmtpPool
+
+log = structlog.get_logger(__name__)
+
+#: The service the outcome commands are issued by.
+DELIVERY = "delivery"
+#: Sends claimed at once: small, so a crash leaves few claims without an outcome (each becomes
+#: `unknown`), large enough to keep the pool's connections busy.
+CLAIM_CHUNK = 32
+#: The most records one fetch brings (one partition's share is handled in order).
+MAX_FETCH = 256
+REPORT_INTERVAL_S = 0.2
+RETRY_POLL_S = 0.5
+#: A namespace for the outcome commands' ids (uuid5 of the send ids they report).
+OUTCOMES_NAMESPACE = uuid.UUID("5b0f6a4e-2f53-4c1e-9a51-6f1b7d7d2c01")
+
+
+@dataclass
+class Owned:
+    """A sends partition this worker owns, and the epoch it owns it under."""
+
+    number: int
+    epoch: int
+    next_offset: int | None = None
+
+
+class DeliveryWorker:
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.owner = settings.delivery_instance_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
+        self.owned: dict[int, Owned] = {}
+        self.contents: dict[str, Content] = {}
+        self.running = False
+        self.handed = 0
+        self.reported = 0
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._ledger: Ledger | None = None
+        self._pool: SmtpPool | None = None
+        self._limiter = RateLimiter(settings.delivery_rate)
+
+    # ------------------------------------------------------------------ the loops
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        self._ledger = await Ledger.connect(settings.database_url)
+        self._pool = SmtpPool(
+            settings.smtp_host, settings.smtp_port, settings.smtp_pool_size, settings.smtp_timeout_s
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=settings.max_record_bytes,
+        )
+        await self._producer.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=self.topics.delivery_group,
+            group_instance_id=settings.delivery_instance_id,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=settings.max_record_bytes,
+        )
+        self._consumer = consumer
+        consumer.subscribe([self.topics.sends], listener=_Listener(self))
+        await consumer.start()
+        helpers = [
+            asyncio.create_task(self._every(stop, REPORT_INTERVAL_S, self.report_once)),
+            asyncio.create_task(self._every(stop, RETRY_POLL_S, self.retry_once)),
+        ]
+        self.running = True
+        try:
+            while not stop.is_set():
+                for task in helpers:
+                    if task.done():
+                        task.result()  # a helper loop died: end the process, do not limp on
+                batches = await consumer.getmany(timeout_ms=200, max_records=MAX_FETCH)
+                if not batches:
+                    continue
+                async with self._lock:
+                    done = await asyncio.gather(
+                        *(self._partition_batch(tp, records) for tp, records in batches.items())
+                    )
+                    offsets = {tp: offset for tp, offset in done if offset is not None}
+                    if offsets:
+                        try:
+                            await consumer.commit(offsets)
+                        except KafkaError as error:
+                            # A rebalance took partitions meanwhile: their next owner re-reads
+                            # from the last commit, and the ledger skips what was handed over.
+                            log.warning("offsets not committed", error=repr(error))
+        finally:
+            self.running = False
+            for task in helpers:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await consumer.stop()
+            await self._producer.stop()
+            await self._pool.close()
+            await self._ledger.close()
+
+    async def _every(self, stop: asyncio.Event, seconds: float, step: Any) -> None:
+        while not stop.is_set():
+            try:
+                await step()
+            except (KafkaError, OSError) as error:
+                log.warning("delivery helper step failed; retrying", error=repr(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+    async def _partition_batch(
+        self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+    ) -> tuple[TopicPartition, int | None]:
+        owned = self.owned.get(tp.partition)
+        if owned is None:
+            return tp, None  # revoked or fenced since the fetch: the next owner reads them
+        chunk: list[tuple[SendRecord, str]] = []
+        try:
+            for record in records:
+                try:
+                    item = decode_send_topic(record.value)
+                except ValidationError as error:
+                    await self._deliver(owned, chunk)
+                    chunk = []
+                    await self._dead_letter(record, error)
+                    continue
+                if isinstance(item, MailContent):
+                    await self._deliver(owned, chunk)
+                    chunk = []
+                    await self._store_content(item)
+                    continue
+                chunk.append((item, bytes(record.value).decode()))
+                if len(chunk) >= CLAIM_CHUNK:
+                    await self._deliver(owned, chunk)
+                    chunk = []
+            await self._deliver(owned, chunk)
+        except FencedError as error:
+            log.warning(
+                "fenced: another worker owns the partition",
+                partition=tp.partition,
+                error=str(error),
+            )
+            self.owned.pop(tp.partition, None)
+            return tp, None
+        owned.next_offset = records[-1].offset + 1
+        return tp, owned.next_offset
+
+    async def _deliver(self, owned: Owned, chunk: Sequence[tuple[SendRecord, str]]) -> None:
+        """Claim a chunk of sends, hand the ones claimed now to SMTP, record the outcomes."""
+        if not chunk:
+            return
+        assert self._ledger is not None
+        topic = self.topics.sends
+        claimed = await self._ledger.claim(
+            topic,
+            owned.number,
+            owned.epoch,
+            [
+                Claim(
+                    send_id=str(send.send_id),
+                    message_id=str(send.message_id),
+                    contact_id=send.contact.contact_id,
+                    account_id=send.account_id,
+                )
+                for send, _ in chunk
+            ],
+        )
+        todo = [(send, raw) for send, raw in chunk if str(send.send_id) in claimed]
+        if not todo:
+            return
+        await self._limiter.take(len(todo))
+        answers = await asyncio.gather(*(self._hand_off(send) for send, _ in todo))
+        outcomes = [
+            outcome_for(str(send.send_id), answer, 0, self.settings, raw)
+            for (send, raw), answer in zip(todo, answers, strict=True)
+        ]
+        await self._ledger.record(topic, owned.number, owned.epoch, outcomes)
+
+    async def _hand_off(self, send: SendRecord) -> Answer:
+        assert self._pool is not None
+        content = await self._content(str(send.message_id))
+        if content is None:
+            return Answer("failed", "the message's content never reached delivery")
+        mail = compose(
+            send_id=send.send_id,
+            message_id=send.message_id,
+            content=content,
+            contact=send.contact,
+            domain=self.settings.message_id_domain,
+        )
+        answer = await self._pool.deliver(mail)
+        self.handed += 1
+        return answer
+
+    async def retry_once(self) -> None:
+        """Hand over again the deferred sends whose backoff is due, in every owned partition."""
+        assert self._ledger is not None
+        for owned in list(self.owned.values()):
+            try:
+                rows = await self._ledger.reclaim_due(
+                    self.topics.sends, owned.number, owned.epoch, CLAIM_CHUNK
+                )
+                if not rows:
+                    continue
+                sends = [SendRecord.model_validate_json(payload) for _, payload, _ in rows]
+                await self._limiter.take(len(sends))
+                answers = await asyncio.gather(*(self._hand_off(send) for send in sends))
+                await self._ledger.record(
+                    self.topics.sends,
+                    owned.number,
+                    owned.epoch,
+                    [
+                        outcome_for(send_id, answer, attempts, self.settings, payload)
+                        for (send_id, payload, attempts), answer in zip(rows, answers, strict=True)
+                    ],
+                )
+            except FencedError:
+                self.owned.pop(owned.number, None)
+
+    async def report_once(self) -> int:
+        """Publish the final outcomes of owned partitions not reported yet; returns how many."""
+        assert self._ledger is not None and self._producer is not None
+        partitions = sorted(self.owned)
+        if not partitions:
+            return 0
+        rows = await self._ledger.unreported(self.topics.sends, partitions, MAX_CHUNK)
+        if not rows:
+            return 0
+        by_message: dict[tuple[str, str], list[Reportable]] = defaultdict(list)
+        for row in rows:
+            by_message[(row.message_id, row.account_id)].append(row)
+        futures = []
+        for (message_id, account_id), group in by_message.items():
+            command = outcomes_command(message_id, group)
+            item = CommandRecord(
+                command=command,
+                actor=Actor(kind="service", account_id=account_id, service=DELIVERY),
+                issued_at=datetime.now(UTC),
+            )
+            futures.append(
+                await self._producer.send(
+                    self.topics.commands,
+                    value=item.model_dump_json().encode(),
+                    key=message_id.encode(),
+                )
+            )
+        await asyncio.gather(*futures)
+        await self._ledger.mark_reported([row.send_id for row in rows])
+        self.reported += len(rows)
+        return len(rows)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _store_content(self, item: MailContent) -> None:
+        assert self._ledger is not None
+        key = str(item.message_id)
+        await self._ledger.store_content(key, item.account_id, item.content.model_dump_json())
+        self.contents[key] = item.content
+
+    async def _content(self, message_id: str) -> Content | None:
+        content = self.contents.get(message_id)
+        if content is None:
+            assert self._ledger is not None
+            stored = await self._ledger.load_content(message_id)
+            if stored is None:
+                return None
+            content = self.contents[message_id] = Content.model_validate_json(stored)
+        return content
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
+        assert self._producer is not None
+        letter = DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=None if record.key is None else bytes(record.key).decode(errors="replace"),
+            value=b"" if record.value is None else bytes(record.value).decode(errors="replace"),
+            error=f"{type(error).__name__}: {error}",
+        )
+        await self._producer.send_and_wait(
+            self.topics.dead_letter,
+            value=letter.model_dump_json().encode(),
+            key=record.key,
+            partition=record.partition,
+        )
+        log.warning(
+            "send record dead-lettered",
+            partition=record.partition,
+            offset=record.offset,
+            error=letter.error[:300],
+        )
+
+    # ------------------------------------------------------------------ ownership
+
+    async def take(self, number: int) -> None:
+        assert self._ledger is not None
+        started = time.perf_counter()
+        epoch, marked = await self._ledger.take(self.topics.sends, number, self.owner)
+        self.owned[number] = Owned(number, epoch)
+        log.info(
+            "sends partition taken",
+            partition=number,
+            epoch=epoch,
+            marked_unknown=marked,
+            take_s=round(time.perf_counter() - started, 3),
+        )
+
+    def status(self) -> dict[str, Any]:
+        lag: dict[str, int | None] = {}
+        consumer = self._consumer
+        for number, owned in sorted(self.owned.items()):
+            end = None
+            if consumer is not None:
+                end = consumer.last_stable_offset(TopicPartition(self.topics.sends, number))
+            lag[str(number)] = (
+                None
+                if end is None or owned.next_offset is None
+                else max(0, end - owned.next_offset)
+            )
+        return {
+            "running": self.running,
+            "owner": self.owner,
+            "partitions": sorted(self.owned),
+            "lag": lag,
+            "handed_to_smtp": self.handed,
+            "outcomes_reported": self.reported,
+        }
+
+    async def check(self) -> None:
+        if not self.running:
+            raise RuntimeError("the delivery worker is not consuming")
+
+
+def outcome_for(
+    send_id: str, answer: Answer, attempts_before: int, settings: Settings, raw: str
+) -> Outcome:
+    """The ledger outcome of one hand-off. A deferral at the last allowed attempt is a failure."""
+    if answer.verdict != "deferred":
+        return Outcome(send_id, answer.verdict, answer.detail[:1000])
+    attempts = attempts_before + 1
+    if attempts >= settings.delivery_max_attempts:
+        detail = f"gave up after {attempts} transient failures: {answer.detail}"
+        return Outcome(send_id, "failed", detail[:1000])
+    next_at = retry_at(attempts, settings.delivery_retry_base_s)
+    return Outcome(send_id, "deferred", answer.detail[:1000], next_at, raw)
+
+
+def outcomes_command(message_id: str, rows: Sequence[Reportable]) -> RecordDeliveryOutcomes:
+    """One message's final outcomes as a command (at most MAX_CHUNK of them). Its id is derived
+    from the send ids, so publishing the same rows again repeats the same command."""
+    ids = sorted(row.send_id for row in rows)
+    return RecordDeliveryOutcomes(
+        command_id=uuid.uuid5(OUTCOMES_NAMESPACE, ",".join(ids)),
+        message_id=uuid.UUID(message_id),
+        delivered=tuple(r.contact_id for r in rows if r.state == "delivered"),
+        failed=tuple(
+            FailedRecipient(contact_id=r.contact_id, reason=(r.detail or "refused")[:1000])
+            for r in rows
+            if r.state == "failed"
+        ),
+        unknown=tuple(r.contact_id for r in rows if r.state == "unknown"),
+    )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, worker: DeliveryWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.worker._lock:
+            for tp in revoked:
+                self.worker.owned.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.worker._lock:
+            for tp in sorted(assigned, key=lambda tp: tp.partition):
+                await self.worker.take(tp.partition)

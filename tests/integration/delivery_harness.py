@@ -1,0 +1,142 @@
+"""The whole sending path on real servers: the processor (`python -m services.dispatcher`) and the
+delivery worker (`python -m services.dispatcher.delivery`) as subprocesses on a topic prefix of
+their own, the real Postgres ledger and the real SMTP sink. Used by the test_delivery*.py tests.
+
+Every test sends from its own address (`news@<prefix>.test`), so what the shared sink received for
+a test is found by sender.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+
+from core import MessageState, MessageStatus, fold
+from schemas import Content, Tick
+from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.dispatcher.clock import TICK_KEY
+from tests.integration.processor_harness import Stack
+
+
+class DeliveryStack(Stack):
+    def __init__(
+        self, bootstrap: str, database_url: str, smtp: tuple[str, int], sink_url: str, tmp: Path
+    ) -> None:
+        super().__init__(bootstrap, tmp)
+        self.database_url = database_url
+        self.smtp = smtp
+        self.sink_url = sink_url
+        self.sender = f"news@{self.settings.topic_prefix}.test"
+        self.content = Content(
+            name="Launch",
+            from_address=self.sender,
+            from_name="Ünïcode News",
+            subject="Hello {{first_name|friend}}",
+            body="Dear {{ first_name | friend }},\nyour code is {{code}}.\n",
+        )
+        self.http: httpx.AsyncClient | None = None
+        self.db: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self.db = await asyncpg.connect(self.database_url)
+        await apply_migrations(self.db, load_migrations(MIGRATIONS_DIR))
+        self.http = httpx.AsyncClient(base_url=self.sink_url, timeout=30)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.http is not None:
+            await self.http.aclose()
+        if self.db is not None:
+            await self.db.close()
+
+    # ---------------------------------------------------------------- processes
+
+    def spawn_dispatcher(self, name: str = "dispatcher", **env: str) -> subprocess.Popen[bytes]:
+        # Static membership: a restart under the same name gets its partitions back at once.
+        return self.spawn(
+            name, DISPATCHER_INSTANCE_ID=f"{self.settings.topic_prefix}-{name}", **env
+        )
+
+    def spawn_delivery(self, name: str = "delivery", **env: str) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            name,
+            module="services.dispatcher.delivery",
+            DATABASE_URL=self.database_url,
+            SMTP_HOST=self.smtp[0],
+            SMTP_PORT=str(self.smtp[1]),
+            DELIVERY_INSTANCE_ID=f"{self.settings.topic_prefix}-{name}",
+            **env,
+        )
+
+    # ---------------------------------------------------------------- the clock, by hand
+
+    async def tick(self, at: datetime) -> None:
+        """One tick at `at` in every partition (for processors started with CLOCK_ENABLED=false)."""
+        assert self.producer is not None
+        for partition in range(self.settings.kafka_partitions):
+            tick = Tick(tick_id=uuid.uuid4(), at=at)
+            await self.producer.send(
+                self.topics.commands,
+                value=tick.model_dump_json().encode(),
+                key=TICK_KEY,
+                partition=partition,
+            )
+        await self.producer.flush()
+
+    # ---------------------------------------------------------------- what happened
+
+    async def state(self, message_id: UUID) -> MessageState:
+        state = fold(await self.events_of(message_id))
+        assert state is not None
+        return state
+
+    async def wait_status(
+        self, message_id: UUID, status: MessageStatus, within: float = 120.0
+    ) -> MessageState:
+        async def check() -> MessageState | None:
+            state = fold(await self.events_of(message_id))
+            return state if state is not None and state.status is status else None
+
+        found: MessageState = await self.wait_for(f"{message_id} {status.value}", check, within)
+        return found
+
+    async def sink(self) -> list[tuple[str | None, str]]:
+        """(Message-ID, recipient) of every mail the sink received from this test's sender."""
+        assert self.http is not None
+        found: list[tuple[str | None, str]] = []
+        after = 0
+        while True:
+            response = await self.http.get(
+                "/deliveries", params={"mail_from": self.sender, "after": after, "limit": 50_000}
+            )
+            response.raise_for_status()
+            page: list[Any] = response.json()
+            if not page:
+                return found
+            found.extend((message_id, rcpt) for _, message_id, rcpt in page)
+            after = page[-1][0]
+
+    async def refusals(self, rcpt: str) -> list[dict[str, Any]]:
+        assert self.http is not None
+        response = await self.http.get("/refusals", params={"rcpt": rcpt, "limit": 1000})
+        response.raise_for_status()
+        rows: list[dict[str, Any]] = response.json()
+        return rows
+
+    async def ledger(self, message_id: UUID) -> dict[str, asyncpg.Record]:
+        """The ledger rows of one message, by contact id."""
+        assert self.db is not None
+        rows = await self.db.fetch(
+            "SELECT * FROM delivery_ledger WHERE topic = $1 AND message_id = $2",
+            self.topics.sends,
+            str(message_id),
+        )
+        return {row["contact_id"]: row for row in rows}
