@@ -8,9 +8,10 @@ a test is found by sender.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,10 +20,10 @@ import asyncpg
 import httpx
 
 from core import MessageState, MessageStatus, fold
-from schemas import Content, Tick
+from schemas import Content, Event, RecipientsReleased, RemoveRecipients, Tick
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.dispatcher.clock import TICK_KEY
-from tests.integration.processor_harness import Stack
+from tests.integration.processor_harness import Stack, record
 
 
 class DeliveryStack(Stack):
@@ -91,6 +92,19 @@ class DeliveryStack(Stack):
             )
         await self.producer.flush()
 
+    async def barrier(self, message_id: UUID, at: datetime) -> None:
+        """Wait until the message's partition has processed everything written before: a
+        command that changes nothing (removing a contact it does not have) gets its result only
+        after every earlier record of that partition, ticks included."""
+        await self.decide(
+            record(
+                RemoveRecipients(
+                    command_id=uuid.uuid4(), message_id=message_id, contact_ids=("barrier",)
+                ),
+                at=at,
+            )
+        )
+
     # ---------------------------------------------------------------- what happened
 
     async def state(self, message_id: UUID) -> MessageState:
@@ -99,11 +113,27 @@ class DeliveryStack(Stack):
         return state
 
     async def wait_status(
-        self, message_id: UUID, status: MessageStatus, within: float = 120.0
+        self,
+        message_id: UUID,
+        status: MessageStatus,
+        within: float = 120.0,
+        *,
+        ticking_from: datetime | None = None,
     ) -> MessageState:
+        """Wait for the message's status. With `ticking_from` (a processor without its clock),
+        write a tick per poll, one simulated second apart from that instant: completion is
+        decided at a tick, after the last outcome has come back."""
+        clock = [ticking_from]
+
         async def check() -> MessageState | None:
             state = fold(await self.events_of(message_id))
-            return state if state is not None and state.status is status else None
+            if state is not None and state.status is status:
+                return state
+            if clock[0] is not None:
+                await self.tick(clock[0])
+                clock[0] += timedelta(seconds=1)
+                await asyncio.sleep(0.2)
+            return None
 
         found: MessageState = await self.wait_for(f"{message_id} {status.value}", check, within)
         return found
@@ -140,3 +170,8 @@ class DeliveryStack(Stack):
             str(message_id),
         )
         return {row["contact_id"]: row for row in rows}
+
+
+def released(events: list[Event]) -> list[str]:
+    """Every contact id released in these events, in release order."""
+    return [c for e in events if isinstance(e, RecipientsReleased) for c in e.contact_ids]
