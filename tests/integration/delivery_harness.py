@@ -18,6 +18,7 @@ from uuid import UUID
 
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core import MessageState, MessageStatus, fold
 from schemas import Content, Event, RecipientsReleased, RemoveRecipients, Tick
@@ -161,6 +162,16 @@ class DeliveryStack(Stack):
         rows: list[dict[str, Any]] = response.json()
         return rows
 
+    async def delivered_count(self, message_id: UUID) -> int:
+        assert self.db is not None
+        count: int = await self.db.fetchval(
+            "SELECT count(*) FROM delivery_ledger WHERE topic = $1 AND message_id = $2"
+            " AND state = 'delivered'",
+            self.topics.sends,
+            str(message_id),
+        )
+        return count
+
     async def ledger(self, message_id: UUID) -> dict[str, asyncpg.Record]:
         """The ledger rows of one message, by contact id."""
         assert self.db is not None
@@ -175,3 +186,27 @@ class DeliveryStack(Stack):
 def released(events: list[Event]) -> list[str]:
     """Every contact id released in these events, in release order."""
     return [c for e in events if isinstance(e, RecipientsReleased) for c in e.contact_ids]
+
+
+async def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[Any]]:
+    """Every committed record of `topic` up to its current end, by partition, in log order."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: dict[int, list[Any]] = {p: [] for p in range(partitions)}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                found[tp.partition].extend(r for r in records if r.offset < ends[tp])
+        return found
+    finally:
+        await consumer.stop()
