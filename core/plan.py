@@ -15,6 +15,8 @@ Rules (see docs/core.md for the reasoning):
   has room.
 * **Release rate**: at most ``plan.release_rate`` recipients per second of clock since the last
   release (at most one second's worth per tick), so a pause takes effect within one tick.
+* **In flight** (optional ``plan.max_in_flight``): no more than that many released recipients
+  awaiting an outcome, so releases never outrun delivery.
 * **Throttle**: slot ``k`` opens at ``send_at + k * interval`` and releases up to ``batch_size``
   recipients until the next slot opens. A batch interrupted by a pause gets, on resume, the rest
   of its interval that the pause took. Slots that opened inside a pause, or while the previous
@@ -205,7 +207,12 @@ def plan(state: MessageState, tick: Tick) -> list[Event]:
 
 
 def _budget_for(state: MessageState, rate_clock: datetime | None, at: datetime) -> int:
-    return _budget(state.plan.release_rate, rate_clock, at)
+    budget = _budget(state.plan.release_rate, rate_clock, at)
+    window = state.plan.max_in_flight
+    if window is not None:
+        # Backpressure from the log: outcomes are commands, so a replay computes the same.
+        budget = min(budget, max(0, window - state.book.outstanding))
+    return budget
 
 
 def _complete(book: RecipientBook, picker: _Picker) -> bool:

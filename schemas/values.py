@@ -129,6 +129,10 @@ class DeliveryPlan(Record):
     throttle: Throttle | None = None
     missed_zone_policy: MissedZonePolicy = "send_on_resume"
     release_rate: int = Field(default=1000, ge=1, le=10_000)
+    #: The most recipients released and still awaiting their delivery outcome: when set, the
+    #: planner releases no more until outcomes come back, so releases never outrun delivery
+    #: and a pause takes effect at the mail server within about max_in_flight / delivery rate.
+    max_in_flight: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _sane(self) -> DeliveryPlan:

@@ -78,8 +78,12 @@ TRANSACTION_DEADLINE_S = 45.0
 #: How long closing a producer may take (it flushes first, which never ends with no broker).
 CLOSE_DEADLINE_S = 10.0
 
-#: The most records one transaction carries (one partition's share of one fetch).
+#: The most input records one fetch brings (one partition's share is handled in order).
 MAX_BATCH = 500
+
+#: A transaction that has written this many output records commits before it takes the next
+#: input record: a bound on its size and duration whatever the ticks release.
+MAX_TRANSACTION_OUTPUT = 20_000
 
 
 class MisroutedRecordError(ValueError):
@@ -159,6 +163,8 @@ class Partition:
     copied_by: dict[UUID, UUID] = field(default_factory=dict)
     # The input offset after the last committed batch (for the lag on /health).
     next_offset: int | None = None
+    # Output records written in the current transaction.
+    written: int = 0
 
     def fold(self, event: Event) -> MessageState:
         # evolve consumes the previous state (it mutates the book in place): only the returned
@@ -241,17 +247,19 @@ class Processor:
             return
         # The transaction runs as a task of its own so that a commit that never answers can be
         # left behind: aiokafka waits for the end of a commit without a bound.
-        task = asyncio.create_task(self._transaction(part, tp, records))
-        task.add_done_callback(_retrieve)
         try:
-            done, _ = await asyncio.wait({task}, timeout=TRANSACTION_DEADLINE_S)
-            if not done:
-                task.cancel()
-                raise TransactionInDoubtError(
-                    f"no end of the transaction after {TRANSACTION_DEADLINE_S:g}s"
-                )
-            task.result()
-            part.next_offset = records[-1].offset + 1
+            while records:
+                task = asyncio.create_task(self._transaction(part, tp, records))
+                task.add_done_callback(_retrieve)
+                finished, _ = await asyncio.wait({task}, timeout=TRANSACTION_DEADLINE_S)
+                if not finished:
+                    task.cancel()
+                    raise TransactionInDoubtError(
+                        f"no end of the transaction after {TRANSACTION_DEADLINE_S:g}s"
+                    )
+                taken = task.result()
+                part.next_offset = records[taken - 1].offset + 1
+                records = records[taken:]
         except FENCED:
             # Another owner initialised this partition's transactional id after us: it owns
             # the partition now (or will once the group rebalances). Stop reading it until the
@@ -271,15 +279,23 @@ class Processor:
 
     async def _transaction(
         self, part: Partition, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
-    ) -> None:
-        # One transaction: the batch's events, results, forwarded copies, dead letters and its
-        # input offsets commit together, or none of them does.
+    ) -> int:
+        """One transaction: the events, results, sends, forwarded copies and dead letters of a
+        run of the batch's records, with the offset after the last of them, commit together or
+        not at all. The run ends early once it wrote MAX_TRANSACTION_OUTPUT records (ticks of
+        large messages release thousands each); returns how many input records it took."""
         async with part.producer.transaction():
+            part.written = 0
+            taken = 0
             for record in records:
                 await self._handle(part, record)
+                taken += 1
+                if part.written >= MAX_TRANSACTION_OUTPUT:
+                    break
             await part.producer.send_offsets_to_transaction(
-                {tp: records[-1].offset + 1}, self.topics.group
+                {tp: records[taken - 1].offset + 1}, self.topics.group
             )
+        return taken
 
     async def _handle(self, part: Partition, record: ConsumerRecord[Any, Any]) -> None:
         try:
@@ -442,6 +458,7 @@ class Processor:
     async def _send_event(self, part: Partition, event: Event) -> None:
         # The input's partition number, explicitly: the message's events must be where this
         # partition's rebuild reads them, whatever partitioner an external producer used.
+        part.written += 1
         await part.producer.send(
             self.topics.events,
             value=event.model_dump_json().encode(),
@@ -492,6 +509,7 @@ class Processor:
         number = part.number
         released_at = event.occurred_at.isoformat()
         headers = [("type", b"Send")]
+        part.written += len(event.contact_ids)
         for contact_id in event.contact_ids:
             value = send_record_json(
                 send_id=send_id(message_id, contact_id),
@@ -701,7 +719,7 @@ async def _close(producer: AIOKafkaProducer) -> None:
         await asyncio.wait_for(producer.stop(), CLOSE_DEADLINE_S)
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
+def _retrieve(task: asyncio.Task[Any]) -> None:
     # A transaction task left behind after its deadline ends later with an error nobody
     # awaits; read it so asyncio does not report it as never retrieved.
     if not task.cancelled():

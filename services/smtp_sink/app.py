@@ -166,8 +166,8 @@ def create_app(settings: Settings) -> FastAPI:
         mail_from: str,
         after: Annotated[int, Query(ge=0, description="cursor: the last row of the last page")] = 0,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-    ) -> list[tuple[int, str | None, str]]:
-        """Compact list of (row, Message-ID, recipient) of the mails from one sender."""
+    ) -> list[tuple[int, str | None, str, str]]:
+        """Compact list of (row, Message-ID, recipient, received_at) of one sender's mails."""
         return store().deliveries(mail_from=mail_from, after=after, limit=limit)
 
     @app.get("/messages/{row}", responses={404: {"description": "No such mail."}})

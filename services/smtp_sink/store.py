@@ -210,16 +210,16 @@ class SinkStore:
 
     def deliveries(
         self, *, mail_from: str, after: int = 0, limit: int = 10_000
-    ) -> list[tuple[int, str | None, str]]:
-        """(row, Message-ID, recipient) of every mail from `mail_from` after the row cursor, in
-        arrival order: what an exactly-once test counts, without the mails' bodies."""
+    ) -> list[tuple[int, str | None, str, str]]:
+        """(row, Message-ID, recipient, received_at) of every mail from `mail_from` after the
+        row cursor, in arrival order: what an exactly-once test counts, without the bodies."""
         rows = self._db.execute(
-            "SELECT m.id, m.message_id, r.rcpt FROM messages m"
+            "SELECT m.id, m.message_id, r.rcpt, m.received_at FROM messages m"
             " JOIN recipients r ON r.message_row = m.id"
             " WHERE lower(m.mail_from) = ? AND m.id > ? ORDER BY m.id LIMIT ?",
             (mail_from.lower(), after, limit),
         ).fetchall()
-        return [(int(r[0]), r[1], str(r[2])) for r in rows]
+        return [(int(r[0]), r[1], str(r[2]), str(r[3])) for r in rows]
 
     def get(self, row: int) -> StoredMessage | None:
         page, _, _ = self.find(after=row - 1, limit=1)

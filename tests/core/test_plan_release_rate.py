@@ -50,3 +50,26 @@ def test_a_pause_stops_releases_within_one_tick() -> None:
     sim.do(cmd(PauseMessage), now=T0 + timedelta(milliseconds=100))
     sim.run(until=T0 + timedelta(seconds=60))
     assert len(sim.released) == slipped_before_pause == 10
+
+
+def test_max_in_flight_holds_releases_until_outcomes_come_back() -> None:
+    """Given at most 30 in flight at 1,000 a second, the first tick releases 30, later ticks
+    nothing until outcomes arrive, then exactly as many as came back."""
+    sim = Sim(
+        DeliveryPlan(release_rate=1000, max_in_flight=30), [contact(f"c{i}") for i in range(100)]
+    )
+    sim.do(cmd(ScheduleMessage, send_at=T0))
+    sim.tick(T0)
+    assert len(sim.released) == 30
+    sim.tick(T0 + timedelta(seconds=1))
+    assert len(sim.released) == 30
+    sim.deliver(*sim.released[:12])
+    sim.tick(T0 + timedelta(seconds=2))
+    assert len(sim.released) == 42
+
+
+def test_without_max_in_flight_releases_do_not_wait_for_outcomes() -> None:
+    sim = sim_with(rate=30)
+    sim.tick(T0)
+    sim.tick(T0 + timedelta(seconds=1))
+    assert len(sim.released) == 60

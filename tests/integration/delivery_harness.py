@@ -152,8 +152,17 @@ class DeliveryStack(Stack):
             page: list[Any] = response.json()
             if not page:
                 return found
-            found.extend((message_id, rcpt) for _, message_id, rcpt in page)
+            found.extend((message_id, rcpt) for _, message_id, rcpt, _ in page)
             after = page[-1][0]
+
+    async def arrivals(self) -> list[datetime]:
+        """When the sink received each mail from this test's sender, in arrival order."""
+        assert self.http is not None
+        response = await self.http.get(
+            "/deliveries", params={"mail_from": self.sender, "limit": 100_000}
+        )
+        response.raise_for_status()
+        return [datetime.fromisoformat(row[3]) for row in response.json()]
 
     async def refusals(self, rcpt: str) -> list[dict[str, Any]]:
         assert self.http is not None

@@ -69,7 +69,11 @@ class Stack:
 
     async def start(self) -> None:
         await ensure_topics(self.settings)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            max_request_size=self.settings.max_record_bytes,
+        )
         await self.producer.start()
         for topic in (self.topics.events, self.topics.results, self.topics.dead_letter):
             consumer = AIOKafkaConsumer(

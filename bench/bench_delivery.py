@@ -1,0 +1,285 @@
+"""Issue 5's figures on the real Kafka, Postgres and SMTP sink (quoted in docs/delivery.md).
+
+    make bench        # or: scripts/with_env.sh .venv/bin/python -m bench.bench_delivery
+
+1. **release**: a 1,000,000-recipient message released to committed send records by the real
+   processor, against aiokafka's transactional producer alone writing the same records (same
+   values, key, partition, producer settings, 10,000 per transaction) to the same broker. The
+   processor runs without its clock; the bench writes the ticks one simulated second apart, all
+   at once, so the figure is the processor's speed, not the release rate's (10,000/s at most per
+   message by design, docs/core.md).
+2. **pause**: a message sending at 1,000 mails/s (release rate and worker rate); a pause is
+   accepted; how long until the last mail reaches the sink, and how many arrive after it.
+3. **restart**: the dispatcher SIGKILLed while releasing and restarted at once under the same
+   static-membership id: how long until it releases again; the same for the delivery worker
+   (until a mail reaches the sink again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from core import send_id
+from schemas import (
+    AddRecipients,
+    Contact,
+    CreateDraft,
+    DeliveryPlan,
+    PauseMessage,
+    ResumeMessage,
+    ScheduleMessage,
+)
+from schemas.sends import send_record_json
+from services.dispatcher.processor import key_of, partition_of
+from tests.integration.delivery_harness import DeliveryStack, released
+from tests.integration.processor_harness import ids, record
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+DATABASE = os.environ.get("DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl")
+SMTP = (os.environ.get("SMTP_HOST", "127.0.0.1"), int(os.environ.get("SMTP_PORT", "10025")))
+SINK = os.environ.get("SMTP_SINK_URL", "http://127.0.0.1:18025")
+CHUNK = 10_000
+
+
+def _stack(tmp: Path) -> DeliveryStack:
+    return DeliveryStack(BOOTSTRAP, DATABASE, SMTP, SINK, tmp)
+
+
+def _audience(n: int) -> tuple[Contact, ...]:
+    return tuple(
+        Contact(contact_id=f"b{i}", email=f"b{i}@example.org", attributes={"first_name": f"N{i}"})
+        for i in range(n)
+    )
+
+
+async def _lso(topic: str, partition: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
+
+
+async def release(recipients: int, tmp: Path) -> None:
+    stack = _stack(tmp)
+    await stack.start()
+    try:
+        message = ids()
+        partition = partition_of(key_of(message), stack.settings.kafka_partitions)
+        audience = _audience(recipients)
+        at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+
+        # Baseline: the producer alone, the same records, already serialized.
+        values = [
+            send_record_json(
+                send_id=send_id(message, c.contact_id),
+                message_id=message,
+                account_id="acct-a",
+                released_at=at.isoformat(),
+                release_sequence=1,
+                contact_json=c.model_dump_json(),
+            )
+            for c in audience
+        ]
+        producer = AIOKafkaProducer(
+            bootstrap_servers=BOOTSTRAP,
+            transactional_id=f"{stack.settings.topic_prefix}-baseline",
+            max_request_size=stack.settings.max_record_bytes,
+        )
+        await producer.start()
+        key = key_of(message)
+        started = time.perf_counter()
+        for i in range(0, len(values), CHUNK):
+            async with producer.transaction():
+                for value in values[i : i + CHUNK]:
+                    await producer.send(
+                        stack.topics.dead_letter,
+                        value=value,
+                        key=key,
+                        partition=partition,
+                        headers=[("type", b"Send")],
+                    )
+        baseline_s = time.perf_counter() - started
+        await producer.stop()
+        del values
+
+        stack.spawn_dispatcher(CLOCK_ENABLED="false")
+        await stack.decide(
+            record(
+                CreateDraft(
+                    command_id=ids(),
+                    message_id=message,
+                    content=stack.content,
+                    plan=DeliveryPlan(release_rate=10_000),
+                ),
+                at=at - timedelta(hours=1),
+            )
+        )
+        adds = [
+            record(
+                AddRecipients(
+                    command_id=ids(), message_id=message, contacts=audience[i : i + CHUNK]
+                ),
+                at=at - timedelta(hours=1),
+            )
+            for i in range(0, recipients, CHUNK)
+        ]
+        await stack.publish(*adds)
+        await stack.result_of(adds[-1].command.command_id, within=600)
+        await stack.decide(
+            record(
+                ScheduleMessage(command_id=ids(), message_id=message, send_at=at),
+                at=at - timedelta(hours=1),
+            )
+        )
+        base = await _lso(stack.topics.sends, partition)
+        started = time.perf_counter()
+        for k in range(recipients // 10_000 + 2):
+            await stack.tick(at + timedelta(seconds=k))
+
+        async def all_sends() -> bool:
+            await asyncio.sleep(0.1)
+            return await _lso(stack.topics.sends, partition) - base >= recipients + 1
+
+        await stack.wait_for("every send record", all_sends, within=900)
+        processor_s = time.perf_counter() - started
+        print(
+            f"release  recipients={recipients:,} producer_alone={baseline_s:.1f}s "
+            f"({recipients / baseline_s:,.0f} records/s) processor={processor_s:.1f}s "
+            f"({recipients / processor_s:,.0f} sends/s) ratio={baseline_s / processor_s:.2f} "
+            "(target >= 0.50)",
+            flush=True,
+        )
+    finally:
+        await stack.close()
+
+
+async def pause_and_restart(rate: int, tick: float, in_flight: int | None, tmp: Path) -> None:
+    stack = _stack(tmp)
+    await stack.start()
+    try:
+        dispatcher = stack.spawn_dispatcher(TICK_INTERVAL_S=str(tick))
+        worker = stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE="8")
+        message = ids()
+        audience = _audience(60_000)
+        await stack.decide(
+            record(
+                CreateDraft(
+                    command_id=ids(),
+                    message_id=message,
+                    content=stack.content,
+                    plan=DeliveryPlan(release_rate=rate, max_in_flight=in_flight),
+                )
+            ),
+            *(
+                record(
+                    AddRecipients(
+                        command_id=ids(), message_id=message, contacts=audience[i : i + CHUNK]
+                    )
+                )
+                for i in range(0, len(audience), CHUNK)
+            ),
+            record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
+        )
+
+        async def delivered_at_least(n: int) -> bool:
+            await asyncio.sleep(0.1)
+            return await stack.delivered_count(message) >= n
+
+        await stack.wait_for("a steady flow", lambda: delivered_at_least(3000), within=120)
+        first = await stack.delivered_count(message)
+        t0 = time.perf_counter()
+        await asyncio.sleep(5)
+        achieved = (await stack.delivered_count(message) - first) / (time.perf_counter() - t0)
+
+        before = datetime.now(UTC)
+        await stack.decide(record(PauseMessage(command_id=ids(), message_id=message)))
+        accepted = datetime.now(UTC)
+        await asyncio.sleep(5)
+        arrivals = await stack.arrivals()
+        after = [a for a in arrivals if a > accepted]
+        last = max(arrivals)
+        print(
+            f"pause    rate={rate}/s tick={tick}s max_in_flight={in_flight} "
+            f"achieved={achieved:,.0f} mails/s "
+            f"accept={(accepted - before).total_seconds() * 1000:.0f}ms "
+            f"last_mail_after_pause={(last - accepted).total_seconds():.2f}s "
+            f"mails_after_pause={len(after)} (target <= 1.5s)",
+            flush=True,
+        )
+
+        await stack.decide(record(ResumeMessage(command_id=ids(), message_id=message)))
+        await stack.wait_for(
+            "sending again", lambda: delivered_at_least(len(arrivals) + 2000), within=120
+        )
+        for _ in range(2):
+            count = len(released(await stack.events_of(message)))
+            stack.kill(dispatcher)
+            killed = time.perf_counter()
+            killed_at = datetime.now(UTC)
+            dispatcher = stack.spawn_dispatcher(TICK_INTERVAL_S=str(tick))
+
+            async def releasing(count: int = count, killed_at: datetime = killed_at) -> bool:
+                events = await stack.events_of(message)
+                return (
+                    any(
+                        e.type == "RecipientsReleased" and e.occurred_at > killed_at for e in events
+                    )
+                    and len(released(events)) > count
+                )
+
+            await stack.wait_for("a release after the restart", releasing, within=120)
+            print(
+                f"restart  dispatcher released again {time.perf_counter() - killed:.2f}s "
+                "after SIGKILL (target <= 5s)",
+                flush=True,
+            )
+        stack.kill(worker)
+        killed = time.perf_counter()
+        killed_at = datetime.now(UTC)
+        worker = stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE="8")
+
+        async def delivering() -> bool:
+            await asyncio.sleep(0.05)
+            return any(a > killed_at for a in await stack.arrivals())
+
+        await stack.wait_for("a mail after the worker restart", delivering, within=120)
+        print(
+            f"restart  delivery worker delivered again {time.perf_counter() - killed:.2f}s "
+            "after SIGKILL",
+            flush=True,
+        )
+        await stack.decide(record(PauseMessage(command_id=ids(), message_id=message)))
+    finally:
+        await stack.close()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench.bench_delivery")
+    parser.add_argument("--recipients", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--tick", type=float, default=1.0)
+    parser.add_argument("--in-flight", type=int, default=500)
+    parser.add_argument("--only", choices=("release", "pause"), default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "release"):
+            asyncio.run(release(args.recipients, Path(tmp)))
+        if args.only in (None, "pause"):
+            asyncio.run(pause_and_restart(args.rate, args.tick, args.in_flight, Path(tmp)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
