@@ -269,7 +269,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--tick", type=float, default=1.0)
-    parser.add_argument("--in-flight", type=int, default=500)
+    parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--only", choices=("release", "pause"), default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,6 +34,10 @@ launch() {
     cd "$ROOT_DIR" || exit 1
     export PYTHONPATH="$ROOT_DIR${PYTHONPATH:+:$PYTHONPATH}"
     export COMMANDS_PORT DISPATCHER_HEALTH_PORT DELIVERY_HEALTH_PORT PROJECTIONS_HEALTH_PORT
+    # Static group membership (docs/delivery.md): a restarted process gets its partitions back at
+    # once. One process of each kind here, so one id each.
+    export DISPATCHER_INSTANCE_ID="${DISPATCHER_INSTANCE_ID:-dispatcher-1}"
+    export DELIVERY_INSTANCE_ID="${DELIVERY_INSTANCE_ID:-delivery-1}"
     export_server_env
     start_detached "$(pidfile "$name")" "$LOG_DIR/$name.log" "$PYTHON" -m "$module"
   )
