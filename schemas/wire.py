@@ -118,3 +118,24 @@ class DeadLetter(Record):
     key: str | None = Field(description="the record's key, decoded as UTF-8 with replacement")
     value: str = Field(description="the record's value, decoded as UTF-8 with replacement")
     error: str
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        error: Exception,
+    ) -> DeadLetter:
+        """The dead letter of a consumed record that could not be handled, and why."""
+        return cls(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None if key is None else bytes(key).decode(errors="replace"),
+            value="" if value is None else bytes(value).decode(errors="replace"),
+            error=f"{type(error).__name__}: {error}",
+        )

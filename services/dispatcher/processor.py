@@ -535,13 +535,13 @@ class Processor:
     async def _dead_letter(
         self, part: Partition, record: ConsumerRecord[Any, Any], error: Exception
     ) -> None:
-        letter = DeadLetter(
+        letter = DeadLetter.of(
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            key=None if record.key is None else bytes(record.key).decode(errors="replace"),
-            value=b"" if record.value is None else bytes(record.value).decode(errors="replace"),
-            error=f"{type(error).__name__}: {error}",
+            key=record.key,
+            value=record.value,
+            error=error,
         )
         # Same partition number as the input: a reader of the dead letters finds a partition's
         # letters in input order.

@@ -5,8 +5,12 @@ is never skipped."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+
+from tests.integration.delivery_harness import DeliveryStack
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +37,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+async def delivery_stack(
+    kafka_bootstrap: str,
+    database_url: str,
+    smtp_address: tuple[str, int],
+    smtp_sink_url: str,
+    tmp_path: Path,
+) -> AsyncIterator[DeliveryStack]:
+    """The sending path on topics of the test's own (tests/integration/delivery_harness.py);
+    the test spawns the processes it needs."""
+    stack = DeliveryStack(kafka_bootstrap, database_url, smtp_address, smtp_sink_url, tmp_path)
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        await stack.close()

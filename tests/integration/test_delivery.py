@@ -4,8 +4,6 @@ worker claims each send in the ledger and hands it to SMTP once, outcomes come b
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,19 +22,8 @@ from tests.integration.processor_harness import ids, record
 
 
 @pytest.fixture
-async def stack(
-    kafka_bootstrap: str,
-    database_url: str,
-    smtp_address: tuple[str, int],
-    smtp_sink_url: str,
-    tmp_path: Path,
-) -> AsyncIterator[DeliveryStack]:
-    stack = DeliveryStack(kafka_bootstrap, database_url, smtp_address, smtp_sink_url, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
+def stack(delivery_stack: DeliveryStack) -> DeliveryStack:
+    return delivery_stack
 
 
 async def test_every_recipient_gets_one_mail_with_its_merge_fields_and_outcomes_come_back(

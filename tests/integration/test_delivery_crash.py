@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,19 +29,8 @@ RECIPIENTS = 20_000
 
 
 @pytest.fixture
-async def stack(
-    kafka_bootstrap: str,
-    database_url: str,
-    smtp_address: tuple[str, int],
-    smtp_sink_url: str,
-    tmp_path: Path,
-) -> AsyncIterator[DeliveryStack]:
-    stack = DeliveryStack(kafka_bootstrap, database_url, smtp_address, smtp_sink_url, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
+def stack(delivery_stack: DeliveryStack) -> DeliveryStack:
+    return delivery_stack
 
 
 async def test_sigkill_of_dispatcher_and_delivery_loses_and_duplicates_nothing(

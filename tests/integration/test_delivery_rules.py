@@ -9,9 +9,7 @@ Postgres ledger and the SMTP sink.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -41,21 +39,11 @@ ZONES = ("Asia/Kolkata", "Europe/Berlin", "UTC", "America/New_York")
 
 
 @pytest.fixture
-async def stack(
-    kafka_bootstrap: str,
-    database_url: str,
-    smtp_address: tuple[str, int],
-    smtp_sink_url: str,
-    tmp_path: Path,
-) -> AsyncIterator[DeliveryStack]:
-    stack = DeliveryStack(kafka_bootstrap, database_url, smtp_address, smtp_sink_url, tmp_path)
-    await stack.start()
-    stack.spawn_dispatcher(CLOCK_ENABLED="false")
-    stack.spawn_delivery()
-    try:
-        yield stack
-    finally:
-        await stack.close()
+async def stack(delivery_stack: DeliveryStack) -> DeliveryStack:
+    """Processor without its clock (the test writes the ticks) and a delivery worker."""
+    delivery_stack.spawn_dispatcher(CLOCK_ENABLED="false")
+    delivery_stack.spawn_delivery()
+    return delivery_stack
 
 
 def at(hh: int, mm: int, ss: float = 0.0) -> datetime:

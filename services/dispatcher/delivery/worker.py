@@ -331,13 +331,13 @@ class DeliveryWorker:
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
         assert self._producer is not None
-        letter = DeadLetter(
+        letter = DeadLetter.of(
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            key=None if record.key is None else bytes(record.key).decode(errors="replace"),
-            value=b"" if record.value is None else bytes(record.value).decode(errors="replace"),
-            error=f"{type(error).__name__}: {error}",
+            key=record.key,
+            value=record.value,
+            error=error,
         )
         await self._producer.send_and_wait(
             self.topics.dead_letter,
