@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 import structlog
@@ -48,6 +49,9 @@ class Clock:
         self.topics = topics
         self.owned = owned
         self.written = 0
+        # Set when the process takes a partition: its first tick goes out at once rather than
+        # up to an interval later (a restarted dispatcher releases again sooner).
+        self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
@@ -60,8 +64,11 @@ class Clock:
                     # A missed tick only delays releases by one interval; the next one carries
                     # the later instant. Keep ticking rather than take the processor down.
                     log.warning("tick not written", error=repr(error))
+                self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.tick_interval_s)
+                    await asyncio.wait_for(
+                        _first(stop.wait(), self.wake.wait()), self.settings.tick_interval_s
+                    )
         finally:
             await producer.stop()
 
@@ -76,6 +83,16 @@ class Clock:
                 partition=number,
             )
             self.written += 1
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return when the first of `waits` does (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def utcnow() -> datetime:

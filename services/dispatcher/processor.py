@@ -598,6 +598,7 @@ class Processor:
         # them at every collection (docs/core.md, measured figures).
         gc.collect()
         gc.freeze()
+        self.clock.wake.set()
         log.info(
             "partition taken",
             partition=number,
@@ -706,10 +707,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
                 await self.processor._drop(tp.partition)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # The partitions are taken concurrently: each take is mostly waiting for the broker
+        # (producer init, reading the partition's history), so a restart resumes sooner.
         async with self.processor._lock:
-            for tp in sorted(assigned, key=lambda tp: tp.partition):
-                if tp.partition not in self.processor.partitions:
-                    await self.processor._try_take(tp.partition, rewind=False)
+            await asyncio.gather(
+                *(
+                    self.processor._try_take(tp.partition, rewind=False)
+                    for tp in sorted(assigned, key=lambda tp: tp.partition)
+                    if tp.partition not in self.processor.partitions
+                )
+            )
 
 
 async def _close(producer: AIOKafkaProducer) -> None:
