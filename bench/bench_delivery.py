@@ -37,7 +37,7 @@ from schemas import (
     ResumeMessage,
     ScheduleMessage,
 )
-from schemas.sends import send_record_json
+from schemas.sends import send_records_json
 from services.dispatcher.processor import key_of, partition_of
 from tests.integration.delivery_harness import DeliveryStack
 from tests.integration.processor_harness import ids, record
@@ -70,8 +70,10 @@ async def _lso(topic: str, partition: int) -> int:
         await consumer.stop()
 
 
-async def _first_release(topic: str, partition: int, start: int) -> tuple[float, float]:
-    """The first RecipientsReleased committed at or after `start`: its record timestamp (when
+async def _first_event(
+    topic: str, partition: int, start: int, event_type: bytes
+) -> tuple[float, float]:
+    """The first event of `event_type` committed at or after `start`: its record timestamp (when
     the processor wrote it) and when a read_committed reader saw it (after its commit)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=BOOTSTRAP, isolation_level="read_committed", auto_offset_reset="earliest"
@@ -84,7 +86,7 @@ async def _first_release(topic: str, partition: int, start: int) -> tuple[float,
         while True:
             batches = await consumer.getmany(tp, timeout_ms=500)
             for record in batches.get(tp, []):
-                if (b"type", b"RecipientsReleased") in [(k.encode(), v) for k, v in record.headers]:
+                if ("type", event_type) in list(record.headers):
                     return float(record.timestamp) / 1000, time.time()
     finally:
         await consumer.stop()
@@ -100,17 +102,17 @@ async def release(recipients: int, tmp: Path) -> None:
         at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
 
         # Baseline: the producer alone, the same records, already serialized.
-        values = [
-            send_record_json(
-                send_id=send_id(message, c.contact_id),
+        values = list(
+            send_records_json(
                 message_id=message,
                 account_id="acct-a",
                 released_at=at.isoformat(),
                 release_sequence=1,
-                contact_json=c.model_dump_json(),
+                sends=(
+                    (str(send_id(message, c.contact_id)), c.model_dump_json()) for c in audience
+                ),
             )
-            for c in audience
-        ]
+        )
         producer = AIOKafkaProducer(
             bootstrap_servers=BOOTSTRAP,
             transactional_id=f"{stack.settings.topic_prefix}-baseline",
@@ -222,18 +224,21 @@ async def pause_and_restart(rate: int, tick: float, in_flight: int | None, tmp: 
         await asyncio.sleep(5)
         achieved = (await stack.delivered_count(message) - first) / (time.perf_counter() - t0)
 
-        before = datetime.now(UTC)
-        await stack.decide(record(PauseMessage(command_id=ids(), message_id=message)))
-        accepted = datetime.now(UTC)
+        partition = partition_of(key_of(message), stack.settings.kafka_partitions)
+        start = await _lso(stack.topics.events, partition)
+        before = time.time()
+        await stack.publish(record(PauseMessage(command_id=ids(), message_id=message)))
+        paused_at, _ = await _first_event(stack.topics.events, partition, start, b"MessagePaused")
+        paused = datetime.fromtimestamp(paused_at, UTC)
         await asyncio.sleep(5)
         arrivals = await stack.arrivals()
-        after = [a for a in arrivals if a > accepted]
+        after = [a for a in arrivals if a > paused]
         last = max(arrivals)
         print(
             f"pause    rate={rate}/s tick={tick}s max_in_flight={in_flight} "
             f"achieved={achieved:,.0f} mails/s "
-            f"accept={(accepted - before).total_seconds() * 1000:.0f}ms "
-            f"last_mail_after_pause={(last - accepted).total_seconds():.2f}s "
+            f"decided={(paused_at - before) * 1000:.0f}ms "
+            f"last_mail_after_pause={(last - paused).total_seconds():.2f}s "
             f"mails_after_pause={len(after)} (target <= 1.5s)",
             flush=True,
         )
@@ -242,13 +247,14 @@ async def pause_and_restart(rate: int, tick: float, in_flight: int | None, tmp: 
         await stack.wait_for(
             "sending again", lambda: delivered_at_least(len(arrivals) + 2000), within=120
         )
-        partition = partition_of(key_of(message), stack.settings.kafka_partitions)
         for _ in range(3):
             start = await _lso(stack.topics.events, partition)
             stack.kill(dispatcher)
             killed_at = time.time()
             dispatcher = stack.spawn_dispatcher(TICK_INTERVAL_S=str(tick))
-            written, seen = await _first_release(stack.topics.events, partition, start)
+            written, seen = await _first_event(
+                stack.topics.events, partition, start, b"RecipientsReleased"
+            )
             print(
                 f"restart  dispatcher released again {written - killed_at:.2f}s after SIGKILL "
                 f"(committed and read back after {seen - killed_at:.2f}s; target <= 5s)",

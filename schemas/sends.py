@@ -14,6 +14,7 @@ A replay of the same commands topic writes the same records in the same order.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -22,7 +23,7 @@ from pydantic import AwareDatetime, Field, TypeAdapter
 from schemas.base import Record
 from schemas.values import Contact, Content
 
-__all__ = ["MailContent", "SendRecord", "SendTopicRecord", "decode_send_topic", "send_record_json"]
+__all__ = ["MailContent", "SendRecord", "SendTopicRecord", "decode_send_topic", "send_records_json"]
 
 
 class MailContent(Record):
@@ -59,22 +60,22 @@ def decode_send_topic(value: bytes) -> MailContent | SendRecord:
     return _SENDS.validate_json(value)
 
 
-def send_record_json(
+def send_records_json(
     *,
-    send_id: UUID,
     message_id: UUID,
     account_id: str,
     released_at: str,
     release_sequence: int,
-    contact_json: str,
-) -> bytes:
-    """A :class:`SendRecord` serialized without building the model: the processor writes one per
-    released recipient, up to millions per message. ``released_at`` is the ISO instant and
-    ``contact_json`` the contact's ``model_dump_json()``. Decodes to the same model as
-    ``SendRecord(...).model_dump_json()`` (tested)."""
-    return (
-        '{"type":"Send","schema_version":1,"send_id":"'
-        f'{send_id}","message_id":"{message_id}","account_id":{json.dumps(account_id)},'
-        f'"released_at":"{released_at}","release_sequence":{release_sequence},'
-        f'"contact":{contact_json}}}'
-    ).encode()
+    sends: Iterable[tuple[str, str]],
+) -> Iterator[bytes]:
+    """:class:`SendRecord` values serialized without building models: the processor writes one
+    per released recipient, up to millions per message. ``released_at`` is the ISO instant;
+    ``sends`` yields (send id as a string, the contact's ``model_dump_json()``). Each decodes to
+    the same model as ``SendRecord(...).model_dump_json()`` (tested)."""
+    head = (
+        f'{{"type":"Send","schema_version":1,"message_id":"{message_id}",'
+        f'"account_id":{json.dumps(account_id)},"released_at":"{released_at}",'
+        f'"release_sequence":{release_sequence},"send_id":"'
+    )
+    for send_id, contact_json in sends:
+        yield f'{head}{send_id}","contact":{contact_json}}}'.encode()

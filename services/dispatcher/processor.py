@@ -45,10 +45,10 @@ from core import (
     decide,
     evolve,
     plan,
-    send_id,
 )
+from core.ids import send_ids
 from schemas import DraftCreated, Event, RecipientsReleased, SendingStarted, Tick, decode_event
-from schemas.sends import MailContent, send_record_json
+from schemas.sends import MailContent, send_records_json
 from schemas.wire import (
     CommandRecord,
     CommandResult,
@@ -507,18 +507,20 @@ class Processor:
         topic = self.topics.sends
         key = key_of(message_id)
         number = part.number
-        released_at = event.occurred_at.isoformat()
         headers = [("type", b"Send")]
         part.written += len(event.contact_ids)
-        for contact_id in event.contact_ids:
-            value = send_record_json(
-                send_id=send_id(message_id, contact_id),
-                message_id=message_id,
-                account_id=state.account_id,
-                released_at=released_at,
-                release_sequence=event.sequence,
-                contact_json=entries[contact_id].contact.model_dump_json(),
-            )
+        values = send_records_json(
+            message_id=message_id,
+            account_id=state.account_id,
+            released_at=event.occurred_at.isoformat(),
+            release_sequence=event.sequence,
+            sends=zip(
+                send_ids(message_id, event.contact_ids),
+                (entries[c].contact.model_dump_json() for c in event.contact_ids),
+                strict=True,
+            ),
+        )
+        for value in values:
             await send(topic, value=value, key=key, partition=number, headers=headers)
 
     async def _forward(self, part: Partition, command_id: UUID, event: Event) -> None:

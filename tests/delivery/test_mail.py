@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 from core import send_id
+from core.ids import send_ids
 from core.render import render
 from schemas import Contact, Content
-from schemas.sends import SendRecord, decode_send_topic, send_record_json
+from schemas.sends import SendRecord, decode_send_topic, send_records_json
 from services.common.settings import Settings
 from services.dispatcher.delivery.ledger import Reportable
 from services.dispatcher.delivery.mail import compose
@@ -68,16 +69,21 @@ def test_the_mail_parses_back_with_its_message_id_headers_and_body() -> None:
     assert mail.rcpt_to == "ada@example.org" and mail.mail_from == "news@example.org"
 
 
+def test_fast_send_ids_are_the_cores_uuid5() -> None:
+    message = uuid.uuid4()
+    names = [f"c{i}" for i in range(200)] + ["ünï", "a:b", ""]
+    assert list(send_ids(message, names)) == [str(send_id(message, n)) for n in names]
+
+
 def test_the_fast_send_record_encoder_decodes_to_the_model() -> None:
     message = uuid.uuid4()
     at = datetime(2030, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
-    fast = send_record_json(
-        send_id=send_id(message, "ada"),
+    (fast,) = send_records_json(
         message_id=message,
         account_id='acct "a"',
         released_at=at.isoformat(),
         release_sequence=7,
-        contact_json=ADA.model_dump_json(),
+        sends=[(str(send_id(message, "ada")), ADA.model_dump_json())],
     )
     model = SendRecord(
         send_id=send_id(message, "ada"),

@@ -45,7 +45,7 @@ SERVICES = [
         "delivery",
         "services.dispatcher.delivery",
         "DELIVERY_HEALTH_PORT",
-        frozenset({"kafka", "postgres", "smtp"}),
+        frozenset({"kafka", "postgres", "smtp", "worker"}),
     ),
     Service(
         "projections",

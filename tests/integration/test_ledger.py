@@ -1,0 +1,92 @@
+"""The delivery ledger on the real Postgres: the unique claim, and the owner epoch that fences a
+worker which lost its partition (a zombie) before it can claim a send or write an outcome."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.dispatcher.delivery.ledger import Claim, FencedError, Ledger, Outcome
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
+    finally:
+        await conn.close()
+    ledger = await Ledger.connect(database_url)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+def claims(n: int) -> list[Claim]:
+    message = str(uuid.uuid4())
+    return [Claim(str(uuid.uuid4()), message, f"c{i}", "acct") for i in range(n)]
+
+
+async def test_a_send_is_claimed_once_whoever_asks_again(ledger: Ledger) -> None:
+    topic = f"t{uuid.uuid4().hex}.sends"
+    epoch, _ = await ledger.take(topic, 0, "a")
+    batch = claims(5)
+    assert await ledger.claim(topic, 0, epoch, batch) == {c.send_id for c in batch}
+    assert await ledger.claim(topic, 0, epoch, batch) == set()
+    more = claims(2)
+    assert await ledger.claim(topic, 0, epoch, [*batch, *more]) == {c.send_id for c in more}
+
+
+async def test_a_new_owner_fences_the_old_one_and_marks_its_open_claims_unknown(
+    ledger: Ledger,
+) -> None:
+    topic = f"t{uuid.uuid4().hex}.sends"
+    old, _ = await ledger.take(topic, 1, "old")
+    batch = claims(3)
+    await ledger.claim(topic, 1, old, batch)
+    await ledger.record(topic, 1, old, [Outcome(batch[0].send_id, "delivered", "250 ok")])
+
+    new, marked = await ledger.take(topic, 1, "new")
+
+    assert new == old + 1
+    assert marked == 2  # the two claims without an outcome
+    with pytest.raises(FencedError):
+        await ledger.claim(topic, 1, old, claims(1))
+    with pytest.raises(FencedError):
+        await ledger.record(topic, 1, old, [Outcome(batch[1].send_id, "delivered", "250 ok")])
+    rows = await ledger.pool.fetch(
+        "SELECT send_id, state FROM delivery_ledger WHERE topic = $1", topic
+    )
+    states = {row["send_id"]: row["state"] for row in rows}
+    assert states == {
+        batch[0].send_id: "delivered",
+        batch[1].send_id: "unknown",
+        batch[2].send_id: "unknown",
+    }
+    reportable = await ledger.unreported(topic, [1], 100)
+    assert {r.send_id for r in reportable} == set(states)
+
+
+async def test_a_deferred_send_is_claimed_again_only_when_due(ledger: Ledger) -> None:
+    topic = f"t{uuid.uuid4().hex}.sends"
+    epoch, _ = await ledger.take(topic, 2, "a")
+    later, now = claims(1)[0], claims(1)[0]
+    await ledger.claim(topic, 2, epoch, [later, now])
+    await ledger.record(
+        topic,
+        2,
+        epoch,
+        [
+            Outcome(later.send_id, "deferred", "451", datetime.now(UTC) + timedelta(hours=1), "{}"),
+            Outcome(now.send_id, "deferred", "451", datetime.now(UTC) - timedelta(seconds=1), "{}"),
+        ],
+    )
+    due = await ledger.reclaim_due(topic, 2, epoch, 10)
+    assert [(send_id, attempts) for send_id, _, attempts in due] == [(now.send_id, 1)]
+    assert await ledger.reclaim_due(topic, 2, epoch, 10) == []
