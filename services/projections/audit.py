@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from schemas import decode_event, encode
@@ -52,16 +52,15 @@ __all__ = [
 
 
 async def partition_count(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
     try:
-        await consumer.topics()  # a metadata request: the partitions below are then known
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
+        [described] = await admin.describe_topics([topic])
+        if not described.get("partitions"):
             raise LookupError(f"topic {topic} not found")
-        return len(partitions)
+        return len(described["partitions"])
     finally:
-        await consumer.stop()
+        await admin.close()
 
 
 async def current_schema(dsn: str) -> str:

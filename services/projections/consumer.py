@@ -106,6 +106,8 @@ async def read_range(
 ) -> AsyncIterator[ConsumerRecord[Any, Any]]:
     """Committed records of one partition from ``start`` up to ``end`` (default: the current
     last stable offset), read_committed."""
+    if end is not None and start >= end:
+        return  # nothing to read (and a consumer stopped right after its start can fail)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         isolation_level="read_committed",
@@ -199,6 +201,7 @@ class ViewsWorker:
                                 apply_record(found, record)
                                 found.received = True
                     for part in list(self.partitions.values()):
+                        await self._skip_markers(part)
                         if part.pending is not None and self._due(part):
                             await self._flush(part)
         finally:
@@ -209,6 +212,21 @@ class ViewsWorker:
             if self._conn is not None:
                 with contextlib.suppress(Exception):
                     await self._conn.close(timeout=5)
+
+    async def _skip_markers(self, part: Partition) -> None:
+        """Move past offsets that hold no record (the processor's transaction markers): the
+        stored offset follows the consumer's position, so a caught-up partition shows no lag
+        and a restart does not read the marker region again."""
+        consumer = self._consumer
+        tp = TopicPartition(self.topics.events, part.number)
+        if consumer is None or tp not in consumer.assignment():
+            return
+        position = await consumer.position(tp)
+        if position > part.position:
+            if part.pending is None:
+                part.pending = PartitionBatch(part.number, part.stored, part.stored)
+                part.opened_at = time.monotonic()
+            part.pending.next_offset = position
 
     def _due(self, part: Partition) -> bool:
         work = part.pending

@@ -206,7 +206,9 @@ async def serve(settings: Settings) -> None:
     status = SchemaStatus()
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
     postgres = PostgresCheck(settings.database_url)
-    worker = ViewsWorker(settings, Topics(settings.topic_prefix))
+    worker = ViewsWorker(
+        settings, Topics(settings.topic_prefix), max_batch_rows=settings.projections_max_batch_rows
+    )
     checks = HealthChecks({"postgres": postgres, "kafka": kafka, "migrations": status}, worker)
     server = ProjectionsServer(
         worker,

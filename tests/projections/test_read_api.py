@@ -17,6 +17,7 @@ from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
 from services.projections.reader import ORDER
 from services.projections.synthetic import Simulator, contacts
+from services.projections.views import HISTORY_COLUMNS
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 from tests.projections.tables import Tables, project
 
@@ -99,9 +100,7 @@ class FakeViews:
     ) -> list[dict[str, Any]]:
         if self._row(account, message_id) is None:
             return []
-        names = ("message_id", "sequence", "event_id", "type", "occurred_at", "actor_kind")
-        names += ("actor_account_id", "actor_user_id", "actor_service", "causation_id")
-        names += ("correlation_id", "detail")
+        names = HISTORY_COLUMNS
         rows = [
             dict(zip(names, row, strict=True))
             for (m, seq), row in sorted(self.tables.history.items())
