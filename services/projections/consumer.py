@@ -196,12 +196,17 @@ class ViewsWorker:
                         if found is None:
                             continue  # not ours (any more): its next owner reads it again
                         for record in records:
+                            if self.partitions.get(tp.partition) is not found:
+                                break  # a failed write dropped it: it reads again when retaken
                             # After a seek back, records already in the open batch come again.
                             if record.offset >= found.position:
                                 apply_record(found, record)
                                 found.received = True
+                                if self._full(found):
+                                    await self._flush(found)
                     for part in list(self.partitions.values()):
-                        await self._skip_markers(part)
+                        if part.pending is None or not self._full(part):
+                            await self._skip_markers(part)
                         if part.pending is not None and self._due(part):
                             await self._flush(part)
         finally:
@@ -212,6 +217,10 @@ class ViewsWorker:
             if self._conn is not None:
                 with contextlib.suppress(Exception):
                     await self._conn.close(timeout=5)
+
+    def _full(self, part: Partition) -> bool:
+        work = part.pending
+        return work is not None and len(work.batch) + len(work.dead) >= self.max_batch_rows
 
     async def _skip_markers(self, part: Partition) -> None:
         """Move past offsets that hold no record (the processor's transaction markers): the
@@ -233,7 +242,7 @@ class ViewsWorker:
         assert work is not None
         if not part.received:
             return True  # nothing more to read right now: do not keep the views waiting
-        if len(work.batch) + len(work.dead) >= self.max_batch_rows:
+        if self._full(part):
             return True
         if time.monotonic() - part.opened_at >= self.max_batch_age_s:
             return True

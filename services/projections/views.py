@@ -28,6 +28,7 @@ from typing import Any
 from uuid import UUID
 
 from core import MessageState, MessageStatus, RecipientStatus, evolve
+from core.book import Entry
 from schemas import (
     Actor,
     DraftCreated,
@@ -387,7 +388,9 @@ class Projector:
             self.updated_at[event.message_id] = event.occurred_at
             return
         named = _named(before, event)
-        previous = _statuses(before, named)
+        # The book's entries are updated in place by the fold: keep them to read the new state.
+        found = _entries(before, named)
+        previous = [None if e is None else e.status for e in found]
         after = evolve(before, event)  # raises before changing anything when out of order
         self.states[event.message_id] = after
         self.updated_at[event.message_id] = event.occurred_at
@@ -395,7 +398,7 @@ class Projector:
         batch.history.append(history_row(event))
         batch.messages.add(event.message_id)
         if named:
-            _record(batch, after, event, named, previous)
+            _record(batch, after, event, named, found, previous)
 
     def message_rows(self, ids: Iterable[UUID]) -> list[tuple[Any, ...]]:
         return [message_row(self.states[m], self.updated_at[m]) for m in sorted(ids)]
@@ -427,11 +430,11 @@ def _named(state: MessageState | None, event: Event) -> Sequence[str]:
     return ()
 
 
-def _statuses(state: MessageState | None, ids: Sequence[str]) -> list[RecipientStatus | None]:
+def _entries(state: MessageState | None, ids: Sequence[str]) -> list[Entry | None]:
     if state is None:
         return [None] * len(ids)
     get = state.book.entries.get
-    return [None if (e := get(cid)) is None else e.status for cid in ids]
+    return [get(cid) for cid in ids]
 
 
 _REMOVED = RecipientStatus.REMOVED
@@ -442,9 +445,10 @@ def _record(
     after: MessageState,
     event: Event,
     named: Sequence[str],
+    found: list[Entry | None],
     previous: list[RecipientStatus | None],
 ) -> None:
-    # The hot path of a catch-up: a few dict lookups per contact, no enum or UUID hashing.
+    # The hot path of a catch-up: two dict lookups per contact, no enum or UUID hashing.
     book = after.book
     get = book.entries.get
     reasons = book.reasons
@@ -458,10 +462,12 @@ def _record(
     released = isinstance(event, RecipientsReleased)
     release_batch = event.batch if isinstance(event, RecipientsReleased) else None
     new = 0
-    for cid, was in zip(named, previous, strict=True):
-        entry = get(cid)
-        if entry is None:
-            continue
+    for cid, entry, was in zip(named, found, previous, strict=True):
+        if added or entry is None:
+            # A contact (re)joining gets a new entry; one named twice in a chunk, the last one.
+            entry = get(cid)
+            if entry is None:
+                continue
         now = entry.status
         joined = added and (was is None or was is _REMOVED)
         if not joined and now is was:
