@@ -226,9 +226,8 @@ async def write_batch(
             if _count(status) != len(rewrites):
                 raise ViewsOutOfStepError("recipient rows to rewrite are missing")
         updates = batch.updates()
-        if updates:
-            if await _update_states(conn, updates) != len(updates):
-                raise ViewsOutOfStepError("recipient rows to update are missing")
+        if updates and await _update_states(conn, updates) != len(updates):
+            raise ViewsOutOfStepError("recipient rows to update are missing")
         if batch.messages:
             ids = sorted(batch.messages)
             await conn.execute("DELETE FROM view_messages WHERE message_id = ANY($1::uuid[])", ids)
