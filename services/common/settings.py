@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     health_check_timeout: float = 3.0
 
     # Projections: the most rows one view transaction writes (services/projections/consumer.py).
-    projections_max_batch_rows: int = 1_000_000
+    projections_max_batch_rows: int = 200_000
 
 
 def split_patterns(value: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ from services.common.topics import Topics
 from services.projections.store import (
     DeadLetterRow,
     PartitionBatch,
+    Writer,
     load_offsets,
-    write_batch,
 )
 from services.projections.views import Projector
 
@@ -44,10 +45,15 @@ LIVE = "views"
 
 #: A batch is written once it would change this many rows (recipients coalesced, history, message
 #: rows), once it is this old, or as soon as its partition has nothing more to read right away.
-#: Large batches are what make a catch-up cheap: a contact added, released and delivered within
-#: one batch is written once, by COPY (docs/projections.md, figures).
-MAX_BATCH_ROWS = 1_000_000
+#: Large batches make a catch-up cheap (a contact released and delivered within one batch is
+#: written once); several batches let Postgres write one while the next is folded (figures in
+#: docs/projections.md).
+MAX_BATCH_ROWS = 200_000
 MAX_BATCH_AGE_S = 30.0
+
+
+#: After a batch this large, the objects it added to the folds are frozen for the cyclic GC.
+FREEZE_AFTER_ROWS = 10_000
 
 
 class TakeFailedError(Exception):
@@ -59,16 +65,30 @@ class Partition:
     """One owned partition of the events topic: its fold, its stored offset, its open batch."""
 
     number: int
-    stored: int
+    stored: int  # committed in Postgres
     projector: Projector = field(default_factory=Projector)
     pending: PartitionBatch | None = None
     opened_at: float = 0.0
     received: bool = False
+    submitted: int = -1  # after the last batch handed to the writer (committed or in flight)
+
+    def __post_init__(self) -> None:
+        if self.submitted < 0:
+            self.submitted = self.stored
 
     @property
     def position(self) -> int:
-        """The next offset to read: after the open batch, or the stored offset."""
-        return self.pending.next_offset if self.pending is not None else self.stored
+        """The next offset to read: after the open batch, or after the last one written."""
+        return self.pending.next_offset if self.pending is not None else self.submitted
+
+    def close_batch(self) -> tuple[PartitionBatch, list[tuple[Any, ...]]]:
+        """Hand over the open batch with its message rows as they stand now."""
+        work = self.pending
+        assert work is not None
+        rows = self.projector.message_rows(work.batch.messages)
+        self.pending = None
+        self.submitted = work.next_offset
+        return work, rows
 
 
 def _dead(number: int, record: ConsumerRecord[Any, Any], error: Exception) -> DeadLetterRow:
@@ -78,7 +98,7 @@ def _dead(number: int, record: ConsumerRecord[Any, Any], error: Exception) -> De
 def apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
     """Fold one record into the partition's open batch (opening one if needed)."""
     if part.pending is None:
-        part.pending = PartitionBatch(part.number, expected=part.stored, next_offset=part.stored)
+        part.pending = PartitionBatch(part.number, part.submitted, part.submitted)
         part.opened_at = time.monotonic()
     work = part.pending
     try:
@@ -163,7 +183,7 @@ class ViewsWorker:
         self.dead_letters = 0
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._writer: Writer | None = None
 
     @property
     def group(self) -> str:
@@ -189,6 +209,7 @@ class ViewsWorker:
                 await self._retake_orphans()
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 async with self._lock:
+                    await self._collect()
                     for owned in self.partitions.values():
                         owned.received = False
                     for tp, records in batches.items():
@@ -204,6 +225,8 @@ class ViewsWorker:
                                 found.received = True
                                 if self._full(found):
                                     await self._flush(found)
+                                # Let the writer send its next statement meanwhile.
+                                await asyncio.sleep(0)
                     for part in list(self.partitions.values()):
                         if part.pending is None or not self._full(part):
                             await self._skip_markers(part)
@@ -214,9 +237,11 @@ class ViewsWorker:
             async with self._lock:
                 self.partitions.clear()
             await consumer.stop()
-            if self._conn is not None:
+            if self._writer is not None:
                 with contextlib.suppress(Exception):
-                    await self._conn.close(timeout=5)
+                    await self._writer.wait()  # a batch in flight commits (or not) before exit
+                with contextlib.suppress(Exception):
+                    await self._writer.conn.close(timeout=5)
 
     def _full(self, part: Partition) -> bool:
         work = part.pending
@@ -233,7 +258,7 @@ class ViewsWorker:
         position = await consumer.position(tp)
         if position > part.position:
             if part.pending is None:
-                part.pending = PartitionBatch(part.number, part.stored, part.stored)
+                part.pending = PartitionBatch(part.number, part.submitted, part.submitted)
                 part.opened_at = time.monotonic()
             part.pending.next_offset = position
 
@@ -256,53 +281,77 @@ class ViewsWorker:
         end: int | None = consumer.last_stable_offset(TopicPartition(self.topics.events, number))
         return end
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self.settings.database_url, timeout=10)
-        return self._conn
+    async def _writer_ready(self) -> Writer:
+        if self._writer is None or self._writer.conn.is_closed():
+            conn = await asyncpg.connect(self.settings.database_url, timeout=10)
+            self._writer = Writer(conn, self.consumer_name, self.topics.events)
+        return self._writer
 
     async def _flush(self, part: Partition) -> None:
-        work = part.pending
-        assert work is not None
-        started = time.perf_counter()
+        """Hand the partition's open batch to the writer (it commits in the background)."""
+        work, rows = part.close_batch()
         try:
-            conn = await self._connection()
-            await write_batch(conn, self.consumer_name, self.topics.events, work, part.projector)
+            writer = await self._writer_ready()
+            self._committed(await writer.submit(work, rows))
         except Exception:
-            # Rolled back (another writer moved the offset, or Postgres failed): the fold holds
-            # what the views do not. Rebuild it from the log up to the stored offset and read
-            # again from there.
-            log.exception("batch not written; retaking the partition", partition=part.number)
-            self.partitions.pop(part.number, None)
-            with contextlib.suppress(Exception):
-                if self._conn is not None:
-                    await self._conn.close(timeout=2)
-            self._conn = None
-            await self._try_take(part.number)
+            await self._write_failed()
+
+    async def _collect(self, wait: bool = False) -> None:
+        """Take note of a finished write (or wait for the one in flight)."""
+        writer = self._writer
+        if writer is None or (writer.busy() and not wait):
             return
-        part.stored = work.next_offset
-        part.pending = None
+        try:
+            self._committed(await writer.wait())
+        except Exception:
+            await self._write_failed()
+
+    def _committed(self, work: PartitionBatch | None) -> None:
+        if work is None:
+            return
+        if len(work.batch) >= FREEZE_AFTER_ROWS:
+            # A catch-up grows the folds by large steps: freeze them too (they are freed by
+            # refcount when the partition is dropped; only cyclic garbage would wait).
+            gc.freeze()
+        part = self.partitions.get(work.partition)
+        if part is not None and part.stored == work.expected:
+            part.stored = work.next_offset
         self.events += work.batch.events
         self.batches += 1
         self.dead_letters += len(work.dead)
         log.info(
             "views written",
-            partition=part.number,
+            partition=work.partition,
             events=work.batch.events,
             rows=len(work.batch),
-            next_offset=part.stored,
-            write_s=round(time.perf_counter() - started, 3),
+            next_offset=work.next_offset,
         )
+
+    async def _write_failed(self) -> None:
+        # Rolled back (another writer moved the offset, or Postgres failed): the fold holds what
+        # the views do not. Rebuild it from the log up to the stored offset and read again from
+        # there. The connection is replaced: it may be the cause.
+        writer, self._writer = self._writer, None
+        number = writer.failed.partition if writer is not None and writer.failed else None
+        log.exception("batch not written; retaking the partition", partition=number)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await writer.conn.close(timeout=2)
+        for other in [number] if number is not None else list(self.partitions):
+            self.partitions.pop(other, None)
+            await self._try_take(other)
 
     # ------------------------------------------------------------------ ownership
 
     async def _take(self, number: int) -> None:
         started = time.perf_counter()
         try:
-            conn = await self._connection()
-            stored = (await load_offsets(conn, self.consumer_name, self.topics.events, [number]))[
-                number
-            ]
+            conn = await asyncpg.connect(self.settings.database_url, timeout=10)
+            try:
+                offsets = await load_offsets(conn, self.consumer_name, self.topics.events, [number])
+            finally:
+                await conn.close()
+            stored = offsets[number]
             part = Partition(number, stored)
             folded = 0
             async for record in read_range(self.settings, self.topics.events, number, 0, stored):
@@ -317,6 +366,10 @@ class ViewsWorker:
             consumer.resume(tp)
         self.partitions[number] = part
         self.orphans.pop(number, None)
+        # The folded states live as long as the partition: keep the cyclic GC from walking them
+        # at every collection (as the processor does; docs/projections.md, figures).
+        gc.collect()
+        gc.freeze()
         log.info(
             "partition taken",
             partition=number,
@@ -388,7 +441,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         async with self.worker._lock:
             for tp in revoked:
                 # An open batch is not written: the next owner reads it again from the offset.
-                self.worker.partitions.pop(tp.partition, None)
+                if self.worker.partitions.pop(tp.partition, None) is not None:
+                    gc.unfreeze()  # let the dropped fold be collected
                 self.worker.orphans.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:

@@ -5,6 +5,7 @@ updates. Also the schema helpers the CLI and the tests use (fresh schemas, migra
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from services.projections.views import (
     MESSAGE_COLUMNS,
     RECIPIENT_COLUMNS,
     Batch,
-    Projector,
 )
 
 __all__ = [
@@ -150,27 +150,28 @@ UPDATE view_recipients
 _GROUPS_PER_ROW = 0.01
 
 
-async def _update_states(conn: asyncpg.Connection, updates: list[tuple[Any, ...]]) -> int:
-    """Apply state changes to existing recipient rows; returns how many rows changed.
+async def _update_states(conn: asyncpg.Connection, batch: Batch) -> tuple[int, int]:
+    """Apply state changes to existing recipient rows; returns (rows changed, rows expected).
 
     The rows of one release or outcome event share their new values, so they are grouped by
     them: one `contact_id = ANY(...)` statement per group (measured faster than a join with
     unnest arrays); a batch of mostly distinct values takes the array join instead.
     """
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for r in updates:
-        # (message, state, reason, batch, released_at, state_at, sequence) -> contact ids
-        groups.setdefault((r[0], r[4], r[5], r[6], r[8], r[9], r[10]), []).append(r[1])
-    if len(groups) > max(100, len(updates) * _GROUPS_PER_ROW):
+    groups = batch.update_groups()
+    expected = sum(len(ids) for ids in groups.values())
+    if not groups:
+        return 0, 0
+    if len(groups) > max(100, expected * _GROUPS_PER_ROW):
+        updates = batch.updates()
         picked = [(r[0], r[1], r[4], r[5], r[6], r[8], r[9], r[10]) for r in updates]
-        return _count(await conn.execute(_UPDATE_STATE, *_columns(picked, 8)))
+        return _count(await conn.execute(_UPDATE_STATE, *_columns(picked, 8))), expected
     changed = 0
-    for (message, state, reason, batch, released_at, state_at, sequence), ids in groups.items():
+    for (message, state, reason, number, released_at, state_at, sequence), ids in groups.items():
         status = await conn.execute(
-            _UPDATE_GROUP, message, ids, state, reason, batch, released_at, state_at, sequence
+            _UPDATE_GROUP, message, ids, state, reason, number, released_at, state_at, sequence
         )
         changed += _count(status)
-    return changed
+    return changed, expected
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -187,9 +188,12 @@ async def write_batch(
     consumer: str,
     topic: str,
     work: PartitionBatch,
-    projector: Projector,
+    message_rows: list[tuple[Any, ...]],
 ) -> None:
     """Write one partition's batch and move its stored offset, in one transaction.
+
+    ``message_rows`` are the rows of the batch's messages (``Projector.message_rows``), taken
+    when the batch was closed: the fold moves on while the batch is being written.
 
     Raises :class:`OffsetMovedError` (rolled back) when the stored offset is not
     ``work.expected``.
@@ -225,14 +229,14 @@ async def write_batch(
             status = await conn.execute(_REWRITE, *_columns(rewrites, len(RECIPIENT_COLUMNS)))
             if _count(status) != len(rewrites):
                 raise ViewsOutOfStepError("recipient rows to rewrite are missing")
-        updates = batch.updates()
-        if updates and await _update_states(conn, updates) != len(updates):
+        changed, expected = await _update_states(conn, batch)
+        if changed != expected:
             raise ViewsOutOfStepError("recipient rows to update are missing")
-        if batch.messages:
-            ids = sorted(batch.messages)
+        if message_rows:
+            ids = [row[0] for row in message_rows]
             await conn.execute("DELETE FROM view_messages WHERE message_id = ANY($1::uuid[])", ids)
             await conn.copy_records_to_table(
-                "view_messages", records=projector.message_rows(ids), columns=MESSAGE_COLUMNS
+                "view_messages", records=message_rows, columns=MESSAGE_COLUMNS
             )
         if work.dead:
             await conn.executemany(
@@ -244,3 +248,48 @@ async def write_batch(
                     for d in work.dead
                 ],
             )
+
+
+class Writer:
+    """Writes closed batches one after the other, in the background, on one connection.
+
+    While Postgres applies batch N (on its own core), the caller folds batch N+1: a catch-up
+    costs about the larger of the two instead of their sum. At most one write is in flight; its
+    failure is raised by the next :meth:`submit` or :meth:`wait`, with the batch that failed
+    (``failed``), and the caller drops that partition's fold and takes it again.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, consumer: str, topic: str) -> None:
+        self.conn = conn
+        self.consumer = consumer
+        self.topic = topic
+        self._task: asyncio.Task[None] | None = None
+        self._work: PartitionBatch | None = None
+        self.failed: PartitionBatch | None = None
+
+    async def submit(
+        self, work: PartitionBatch, message_rows: list[tuple[Any, ...]]
+    ) -> PartitionBatch | None:
+        """Start writing ``work``; returns the batch whose write completed meanwhile (if any)."""
+        done = await self.wait()
+        self._work = work
+        self._task = asyncio.create_task(
+            write_batch(self.conn, self.consumer, self.topic, work, message_rows)
+        )
+        return done
+
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def wait(self) -> PartitionBatch | None:
+        """Wait for the write in flight; returns its batch once committed (raises its error)."""
+        task, work = self._task, self._work
+        self._task = self._work = None
+        if task is None:
+            return None
+        try:
+            await task
+        except BaseException:
+            self.failed = work
+            raise
+        return work

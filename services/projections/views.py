@@ -359,6 +359,29 @@ class Batch:
         """Existing recipient rows written whole (a removed contact added again)."""
         return [p.row() for p in self._patches() if p.existed and p.full]
 
+    def update_groups(self) -> dict[tuple[Any, ...], list[str]]:
+        """Existing recipient rows whose state changed, grouped by their new values:
+        (message, state, reason, batch, released_at, state_at, sequence) -> contact ids."""
+        groups: dict[tuple[Any, ...], list[str]] = {}
+        for message_id, patches in self.recipients.items():
+            for p in patches.values():
+                if p.existed and not p.full:
+                    key = (
+                        message_id,
+                        p.state,
+                        p.reason,
+                        p.batch,
+                        p.released_at,
+                        p.state_at,
+                        p.sequence,
+                    )
+                    found = groups.get(key)
+                    if found is None:
+                        groups[key] = [p.contact_id]
+                    else:
+                        found.append(p.contact_id)
+        return groups
+
     def updates(self) -> list[tuple[Any, ...]]:
         """Existing recipient rows whose state changed."""
         return [p.row() for p in self._patches() if p.existed and not p.full]
