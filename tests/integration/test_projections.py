@@ -7,6 +7,11 @@ Each test has topics (TOPIC_PREFIX) and a Postgres schema of its own."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -40,6 +45,7 @@ from services.projections.synthetic import sends_history
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 from tests.integration.processor_harness import (
     CONTENT,
+    REPO_ROOT,
     STRANGER,
     Stack,
     contacts,
@@ -242,6 +248,28 @@ async def test_views_follow_the_processor_through_every_command_and_equal_a_rebu
     result = await compare_with_rebuild(stack.settings, database_url, schema)
     assert result.equal, result.as_json()
     assert result.rows["view_messages"] == 6
+
+    # The same audit and the export, through the command-line tool.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "TOPIC_PREFIX": stack.settings.topic_prefix,
+    }
+    cli = [sys.executable, "-m", "services.projections.cli"]
+    compared = await asyncio.to_thread(
+        subprocess.run, [*cli, "compare", "--live-schema", schema], env=env, capture_output=True
+    )
+    assert compared.returncode == 0, compared.stderr.decode()[-2000:]
+    assert json.loads(compared.stdout)["equal"] is True
+    exported = await asyncio.to_thread(
+        subprocess.run, [*cli, "export", str(sent)], env=env, capture_output=True
+    )
+    assert exported.returncode == 0, exported.stderr.decode()[-2000:]
+    lines = [json.loads(line) for line in exported.stdout.decode().splitlines()]
+    assert [(x["sequence"], x["type"]) for x in lines] == [(e.sequence, e.type) for e in events]
+    assert lines[0]["actor"]["user_id"] == "ada"
 
     # The read API over these views: the account's own messages, never another's.
     app = create_app(

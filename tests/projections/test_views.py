@@ -372,3 +372,27 @@ def test_an_event_out_of_order_is_refused_before_anything_changes() -> None:
     assert isinstance(sim.events[1], RecipientsAdded)
     assert projector.states[message].book.status_of("c0") is RecipientStatus.PENDING
     assert OPERATOR.account_id == projector.states[message].account_id
+
+
+def test_grouped_updates_cover_exactly_the_updated_rows() -> None:
+    """The store updates existing rows by groups of equal new values: the groups hold every
+    updated row once, with that row's values."""
+    sim, message = sending(40, DeliveryPlan(release_rate=9))
+    projector, first = Projector(), Batch()
+    for event in sim.events:
+        projector.apply(event, first)
+    start = len(sim.events)
+    for _ in range(6):
+        for event in sim.tick():
+            if isinstance(event, RecipientsReleased):
+                ids = event.contact_ids
+                sim.deliver(message, delivered=ids[1:], failed=((ids[0], "550"),))
+    second = Batch()
+    for event in sim.events[start:]:
+        projector.apply(event, second)
+
+    rows = {(r[0], r[1]): (r[0], r[4], r[5], r[6], r[8], r[9], r[10]) for r in second.updates()}
+    grouped = {(key[0], cid): key for key, ids in second.update_groups().items() for cid in ids}
+
+    assert rows and grouped == rows
+    assert sum(len(ids) for ids in second.update_groups().values()) == len(rows)
