@@ -13,7 +13,6 @@ services/projections/cli.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -97,7 +96,7 @@ async def rebuild(
     conn = await _connect(settings.database_url, schema)
     reached: dict[int, int] = {}
     parts = partitions if partitions is not None else {}
-    writer = Writer(conn, LIVE, topic)
+    writer = await Writer.open(settings.database_url, LIVE, topic, schema)
     try:
         stored = await load_offsets(conn, LIVE, topic, numbers)
         for number in numbers:
@@ -135,8 +134,7 @@ async def rebuild(
                 part.stored = part.submitted = end
             reached[number] = part.stored
     finally:
-        with contextlib.suppress(Exception):
-            await writer.wait()
+        await writer.close()
         await conn.close()
     return reached
 

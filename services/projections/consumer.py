@@ -238,10 +238,8 @@ class ViewsWorker:
                 self.partitions.clear()
             await consumer.stop()
             if self._writer is not None:
-                with contextlib.suppress(Exception):
-                    await self._writer.wait()  # a batch in flight commits (or not) before exit
-                with contextlib.suppress(Exception):
-                    await self._writer.conn.close(timeout=5)
+                # A batch in flight commits (or not) before exit.
+                await self._writer.close()
 
     def _full(self, part: Partition) -> bool:
         work = part.pending
@@ -282,9 +280,13 @@ class ViewsWorker:
         return end
 
     async def _writer_ready(self) -> Writer:
-        if self._writer is None or self._writer.conn.is_closed():
-            conn = await asyncpg.connect(self.settings.database_url, timeout=10)
-            self._writer = Writer(conn, self.consumer_name, self.topics.events)
+        if self._writer is not None and self._writer.closed():
+            await self._writer.close()
+            self._writer = None
+        if self._writer is None:
+            self._writer = await Writer.open(
+                self.settings.database_url, self.consumer_name, self.topics.events
+            )
         return self._writer
 
     async def _flush(self, part: Partition) -> None:
@@ -335,8 +337,7 @@ class ViewsWorker:
         number = writer.failed.partition if writer is not None and writer.failed else None
         log.exception("batch not written; retaking the partition", partition=number)
         if writer is not None:
-            with contextlib.suppress(Exception):
-                await writer.conn.close(timeout=2)
+            await writer.close()
         for other in [number] if number is not None else list(self.partitions):
             self.partitions.pop(other, None)
             await self._try_take(other)

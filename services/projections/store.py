@@ -6,10 +6,13 @@ updates. Also the schema helpers the CLI and the tests use (fresh schemas, migra
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -39,6 +42,8 @@ VIEW_TABLES: dict[str, tuple[str, ...]] = {
     "view_recipients": ("message_id", "contact_id"),
     "view_history": ("message_id", "sequence"),
 }
+
+T = TypeVar("T")
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -251,45 +256,86 @@ async def write_batch(
 
 
 class Writer:
-    """Writes closed batches one after the other, in the background, on one connection.
+    """Writes closed batches one after the other, in the background, on one connection that
+    lives in a thread of its own (with its own event loop).
 
     While Postgres applies batch N (on its own core), the caller folds batch N+1: a catch-up
-    costs about the larger of the two instead of their sum. At most one write is in flight; its
-    failure is raised by the next :meth:`submit` or :meth:`wait`, with the batch that failed
-    (``failed``), and the caller drops that partition's fold and takes it again.
+    costs about the larger of the two instead of their sum. The thread keeps Postgres fed with
+    statements whatever the caller's loop is busy with; the caller's CPU work holds the GIL, the
+    writer mostly waits on its socket. At most one write is in flight; its failure is raised by
+    the next :meth:`submit` or :meth:`wait`, with the batch that failed in ``failed``, and the
+    caller drops that partition's fold and takes it again.
     """
 
-    def __init__(self, conn: asyncpg.Connection, consumer: str, topic: str) -> None:
-        self.conn = conn
+    def __init__(self, consumer: str, topic: str) -> None:
         self.consumer = consumer
         self.topic = topic
-        self._task: asyncio.Task[None] | None = None
-        self._work: PartitionBatch | None = None
+        self.conn: asyncpg.Connection | None = None
         self.failed: PartitionBatch | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="views-writer", daemon=True
+        )
+        self._thread.start()
+        self._future: concurrent.futures.Future[None] | None = None
+        self._work: PartitionBatch | None = None
+
+    @classmethod
+    async def open(cls, dsn: str, consumer: str, topic: str, schema: str | None = None) -> Writer:
+        writer = cls(consumer, topic)
+        settings = {"search_path": schema} if schema is not None else None
+        try:
+            writer.conn = await writer._call(
+                asyncpg.connect(dsn, timeout=10, server_settings=settings)
+            )
+        except BaseException:
+            await writer.close()
+            raise
+        return writer
+
+    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    def closed(self) -> bool:
+        return self.conn is None or self.conn.is_closed()
 
     async def submit(
         self, work: PartitionBatch, message_rows: list[tuple[Any, ...]]
     ) -> PartitionBatch | None:
         """Start writing ``work``; returns the batch whose write completed meanwhile (if any)."""
         done = await self.wait()
+        assert self.conn is not None
         self._work = work
-        self._task = asyncio.create_task(
-            write_batch(self.conn, self.consumer, self.topic, work, message_rows)
+        self._future = asyncio.run_coroutine_threadsafe(
+            write_batch(self.conn, self.consumer, self.topic, work, message_rows), self._loop
         )
         return done
 
     def busy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._future is not None and not self._future.done()
 
     async def wait(self) -> PartitionBatch | None:
         """Wait for the write in flight; returns its batch once committed (raises its error)."""
-        task, work = self._task, self._work
-        self._task = self._work = None
-        if task is None:
+        future, work = self._future, self._work
+        self._future = self._work = None
+        if future is None:
             return None
         try:
-            await task
+            await asyncio.wrap_future(future)
         except BaseException:
             self.failed = work
             raise
         return work
+
+    async def close(self) -> None:
+        """Wait for the write in flight (its outcome ignored), close the connection and the
+        thread."""
+        with contextlib.suppress(Exception):
+            await self.wait()
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self._call(self.conn.close(timeout=5))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join, 10)
+        if not self._thread.is_alive():
+            self._loop.close()
