@@ -64,16 +64,25 @@ async def _stored(dsn: str, topic: str) -> dict[int, int]:
         await conn.close()
 
 
-async def _baseline(dsn: str, schema: str) -> tuple[int, float]:
+async def _baseline(dsn: str, schema: str, runs: int = 3) -> tuple[int, list[float]]:
+    """COPY the view's final recipient rows into a fresh table of the same definition, `runs`
+    times (the machine is shared: the fastest run is the strictest bar)."""
     conn = await asyncpg.connect(with_schema(dsn, schema))
     try:
         rows = [tuple(r) for r in await conn.fetch("SELECT * FROM view_recipients")]
-        await conn.execute(
-            "CREATE TABLE copy_baseline (LIKE view_recipients INCLUDING ALL) WITH (fillfactor = 60)"
-        )
-        started = time.perf_counter()
-        await conn.copy_records_to_table("copy_baseline", records=rows, columns=RECIPIENT_COLUMNS)
-        return len(rows), time.perf_counter() - started
+        times = []
+        for run in range(runs):
+            await conn.execute(
+                f"CREATE TABLE copy_baseline_{run} (LIKE view_recipients INCLUDING ALL)"
+                " WITH (fillfactor = 60)"
+            )
+            started = time.perf_counter()
+            await conn.copy_records_to_table(
+                f"copy_baseline_{run}", records=rows, columns=RECIPIENT_COLUMNS
+            )
+            times.append(time.perf_counter() - started)
+            await conn.execute(f"DROP TABLE copy_baseline_{run}")
+        return len(rows), times
     finally:
         await conn.close()
 
@@ -114,16 +123,19 @@ async def run(recipients: int, full: bool) -> None:
         await rebuild(settings, schema, partitions=parts)
         send_s = time.perf_counter() - started
         parts.clear()
-        rows, copy_s = await _baseline(settings.database_url, schema)
+        rows, copy_times = await _baseline(settings.database_url, schema)
         send_rate = recipients / send_s
-        copy_rate = rows / copy_s
+        copy_rate = rows / min(copy_times)
         print(
             f"send catch-up: {recipients:,} sends (release + outcome each) in {send_s:.1f}s = "
             f"{send_rate:,.0f} sends/s"
         )
-        print(f"baseline COPY of the same {rows:,} rows: {copy_s:.1f}s = {copy_rate:,.0f} rows/s")
         print(
-            f"ratio: {send_rate / copy_rate:.2f} of the COPY rate "
+            f"baseline COPY of the same {rows:,} rows, 3 runs: "
+            f"{', '.join(f'{t:.1f}s' for t in copy_times)}; fastest = {copy_rate:,.0f} rows/s"
+        )
+        print(
+            f"ratio: {send_rate / copy_rate:.2f} of the fastest COPY's rate "
             f"({'meets' if send_rate * 3 >= copy_rate else 'MISSES'} the bar of 1/3)"
         )
     finally:
