@@ -4,19 +4,18 @@ No I/O here. :class:`Projector` folds a partition's events with the core (:func:
 and, for each event, records in a :class:`Batch` the rows it changes:
 
 * **history** (one row per event): who caused it, when, what it said;
-* **recipients** (one row per contact of a message: the contact as added and its state until
-  released) and **sends** (one row per contact released: its state from then on); a contact's
-  state (the core's :class:`core.RecipientStatus`) is its send row's if it has one;
+* **recipients** (one row per contact of a message): the contact's state (the core's
+  :class:`core.RecipientStatus`), its reason, its batch and its timestamps;
 * **messages** (one row per message): everything the *Email Sent*, *Scheduled* and *Drafts* lists
   and their hover details show, computed from the folded state at the end of the batch.
 
-Changes to one contact within a batch are coalesced into at most one write per table (the last
-state wins), so a catch-up through many events writes each row once. Whether a row already exists
-in the database is known from the fold (the contact was in the book, or released, before the
-batch), so new rows can be COPYed and only existing ones updated.
+Changes to one recipient within a batch are coalesced into one row change (the last state wins;
+``released_at`` and ``batch`` are kept), so a catch-up through many events writes each row once.
+Whether a row already exists in the database is known from the fold (the contact was in the book
+before the batch), so new rows can be COPYed and only existing ones updated.
 
-The recipients' states are exactly the core's: after any prefix of the history, every contact's
-state equals ``state.book.status_of(contact_id)`` of a fresh fold (tested).
+The recipients' states are exactly the core's: after any prefix of the history, the state of
+every row equals ``state.book.status_of(contact_id)`` of a fresh fold (tested).
 """
 
 from __future__ import annotations
