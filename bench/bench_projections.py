@@ -15,9 +15,8 @@ outcome recorded: 1 in 100 failed, the rest delivered) and produces its events t
 * **full catch-up** (unless `--skip-full`): the in-process `ViewsWorker` (consumer group) brings
   empty views up to date with the whole history, audience included: timed until its stored
   offsets reach the topic's end.
-* **baseline**: a plain asyncpg `copy_records_to_table` of the same N rows the send catch-up
-  wrote (the final `view_sends` rows, read back) into an empty table of the same definition,
-  three times; the fastest run is the bar.
+* **baseline**: a plain asyncpg `copy_records_to_table` of the same N recipient rows (the final
+  rows, read back from the view) into an empty table of the same definition.
 
 The issue's bar: the send catch-up runs at no less than a third of the baseline's rate.
 """
@@ -39,7 +38,7 @@ from services.projections.audit import rebuild
 from services.projections.consumer import LIVE, Partition, ViewsWorker
 from services.projections.store import create_schema, quote_ident
 from services.projections.synthetic import sends_history
-from services.projections.views import SEND_COLUMNS
+from services.projections.views import RECIPIENT_COLUMNS
 from tests.projections.live import end_offsets, produce, with_schema
 
 
@@ -66,20 +65,20 @@ async def _stored(dsn: str, topic: str) -> dict[int, int]:
 
 
 async def _baseline(dsn: str, schema: str, runs: int = 3) -> tuple[int, list[float]]:
-    """COPY the view's final send rows into a fresh table of the same definition, `runs`
+    """COPY the view's final recipient rows into a fresh table of the same definition, `runs`
     times (the machine is shared: the fastest run is the strictest bar)."""
     conn = await asyncpg.connect(with_schema(dsn, schema))
     try:
-        rows = [tuple(r) for r in await conn.fetch("SELECT * FROM view_sends")]
+        rows = [tuple(r) for r in await conn.fetch("SELECT * FROM view_recipients")]
         times = []
         for run in range(runs):
             await conn.execute(
-                f"CREATE TABLE copy_baseline_{run} (LIKE view_sends INCLUDING ALL)"
+                f"CREATE TABLE copy_baseline_{run} (LIKE view_recipients INCLUDING ALL)"
                 " WITH (fillfactor = 60)"
             )
             started = time.perf_counter()
             await conn.copy_records_to_table(
-                f"copy_baseline_{run}", records=rows, columns=SEND_COLUMNS
+                f"copy_baseline_{run}", records=rows, columns=RECIPIENT_COLUMNS
             )
             times.append(time.perf_counter() - started)
             await conn.execute(f"DROP TABLE copy_baseline_{run}")

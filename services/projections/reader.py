@@ -111,24 +111,17 @@ class PostgresViews:
         pool = await self.pool()
         args: list[Any] = [message_id, account, limit]
         where = "r.message_id = $1"
-        # A released contact's state is its send row's; before release, its own row's.
-        state = "coalesce(s.state, r.state)"
         if states is not None:
             args.append(list(states))
-            where += f" AND {state} = ANY(${len(args)}::text[])"
+            where += f" AND r.state = ANY(${len(args)}::text[])"
         if after is not None:
             args.append(after)
             where += f" AND r.contact_id > ${len(args)}"
         rows = await pool.fetch(
-            f"SELECT r.contact_id, r.email, r.time_zone, {state} AS state,"
-            " CASE WHEN s.state IS NULL THEN r.reason ELSE s.reason END AS reason,"
-            " s.batch, r.added_at, s.released_at,"
-            " coalesce(s.state_at, r.state_at) AS state_at,"
-            " coalesce(s.sequence, r.sequence) AS sequence, m.status AS message_status"
-            " FROM view_recipients r"
-            " JOIN view_messages m ON m.message_id = r.message_id AND m.account_id = $2"
-            " LEFT JOIN view_sends s"
-            "   ON s.message_id = r.message_id AND s.contact_id = r.contact_id"
+            "SELECT r.contact_id, r.email, r.time_zone, r.state, r.reason, r.batch, r.added_at,"
+            " r.released_at, r.state_at, r.sequence, m.status AS message_status"
+            " FROM view_recipients r JOIN view_messages m"
+            "   ON m.message_id = r.message_id AND m.account_id = $2"
             f" WHERE {where} ORDER BY r.contact_id LIMIT $3",
             *args,
         )

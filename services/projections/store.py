@@ -21,7 +21,6 @@ from services.projections.views import (
     HISTORY_COLUMNS,
     MESSAGE_COLUMNS,
     RECIPIENT_COLUMNS,
-    SEND_COLUMNS,
     Batch,
 )
 
@@ -41,7 +40,6 @@ __all__ = [
 VIEW_TABLES: dict[str, tuple[str, ...]] = {
     "view_messages": ("message_id",),
     "view_recipients": ("message_id", "contact_id"),
-    "view_sends": ("message_id", "contact_id"),
     "view_history": ("message_id", "sequence"),
 }
 
@@ -122,27 +120,33 @@ async def load_offsets(
     return {int(r["partition"]): int(r["next_offset"]) for r in rows}
 
 
-_UPDATE_ARRAYS = """
-UPDATE {table} AS r
-   SET state = u.state, reason = u.reason, state_at = u.state_at, sequence = u.sequence
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[])
-       AS u(message_id, contact_id, state, reason, state_at, sequence)
+_UPDATE_STATE = """
+UPDATE view_recipients AS r
+   SET state = u.state, reason = u.reason, state_at = u.state_at, sequence = u.sequence,
+       released_at = coalesce(u.released_at, r.released_at), batch = coalesce(u.batch, r.batch)
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
+              $7::timestamptz[], $8::int[])
+       AS u(message_id, contact_id, state, reason, batch, released_at, state_at, sequence)
  WHERE r.message_id = u.message_id AND r.contact_id = u.contact_id
 """
 
 _REWRITE = """
 UPDATE view_recipients AS r
    SET email = u.email, time_zone = u.time_zone, state = u.state, reason = u.reason,
-       added_at = u.added_at, state_at = u.state_at, sequence = u.sequence
-  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-              $7::timestamptz[], $8::timestamptz[], $9::int[])
-       AS u(message_id, contact_id, email, time_zone, state, reason, added_at, state_at,
-            sequence)
+       batch = u.batch, added_at = u.added_at, released_at = u.released_at,
+       state_at = u.state_at, sequence = u.sequence
+  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
+              $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::int[])
+       AS u(message_id, contact_id, email, time_zone, state, reason, batch, added_at,
+            released_at, state_at, sequence)
  WHERE r.message_id = u.message_id AND r.contact_id = u.contact_id
 """
 
+
 _UPDATE_GROUP = """
-UPDATE {table} SET state = $3, reason = $4, state_at = $5, sequence = $6
+UPDATE view_recipients
+   SET state = $3, reason = $4, batch = coalesce($5, batch),
+       released_at = coalesce($6, released_at), state_at = $7, sequence = $8
  WHERE message_id = $1 AND contact_id = ANY($2::text[])
 """
 
@@ -151,26 +155,27 @@ UPDATE {table} SET state = $3, reason = $4, state_at = $5, sequence = $6
 _GROUPS_PER_ROW = 0.01
 
 
-async def _update_states(
-    conn: asyncpg.Connection, table: str, groups: dict[tuple[Any, ...], list[str]]
-) -> tuple[int, int]:
-    """Apply state changes to existing rows of ``table``; returns (rows changed, expected).
+async def _update_states(conn: asyncpg.Connection, batch: Batch) -> tuple[int, int]:
+    """Apply state changes to existing recipient rows; returns (rows changed, rows expected).
 
     The rows of one release or outcome event share their new values, so they are grouped by
     them: one `contact_id = ANY(...)` statement per group (measured faster than a join with
     unnest arrays); a batch of mostly distinct values takes the array join instead.
     """
+    groups = batch.update_groups()
     expected = sum(len(ids) for ids in groups.values())
     if not groups:
         return 0, 0
     if len(groups) > max(100, expected * _GROUPS_PER_ROW):
-        rows = [(k[0], cid, k[1], k[2], k[3], k[4]) for k, ids in groups.items() for cid in ids]
-        status = await conn.execute(_UPDATE_ARRAYS.format(table=table), *_columns(rows, 6))
-        return _count(status), expected
+        updates = batch.updates()
+        picked = [(r[0], r[1], r[4], r[5], r[6], r[8], r[9], r[10]) for r in updates]
+        return _count(await conn.execute(_UPDATE_STATE, *_columns(picked, 8))), expected
     changed = 0
-    sql = _UPDATE_GROUP.format(table=table)
-    for (message, state, reason, state_at, sequence), ids in groups.items():
-        changed += _count(await conn.execute(sql, message, ids, state, reason, state_at, sequence))
+    for (message, state, reason, number, released_at, state_at, sequence), ids in groups.items():
+        status = await conn.execute(
+            _UPDATE_GROUP, message, ids, state, reason, number, released_at, state_at, sequence
+        )
+        changed += _count(status)
     return changed, expected
 
 
@@ -229,15 +234,9 @@ async def write_batch(
             status = await conn.execute(_REWRITE, *_columns(rewrites, len(RECIPIENT_COLUMNS)))
             if _count(status) != len(rewrites):
                 raise ViewsOutOfStepError("recipient rows to rewrite are missing")
-        changed, expected = await _update_states(conn, "view_recipients", batch.update_groups())
+        changed, expected = await _update_states(conn, batch)
         if changed != expected:
             raise ViewsOutOfStepError("recipient rows to update are missing")
-        sends = batch.send_inserts()
-        if sends:
-            await conn.copy_records_to_table("view_sends", records=sends, columns=SEND_COLUMNS)
-        changed, expected = await _update_states(conn, "view_sends", batch.send_update_groups())
-        if changed != expected:
-            raise ViewsOutOfStepError("send rows to update are missing")
         if message_rows:
             ids = [row[0] for row in message_rows]
             await conn.execute("DELETE FROM view_messages WHERE message_id = ANY($1::uuid[])", ids)

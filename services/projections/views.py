@@ -49,8 +49,6 @@ __all__ = [
     "LISTS",
     "MESSAGE_COLUMNS",
     "RECIPIENT_COLUMNS",
-    "SEND_COLUMNS",
-    "SEND_STATES",
     "Batch",
     "Projector",
     "RecipientPatch",
@@ -117,8 +115,6 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "updated_at",
 )
 
-#: The contact as added, and its state until it is released (pending, excluded, removed,
-#: skipped). A released contact's state lives in ``view_sends``.
 RECIPIENT_COLUMNS: tuple[str, ...] = (
     "message_id",
     "contact_id",
@@ -126,31 +122,11 @@ RECIPIENT_COLUMNS: tuple[str, ...] = (
     "time_zone",
     "state",
     "reason",
-    "added_at",
-    "state_at",
-    "sequence",
-)
-
-#: One row per contact released: its state from then on (released, delivered, failed, unknown).
-SEND_COLUMNS: tuple[str, ...] = (
-    "message_id",
-    "contact_id",
-    "state",
-    "reason",
     "batch",
+    "added_at",
     "released_at",
     "state_at",
     "sequence",
-)
-
-#: The states a contact has once released (kept in view_sends).
-SEND_STATES = frozenset(
-    {
-        RecipientStatus.RELEASED,
-        RecipientStatus.DELIVERED,
-        RecipientStatus.FAILED,
-        RecipientStatus.UNKNOWN,
-    }
 )
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -300,21 +276,16 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
 
 
 class RecipientPatch:
-    """The coalesced change of one contact within a batch, in its two rows.
+    """The coalesced change of one recipient row within a batch.
 
-    Base row (``view_recipients``): ``full`` when the contact was (re)added in this batch (every
-    column known, written whole); otherwise ``base_dirty`` when its pre-release state changed
-    (``state``, ``reason``, ``state_at``, ``sequence``). ``existed``: the base row was in the
-    database before the batch.
-
-    Send row (``view_sends``): ``send_dirty`` when its state since release changed;
-    ``send_existed``: it was released before this batch (update), otherwise it was released in
-    this batch (insert, with ``released_at`` and ``batch``).
+    ``full``: the contact was (re)added in this batch, so every column is known and the row is
+    written whole. Otherwise only ``state``, ``reason``, ``state_at`` and ``sequence`` are set,
+    plus ``released_at``/``batch`` when it was released in this batch (``None`` keeps the stored
+    value). ``existed``: the row was in the database before the batch (update, not insert).
     """
 
     __slots__ = (
         "added_at",
-        "base_dirty",
         "batch",
         "contact_id",
         "email",
@@ -323,42 +294,29 @@ class RecipientPatch:
         "message_id",
         "reason",
         "released_at",
-        "send_dirty",
-        "send_existed",
-        "send_reason",
-        "send_sequence",
-        "send_state",
-        "send_state_at",
         "sequence",
         "state",
         "state_at",
         "time_zone",
     )
 
-    def __init__(self, message_id: UUID, contact_id: str, existed: bool, sent: bool) -> None:
+    def __init__(self, message_id: UUID, contact_id: str, existed: bool) -> None:
         self.message_id = message_id
         self.contact_id = contact_id
         self.existed = existed
-        self.send_existed = sent
         self.full = False
-        self.base_dirty = False
-        self.send_dirty = False
         self.email: str | None = None
         self.time_zone: str | None = None
-        self.added_at: datetime | None = None
         self.state: str = ""
         self.reason: str | None = None
+        self.batch: int | None = None
+        self.added_at: datetime | None = None
+        self.released_at: datetime | None = None
         self.state_at: datetime | None = None
         self.sequence = 0
-        self.send_state: str = ""
-        self.send_reason: str | None = None
-        self.batch: int | None = None
-        self.released_at: datetime | None = None
-        self.send_state_at: datetime | None = None
-        self.send_sequence = 0
 
     def row(self) -> tuple[Any, ...]:
-        """The base row in :data:`RECIPIENT_COLUMNS` order."""
+        """The row in :data:`RECIPIENT_COLUMNS` order."""
         return (
             self.message_id,
             self.contact_id,
@@ -366,38 +324,12 @@ class RecipientPatch:
             self.time_zone,
             self.state,
             self.reason,
+            self.batch,
             self.added_at,
+            self.released_at,
             self.state_at,
             self.sequence,
         )
-
-    def send_row(self) -> tuple[Any, ...]:
-        """The send row in :data:`SEND_COLUMNS` order."""
-        return (
-            self.message_id,
-            self.contact_id,
-            self.send_state,
-            self.send_reason,
-            self.batch,
-            self.released_at,
-            self.send_state_at,
-            self.send_sequence,
-        )
-
-
-def _group(patches: Iterable[RecipientPatch], send: bool) -> dict[tuple[Any, ...], list[str]]:
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for p in patches:
-        if send:
-            key = (p.message_id, p.send_state, p.send_reason, p.send_state_at, p.send_sequence)
-        else:
-            key = (p.message_id, p.state, p.reason, p.state_at, p.sequence)
-        found = groups.get(key)
-        if found is None:
-            groups[key] = [p.contact_id]
-        else:
-            found.append(p.contact_id)
-    return groups
 
 
 @dataclass
@@ -420,38 +352,39 @@ class Batch:
             yield from patches.values()
 
     def inserts(self) -> list[tuple[Any, ...]]:
-        """New base rows (COPY)."""
-        return [p.row() for p in self._patches() if p.full and not p.existed]
+        """New recipient rows (COPY)."""
+        return [p.row() for p in self._patches() if not p.existed]
 
     def rewrites(self) -> list[tuple[Any, ...]]:
-        """Existing base rows written whole (a removed contact added again)."""
-        return [p.row() for p in self._patches() if p.full and p.existed]
-
-    def updates(self) -> list[tuple[Any, ...]]:
-        """Existing base rows whose pre-release state changed."""
-        return [p.row() for p in self._base_updates()]
-
-    def _base_updates(self) -> Iterator[RecipientPatch]:
-        return (p for p in self._patches() if p.base_dirty and p.existed and not p.full)
+        """Existing recipient rows written whole (a removed contact added again)."""
+        return [p.row() for p in self._patches() if p.existed and p.full]
 
     def update_groups(self) -> dict[tuple[Any, ...], list[str]]:
-        """:meth:`updates` grouped by new values: (message, state, reason, state_at, sequence)
-        -> contact ids."""
-        return _group(self._base_updates(), send=False)
+        """Existing recipient rows whose state changed, grouped by their new values:
+        (message, state, reason, batch, released_at, state_at, sequence) -> contact ids."""
+        groups: dict[tuple[Any, ...], list[str]] = {}
+        for message_id, patches in self.recipients.items():
+            for p in patches.values():
+                if p.existed and not p.full:
+                    key = (
+                        message_id,
+                        p.state,
+                        p.reason,
+                        p.batch,
+                        p.released_at,
+                        p.state_at,
+                        p.sequence,
+                    )
+                    found = groups.get(key)
+                    if found is None:
+                        groups[key] = [p.contact_id]
+                    else:
+                        found.append(p.contact_id)
+        return groups
 
-    def send_inserts(self) -> list[tuple[Any, ...]]:
-        """Contacts released in this batch (COPY), in their state at the end of it."""
-        return [p.send_row() for p in self._patches() if p.send_dirty and not p.send_existed]
-
-    def _send_updates(self) -> Iterator[RecipientPatch]:
-        return (p for p in self._patches() if p.send_dirty and p.send_existed)
-
-    def send_updates(self) -> list[tuple[Any, ...]]:
-        """Contacts released before this batch whose state changed."""
-        return [p.send_row() for p in self._send_updates()]
-
-    def send_update_groups(self) -> dict[tuple[Any, ...], list[str]]:
-        return _group(self._send_updates(), send=True)
+    def updates(self) -> list[tuple[Any, ...]]:
+        """Existing recipient rows whose state changed."""
+        return [p.row() for p in self._patches() if p.existed and not p.full]
 
 
 @dataclass
@@ -564,31 +497,22 @@ def _record(
             continue  # the fold ignored it (e.g. an outcome for a contact not waiting for one)
         patch = patches.get(cid)
         if patch is None:
-            # A contact not yet touched in this batch has a row already unless it joins now,
-            # and a send row if it was released before.
-            patch = patches[cid] = RecipientPatch(
-                message_id, cid, was is not None, was in SEND_STATES
-            )
+            # A contact not yet touched in this batch has a row already unless it joins now.
+            patch = patches[cid] = RecipientPatch(message_id, cid, was is not None)
             new += 1
-        if now in SEND_STATES:
-            patch.send_dirty = True
-            patch.send_state = now
-            patch.send_reason = reasons.get(cid) if now in _REASONED else None
-            patch.send_state_at = at
-            patch.send_sequence = sequence
-            if released:
-                patch.released_at = at
-                patch.batch = release_batch
-        else:
-            patch.base_dirty = True
-            patch.state = now
-            patch.reason = reasons.get(cid) if now in _REASONED else None
-            patch.state_at = at
-            patch.sequence = sequence
+        patch.state = now
+        patch.reason = reasons.get(cid) if now in _REASONED else None
+        patch.state_at = at
+        patch.sequence = sequence
         if joined:
             contact = entry.contact
             patch.full = True
             patch.email = contact.email
             patch.time_zone = contact.time_zone
             patch.added_at = at
+            patch.released_at = None
+            patch.batch = None
+        elif released:
+            patch.released_at = at
+            patch.batch = release_batch
     batch.patched += new

@@ -12,55 +12,36 @@ from schemas import Event
 from services.projections.views import (
     MESSAGE_COLUMNS,
     RECIPIENT_COLUMNS,
-    SEND_COLUMNS,
     Batch,
     Projector,
 )
 
-_UPDATED = ("state", "reason", "state_at", "sequence")
+_R = {name: i for i, name in enumerate(RECIPIENT_COLUMNS)}
 
 
 @dataclass
 class Tables:
     messages: dict[UUID, dict[str, Any]] = field(default_factory=dict)
-    base: dict[tuple[UUID, str], dict[str, Any]] = field(default_factory=dict)
-    sends: dict[tuple[UUID, str], dict[str, Any]] = field(default_factory=dict)
+    recipients: dict[tuple[UUID, str], dict[str, Any]] = field(default_factory=dict)
     history: dict[tuple[UUID, int], tuple[Any, ...]] = field(default_factory=dict)
-
-    @property
-    def recipients(self) -> dict[tuple[UUID, str], dict[str, Any]]:
-        """Each contact as the read API shows it: its send row's state once released."""
-        merged = {}
-        for key, row in self.base.items():
-            send = self.sends.get(key)
-            out = {**row, "batch": None, "released_at": None}
-            if send is not None:
-                out.update({k: send[k] for k in (*_UPDATED, "batch", "released_at")})
-            merged[key] = out
-        return merged
 
     def write(self, batch: Batch, projector: Projector) -> None:
         for row in batch.history:
             assert (row[0], row[1]) not in self.history, "an event written twice"
             self.history[(row[0], row[1])] = row
         for row in batch.inserts():
-            assert (row[0], row[1]) not in self.base, "COPY would hit an existing row"
-            self.base[(row[0], row[1])] = dict(zip(RECIPIENT_COLUMNS, row, strict=True))
+            assert (row[0], row[1]) not in self.recipients, "COPY would hit an existing row"
+            self.recipients[(row[0], row[1])] = dict(zip(RECIPIENT_COLUMNS, row, strict=True))
         for row in batch.rewrites():
-            assert (row[0], row[1]) in self.base, "a rewrite of a missing row"
-            self.base[(row[0], row[1])] = dict(zip(RECIPIENT_COLUMNS, row, strict=True))
-        for (message, state, reason, state_at, sequence), ids in batch.update_groups().items():
-            for cid in ids:
-                old = self.base[(message, cid)]
-                old.update(state=state, reason=reason, state_at=state_at, sequence=sequence)
-        for row in batch.send_inserts():
-            assert (row[0], row[1]) not in self.sends, "COPY would hit an existing send row"
-            self.sends[(row[0], row[1])] = dict(zip(SEND_COLUMNS, row, strict=True))
-        for key, ids in batch.send_update_groups().items():
-            message, state, reason, state_at, sequence = key
-            for cid in ids:
-                old = self.sends[(message, cid)]
-                old.update(state=state, reason=reason, state_at=state_at, sequence=sequence)
+            assert (row[0], row[1]) in self.recipients, "a rewrite of a missing row"
+            self.recipients[(row[0], row[1])] = dict(zip(RECIPIENT_COLUMNS, row, strict=True))
+        for row in batch.updates():
+            old = self.recipients[(row[0], row[1])]
+            for name in ("state", "reason", "state_at", "sequence"):
+                old[name] = row[_R[name]]
+            for name in ("released_at", "batch"):
+                if row[_R[name]] is not None:
+                    old[name] = row[_R[name]]
         for row in projector.message_rows(batch.messages):
             self.messages[row[0]] = dict(zip(MESSAGE_COLUMNS, row, strict=True))
 

@@ -54,9 +54,9 @@ CREATE TABLE view_messages (
 -- The lists page by (sort time, message id) within one account and status set.
 CREATE INDEX view_messages_list ON view_messages (account_id, status, updated_at DESC, message_id);
 
--- One row per contact of a message: the contact as added, and its state until it is released
--- (pending, excluded, removed, skipped). Written by COPY when the contact joins; updated only
--- when it is removed, excluded or skipped, or added again after a removal.
+-- One row per contact of a message. Filtering by state walks the primary key of one message
+-- (no index on state): state changes are then HOT updates that touch no index, which is what
+-- keeps the send path cheap (docs/projections.md, measured figures).
 CREATE TABLE view_recipients (
     message_id  uuid        NOT NULL,
     contact_id  text        NOT NULL,
@@ -64,24 +64,9 @@ CREATE TABLE view_recipients (
     time_zone   text,
     state       text        NOT NULL,
     reason      text,
-    added_at    timestamptz NOT NULL,
-    state_at    timestamptz NOT NULL,
-    sequence    integer     NOT NULL,
-    PRIMARY KEY (message_id, contact_id)
-) WITH (fillfactor = 90);
-
--- One row per contact released: its state from then on (released, delivered, failed, unknown).
--- A contact's state is this row's when it has one, else its view_recipients row's. Kept apart so
--- that the send path inserts (COPY) instead of updating the audience's rows, and an outcome
--- updates a narrow row. No index on state: state changes are HOT updates (fillfactor) that touch
--- no index.
-CREATE TABLE view_sends (
-    message_id  uuid        NOT NULL,
-    contact_id  text        NOT NULL,
-    state       text        NOT NULL,
-    reason      text,
     batch       integer,
-    released_at timestamptz NOT NULL,
+    added_at    timestamptz NOT NULL,
+    released_at timestamptz,
     state_at    timestamptz NOT NULL,
     sequence    integer     NOT NULL,
     PRIMARY KEY (message_id, contact_id)
