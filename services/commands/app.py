@@ -22,10 +22,12 @@ from services.commands.errors import (
     problem_response,
 )
 from services.commands.ports import CommandBus, IdempotencyStore, KeyStore
+from services.commands.read_api import ViewReader, read_routes
 from services.commands.store import PostgresStore
 from services.common.checks import KafkaCheck, PostgresCheck
 from services.common.health import Check, run_checks
 from services.common.settings import Settings
+from services.projections.reader import PostgresViews
 
 SERVICE = "commands"
 
@@ -47,17 +49,20 @@ class Adapters:
     keys: KeyStore
     checks: dict[str, Check] = field(default_factory=dict)
     close: Callable[[], Awaitable[None]] = _nothing
+    views: ViewReader | None = None  # the read API (services/commands/read_api.py) when set
 
 
 def real_adapters(settings: Settings) -> Adapters:
     postgres = PostgresStore(settings.database_url)
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
     postgres_check = PostgresCheck(settings.database_url)
+    views = PostgresViews(settings.database_url)
 
     async def close() -> None:
         await kafka.close()
         await postgres_check.close()
         await postgres.close()
+        await views.close()
 
     return Adapters(
         bus=KafkaCommandBus(settings),
@@ -65,6 +70,7 @@ def real_adapters(settings: Settings) -> Adapters:
         keys=postgres,
         checks={"kafka": kafka, "postgres": postgres_check},
         close=close,
+        views=views,
     )
 
 
@@ -142,4 +148,6 @@ def create_app(
         return {"account_id": account}
 
     app.include_router(command_routes(auth.account, executor, parts.store))
+    if parts.views is not None:
+        app.include_router(read_routes(auth.account, parts.views))
     return app

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     health_check_timeout: float = 3.0
 
+    # Projections: the most rows one view transaction writes (services/projections/consumer.py).
+    projections_max_batch_rows: int = 200_000
+
 
 def split_patterns(value: str) -> tuple[str, ...]:
     """Turn a comma-separated setting into its non-empty, stripped parts."""

@@ -1,21 +1,32 @@
-"""The projections process. For now it brings the schema up to date and reports its health; the
-read views (Sent, Scheduled, Drafts, Recipients, History) are built here by a later change.
+"""The projections process: brings the schema up to date, then keeps the read views (Email Sent,
+Scheduled, Drafts, Recipients, History) up to date from the events topic
+(services/projections/consumer.py). Serves `GET /health` (with one entry per owned partition,
+failing when its lag passes a bound) and `GET /metrics` (Prometheus text: the lag per partition).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+from collections.abc import Iterator, Mapping
 
 import asyncpg
 import structlog
+from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck, PostgresCheck
+from services.common.health import Check, HealthServer, run_checks
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
-from services.common.worker import run_worker
+from services.common.topics import Topics, ensure_topics
+from services.projections.consumer import ViewsWorker
 
 SERVICE = "projections"
+
+#: A partition whose views are more than this many events behind fails /health.
+MAX_LAG = 10_000
 
 log = structlog.get_logger(__name__)
 
@@ -65,21 +76,185 @@ async def migrate_when_reachable(dsn: str, stop: asyncio.Event, status: SchemaSt
         return
 
 
+class HealthChecks(Mapping[str, Check]):
+    """Postgres, Kafka, migrations, and one entry per assigned partition (read at every request),
+    failing when the partition could not be taken or its views lag by more than `max_lag`
+    events."""
+
+    def __init__(
+        self, fixed: dict[str, Check], worker: ViewsWorker, max_lag: int = MAX_LAG
+    ) -> None:
+        self.fixed = fixed
+        self.worker = worker
+        self.max_lag = max_lag
+
+    def _partition_check(self, number: int) -> Check:
+        async def check() -> None:
+            if number in self.worker.orphans:
+                raise RuntimeError("assigned but not taken (Kafka or Postgres failing); retrying")
+            lag = self.worker.lag().get(number)
+            if lag is not None and lag > self.max_lag:
+                raise RuntimeError(f"lag {lag} events")
+
+        return check
+
+    def _all(self) -> dict[str, Check]:
+        # Only `partition-N` entries besides the fixed ones (as the dispatcher's report).
+        checks = dict(self.fixed)
+        for number in sorted({*self.worker.owned(), *self.worker.orphans}):
+            checks[f"partition-{number}"] = self._partition_check(number)
+        return checks
+
+    def __getitem__(self, name: str) -> Check:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def metrics_text(worker: ViewsWorker) -> str:
+    """The worker's figures in the Prometheus text exposition format."""
+    lines = [
+        "# HELP mailctl_projection_lag_events Committed events not yet in the views.",
+        "# TYPE mailctl_projection_lag_events gauge",
+    ]
+    for number, lag in worker.lag().items():
+        if lag is not None:
+            lines.append(f'mailctl_projection_lag_events{{partition="{number}"}} {lag}')
+    lines += [
+        "# HELP mailctl_projection_next_offset The next offset of the events topic to project.",
+        "# TYPE mailctl_projection_next_offset gauge",
+    ]
+    for number, part in sorted(worker.partitions.items()):
+        lines.append(f'mailctl_projection_next_offset{{partition="{number}"}} {part.stored}')
+    for name, value, text in (
+        ("events_total", worker.events, "Events written to the views by this process."),
+        ("batches_total", worker.batches, "Transactions committed by this process."),
+        ("dead_letters_total", worker.dead_letters, "Records kept as dead letters."),
+    ):
+        lines += [
+            f"# HELP mailctl_projection_{name} {text}",
+            f"# TYPE mailctl_projection_{name} counter",
+            f"mailctl_projection_{name} {value}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class ProjectionsServer(HealthServer):
+    """The health server of the workers, plus `GET /metrics` and the worker's status in the
+    health report."""
+
+    def __init__(
+        self,
+        worker: ViewsWorker,
+        service: str,
+        host: str,
+        port: int,
+        checks: Mapping[str, Check],
+        *,
+        timeout: float = 3.0,
+    ) -> None:
+        super().__init__(service, host, port, checks, timeout=timeout)
+        self.worker = worker
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 10)
+            while True:
+                line = await asyncio.wait_for(reader.readline(), 10)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            parts = request_line.decode("latin-1").split()
+            method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
+            path = path.split("?", 1)[0]
+            content_type = "application/json"
+            if path not in ("/health", "/metrics"):
+                status, payload = 404, json.dumps({"error": "not found", "path": path})
+            elif method not in ("GET", "HEAD"):
+                status, payload = 405, json.dumps({"error": "method not allowed"})
+            elif path == "/metrics":
+                status, payload = 200, metrics_text(self.worker)
+                content_type = "text/plain; version=0.0.4"
+            else:
+                healthy, body = await run_checks(self.service, self.checks, self.timeout)
+                body["projection"] = self.worker.status()
+                status, payload = (200 if healthy else 503), json.dumps(body)
+            data = payload.encode()
+            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(
+                status, "Service Unavailable"
+            )
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\n"
+                f"Content-Type: {content_type}\r\n"
+                f"Content-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            writer.write(head if method == "HEAD" else head + data)
+            await writer.drain()
+        except (TimeoutError, ConnectionError) as exc:
+            log.debug("http request dropped", error=repr(exc))
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
 async def serve(settings: Settings) -> None:
     status = SchemaStatus()
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
     postgres = PostgresCheck(settings.database_url)
-
-    async def main(stop: asyncio.Event) -> None:
-        await migrate_when_reachable(settings.database_url, stop, status)
-        await stop.wait()
-
-    await run_worker(
-        SERVICE,
-        host=settings.bind_host,
-        port=settings.projections_health_port,
-        checks={"postgres": postgres, "kafka": kafka, "migrations": status},
-        check_timeout=settings.health_check_timeout,
-        main=main,
-        closers=[kafka.close, postgres.close],
+    worker = ViewsWorker(
+        settings, Topics(settings.topic_prefix), max_batch_rows=settings.projections_max_batch_rows
     )
+    checks = HealthChecks({"postgres": postgres, "kafka": kafka, "migrations": status}, worker)
+    server = ProjectionsServer(
+        worker,
+        SERVICE,
+        settings.bind_host,
+        settings.projections_health_port,
+        checks,
+        timeout=settings.health_check_timeout,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def main() -> None:
+        await migrate_when_reachable(settings.database_url, stop, status)
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await ensure_topics(settings)
+                break
+            except (KafkaError, OSError) as error:
+                log.warning("kafka not ready, retrying", error=repr(error), retry_in_s=delay)
+                await _sleep_unless_stopped(stop, delay)
+                delay = min(delay * 2, 10.0)
+        else:
+            return
+        await worker.run(stop)
+
+    await server.start()
+    log.info("started", health_url=server.url)
+    main_task = asyncio.create_task(main())
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if main_task.done():
+            main_task.result()  # re-raises the failure that ended the worker
+        log.info("stopping")
+        stop.set()
+        await main_task
+    finally:
+        stop_task.cancel()
+        if not main_task.done():
+            main_task.cancel()
+        await server.close()
+        await kafka.close()
+        await postgres.close()
+        log.info("stopped")

@@ -1,0 +1,374 @@
+"""The read API: the views the projections build (docs/projections.md), under /v1, with the same
+authentication and account isolation as the commands. Another account's message answers 404
+exactly like an unknown one.
+
+Read-your-writes: a command's answer carries the message's `sequence`; pass it as
+`min_sequence` and the read waits (up to `wait_s`) until the view has caught up with it, or
+answers 504 `not_caught_up` with the sequence the view is at.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from core import MessageStatus, RecipientStatus
+from services.commands.errors import ERROR_RESPONSES
+from services.projections.views import LISTS
+
+__all__ = ["ViewReader", "read_routes"]
+
+#: The longest a read waits for a view to catch up with `min_sequence`.
+MAX_WAIT_S = 30.0
+_POLL_S = 0.05
+
+ListName = Literal["sent", "scheduled", "drafts"]
+
+
+class ViewReader(Protocol):
+    """What the read API needs from the views (Postgres: services/projections/reader.py)."""
+
+    async def list_messages(
+        self,
+        account: str,
+        view: str,
+        statuses: list[str],
+        *,
+        search: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[dict[str, Any]]: ...
+
+    async def message(self, account: str, message_id: UUID) -> dict[str, Any] | None: ...
+
+    async def sequence_of(self, account: str, message_id: UUID) -> int | None: ...
+
+    async def recipients(
+        self,
+        account: str,
+        message_id: UUID,
+        states: list[str] | None,
+        *,
+        after: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]: ...
+
+    async def history(
+        self, account: str, message_id: UUID, *, after: int, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+
+class ActorView(BaseModel):
+    kind: Literal["user", "service"]
+    account_id: str
+    user_id: str | None = None
+    service: str | None = None
+
+
+class MessageView(BaseModel):
+    """One message as the lists and its details page show it."""
+
+    message_id: UUID
+    status: MessageStatus
+    name: str
+    subject: str
+    from_address: str
+    from_name: str | None
+    mode: str
+    send_at: datetime | None = Field(
+        description="the send instant (recipient_timezone: in the account's zone)"
+    )
+    send_at_local: datetime | None = Field(description="recipient_timezone: the wall-clock time")
+    send_now: bool | None
+    default_time_zone: str | None
+    throttle_batch_size: int | None
+    throttle_interval_seconds: int | None
+    end_at: datetime | None = Field(description="throttle end date")
+    missed_zone_policy: str
+    release_rate: int
+    copied_from: UUID | None
+    created_at: datetime
+    created_by: ActorView
+    started_at: datetime | None
+    paused_at: datetime | None = Field(description="paused since (while paused)")
+    paused_by: ActorView | None
+    pause_reason: str | None
+    canceled_at: datetime | None
+    canceled_by: ActorView | None
+    cancel_reason: str | None
+    sent_at: datetime | None
+    audience: int = Field(description="contacts the message is for: not removed, not excluded")
+    pending: int
+    released: int
+    delivered: int
+    failed: int
+    skipped: int
+    removed: int
+    excluded: int
+    unknown: int
+    remaining: int = Field(description="still to go: pending and in flight (canceled: in flight)")
+    current_batch: int | None
+    batch_remaining: int | None
+    next_batch_at: datetime | None
+    zones_pending: list[str] | None
+    zones_done: list[str] | None
+    last_sequence: int = Field(description="the sequence of the last event the view includes")
+    updated_at: datetime
+
+
+class MessageList(BaseModel):
+    items: list[MessageView]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="pass as `offset` for the next page")
+
+
+class RecipientView(BaseModel):
+    contact_id: str
+    email: str
+    time_zone: str | None
+    state: RecipientStatus
+    reason: str | None = Field(
+        description="failed/skipped: why; pending in a canceled message: `canceled`"
+    )
+    batch: int | None
+    added_at: datetime
+    released_at: datetime | None
+    state_at: datetime = Field(description="when the contact entered its state")
+    sequence: int
+
+
+class RecipientPage(BaseModel):
+    items: list[RecipientView]
+    next_after: str | None = Field(description="pass as `after` for the next page")
+
+
+class HistoryEntry(BaseModel):
+    sequence: int
+    event_id: UUID
+    type: str
+    occurred_at: datetime
+    actor: ActorView
+    causation_id: UUID
+    correlation_id: UUID
+    detail: dict[str, Any] = Field(description="the event's fields; contact lists as counts")
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEntry]
+    next_after: int | None
+
+
+def _message_view(row: dict[str, Any]) -> MessageView:
+    canceled = row["status"] == MessageStatus.CANCELED.value
+    remaining = row["released"] + (0 if canceled else row["pending"])
+    data = {k: v for k, v in row.items() if k != "account_id"}
+    return MessageView(**data, remaining=remaining)
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(404, "no such message")
+
+
+def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["views"], responses=ERROR_RESPONSES)
+    Account = Annotated[str, Depends(account)]
+    MinSequence = Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="read-your-writes: wait until the view includes this sequence number "
+            "of the message (a command's answer carries it)",
+        ),
+    ]
+    WaitS = Annotated[
+        float, Query(gt=0, le=MAX_WAIT_S, description="how long to wait for `min_sequence`")
+    ]
+
+    async def caught_up(
+        who: str, message_id: UUID, min_sequence: int | None, wait_s: float
+    ) -> None:
+        """Wait until the view of the message has `min_sequence` (504 when it has not in time).
+        Unknown and other accounts' messages wait like a message not projected yet: the answer
+        says nothing about whether it exists."""
+        if min_sequence is None:
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            seen = await views.sequence_of(who, message_id)
+            if seen is not None and seen >= min_sequence:
+                return
+            if time.monotonic() >= deadline:
+                raise HTTPException(
+                    504,
+                    {
+                        "code": "not_caught_up",
+                        "message": f"the view has not reached sequence {min_sequence} of the "
+                        f"message within {wait_s:g}s; retry",
+                        "min_sequence": min_sequence,
+                        "sequence": seen or 0,
+                    },
+                )
+            await asyncio.sleep(_POLL_S)
+
+    def list_route(view: ListName, title: str) -> None:
+        allowed = LISTS[view]
+
+        async def handler(
+            who: Account,
+            status: Annotated[
+                list[MessageStatus] | None,
+                Query(description=f"only these statuses (of: {', '.join(allowed)})"),
+            ] = None,
+            q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+            limit: Annotated[int, Query(ge=1, le=200)] = 50,
+            offset: Annotated[int, Query(ge=0)] = 0,
+            message_id: Annotated[
+                UUID | None, Query(description="with `min_sequence`: the message to wait for")
+            ] = None,
+            min_sequence: MinSequence = None,
+            wait_s: WaitS = 5.0,
+        ) -> MessageList:
+            if min_sequence is not None:
+                if message_id is None:
+                    raise HTTPException(422, "min_sequence needs message_id")
+                await caught_up(who, message_id, min_sequence, wait_s)
+            statuses = [s.value for s in status] if status else list(allowed)
+            if any(s not in allowed for s in statuses):
+                raise HTTPException(422, f"status: the {view} list shows {', '.join(allowed)}")
+            rows = await views.list_messages(
+                who, view, statuses, search=q, limit=limit + 1, offset=offset
+            )
+            more = len(rows) > limit
+            return MessageList(
+                items=[_message_view(r) for r in rows[:limit]],
+                limit=limit,
+                offset=offset,
+                next_offset=offset + limit if more else None,
+            )
+
+        router.add_api_route(
+            f"/views/{view}",
+            handler,
+            methods=["GET"],
+            summary=title,
+            response_model=MessageList,
+            responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+        )
+
+    list_route("sent", "Email Sent: sending, paused, canceled and sent messages")
+    list_route("scheduled", "Scheduled messages")
+    list_route("drafts", "Drafts, including unscheduled messages and copies")
+
+    @router.get(
+        "/messages/{message_id}",
+        summary="One message's details (the hover details included)",
+        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+    )
+    async def message_details(
+        who: Account, message_id: UUID, min_sequence: MinSequence = None, wait_s: WaitS = 5.0
+    ) -> MessageView:
+        await caught_up(who, message_id, min_sequence, wait_s)
+        row = await views.message(who, message_id)
+        if row is None:
+            raise _not_found()
+        return _message_view(row)
+
+    @router.get(
+        "/messages/{message_id}/recipients",
+        summary="The message's recipients with their state and timestamps",
+        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+    )
+    async def message_recipients(
+        who: Account,
+        message_id: UUID,
+        state: Annotated[
+            list[RecipientStatus] | None, Query(description="only these states (repeatable)")
+        ] = None,
+        not_delivered: Annotated[
+            bool, Query(description="who did not get it: every state but delivered")
+        ] = False,
+        after: Annotated[
+            str | None, Query(description="the last contact id of the previous page")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        min_sequence: MinSequence = None,
+        wait_s: WaitS = 5.0,
+    ) -> RecipientPage:
+        await caught_up(who, message_id, min_sequence, wait_s)
+        if await views.sequence_of(who, message_id) is None:
+            raise _not_found()
+        wanted: set[str] | None = {s.value for s in state} if state else None
+        if not_delivered:
+            rest = {s.value for s in RecipientStatus} - {RecipientStatus.DELIVERED.value}
+            wanted = rest if wanted is None else wanted & rest
+        rows = await views.recipients(
+            who,
+            message_id,
+            sorted(wanted) if wanted is not None else None,
+            after=after,
+            limit=limit + 1,
+        )
+        items = []
+        for row in rows[:limit]:
+            reason = row["reason"]
+            if row["state"] == "pending" and row["message_status"] == MessageStatus.CANCELED.value:
+                reason = "canceled"  # docs/core.md, Cancel: not sent, because canceled
+            items.append(
+                RecipientView(
+                    **{k: v for k, v in row.items() if k not in ("message_status", "reason")},
+                    reason=reason,
+                )
+            )
+        return RecipientPage(
+            items=items, next_after=items[-1].contact_id if len(rows) > limit else None
+        )
+
+    @router.get(
+        "/messages/{message_id}/history",
+        summary="Every event of the message, in order, with who caused it",
+        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+    )
+    async def message_history(
+        who: Account,
+        message_id: UUID,
+        after: Annotated[
+            int, Query(ge=0, description="the last sequence of the previous page")
+        ] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        min_sequence: MinSequence = None,
+        wait_s: WaitS = 5.0,
+    ) -> HistoryPage:
+        await caught_up(who, message_id, min_sequence, wait_s)
+        if await views.sequence_of(who, message_id) is None:
+            raise _not_found()
+        rows = await views.history(who, message_id, after=after, limit=limit + 1)
+        items = [
+            HistoryEntry(
+                sequence=r["sequence"],
+                event_id=r["event_id"],
+                type=r["type"],
+                occurred_at=r["occurred_at"],
+                actor=ActorView(
+                    kind=r["actor_kind"],
+                    account_id=r["actor_account_id"],
+                    user_id=r["actor_user_id"],
+                    service=r["actor_service"],
+                ),
+                causation_id=r["causation_id"],
+                correlation_id=r["correlation_id"],
+                detail=r["detail"],
+            )
+            for r in rows[:limit]
+        ]
+        return HistoryPage(
+            items=items, next_after=items[-1].sequence if len(rows) > limit else None
+        )
+
+    return router

@@ -1,0 +1,453 @@
+"""The projection worker's Kafka side: reads `<prefix>.events` (read_committed) in a consumer group
+and writes each partition's view changes with its offset in one Postgres transaction
+(services/projections/store.py). Exactly once: the offsets live beside the rows, so a crash
+before a commit loses the batch and the next owner reads it again from the stored offset; a crash
+after it finds the offset moved on.
+
+The folded messages of a partition (:class:`services.projections.views.Projector`) are a cache:
+on assignment they are rebuilt by reading the partition from the beginning up to the stored
+offset (nothing is written meanwhile); after any failed transaction they are dropped and rebuilt
+the same way, and the consumer is moved back to the stored offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from pydantic import ValidationError
+
+from core import EventOutOfOrderError
+from schemas import decode_event
+from services.common.settings import Settings
+from services.common.topics import Topics
+from services.projections.store import (
+    DeadLetterRow,
+    PartitionBatch,
+    Writer,
+    load_offsets,
+)
+from services.projections.views import Projector
+
+log = structlog.get_logger(__name__)
+
+#: The consumer name under which the live views store their offsets.
+LIVE = "views"
+
+#: A batch is written once it would change this many rows (recipients coalesced, history, message
+#: rows), once it is this old, or as soon as its partition has nothing more to read right away.
+#: Large batches make a catch-up cheap (a contact released and delivered within one batch is
+#: written once); several batches let Postgres write one while the next is folded (figures in
+#: docs/projections.md).
+MAX_BATCH_ROWS = 200_000
+MAX_BATCH_AGE_S = 30.0
+
+
+#: After a batch this large, the objects it added to the folds are frozen for the cyclic GC.
+FREEZE_AFTER_ROWS = 10_000
+
+
+class TakeFailedError(Exception):
+    """Raised when a partition cannot be taken (Postgres or Kafka failing): retried later."""
+
+
+@dataclass
+class Partition:
+    """One owned partition of the events topic: its fold, its stored offset, its open batch."""
+
+    number: int
+    stored: int  # committed in Postgres
+    projector: Projector = field(default_factory=Projector)
+    pending: PartitionBatch | None = None
+    opened_at: float = 0.0
+    received: bool = False
+    submitted: int = -1  # after the last batch handed to the writer (committed or in flight)
+
+    def __post_init__(self) -> None:
+        if self.submitted < 0:
+            self.submitted = self.stored
+
+    @property
+    def position(self) -> int:
+        """The next offset to read: after the open batch, or after the last one written."""
+        return self.pending.next_offset if self.pending is not None else self.submitted
+
+    def close_batch(self) -> tuple[PartitionBatch, list[tuple[Any, ...]]]:
+        """Hand over the open batch with its message rows as they stand now."""
+        work = self.pending
+        assert work is not None
+        rows = self.projector.message_rows(work.batch.messages)
+        self.pending = None
+        self.submitted = work.next_offset
+        return work, rows
+
+
+def _dead(number: int, record: ConsumerRecord[Any, Any], error: Exception) -> DeadLetterRow:
+    return DeadLetterRow(number, record.offset, record.key, record.value, f"{error!r}"[:2000])
+
+
+def apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
+    """Fold one record into the partition's open batch (opening one if needed)."""
+    if part.pending is None:
+        part.pending = PartitionBatch(part.number, part.submitted, part.submitted)
+        part.opened_at = time.monotonic()
+    work = part.pending
+    try:
+        event = decode_event(record.value)
+        part.projector.apply(event, work.batch)
+    except (ValidationError, ValueError, EventOutOfOrderError) as error:
+        # An undecodable record, or an event the fold refuses (raised before anything changed):
+        # kept with the error in the batch's transaction; processing goes on.
+        log.error(
+            "event dead-lettered", partition=part.number, offset=record.offset, error=repr(error)
+        )
+        work.dead.append(_dead(part.number, record, error))
+    work.next_offset = record.offset + 1
+
+
+def fold_record(projector: Projector, value: bytes) -> None:
+    """Fold a record already written to the views (rebuilding the cache): no rows recorded."""
+    # A record that fails was dead-lettered when it was first read; it is skipped the same way.
+    with contextlib.suppress(ValidationError, ValueError, EventOutOfOrderError):
+        projector.apply(decode_event(value))
+
+
+async def read_range(
+    settings: Settings, topic: str, partition: int, start: int, end: int | None = None
+) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+    """Committed records of one partition from ``start`` up to ``end`` (default: the current
+    last stable offset), read_committed."""
+    if end is not None and start >= end:
+        return  # nothing to read (and a consumer stopped right after its start can fail)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        # assign() starts an offset reset of its own with this policy; with "latest" it can
+        # land after the seek below and the read finds nothing.
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=settings.max_record_bytes,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        if end is None:
+            end = (await consumer.end_offsets([tp]))[tp]
+        if start >= end:
+            return
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < end:
+            batches = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
+            for record in batches.get(tp, []):
+                if record.offset >= end:
+                    return
+                if record.offset >= start:
+                    yield record
+    finally:
+        await consumer.stop()
+
+
+class ViewsWorker:
+    """Owns partitions of the events topic (consumer group `<prefix>-projections`) and keeps the
+    views of their messages up to date in Postgres."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        *,
+        consumer_name: str = LIVE,
+        max_batch_rows: int = MAX_BATCH_ROWS,
+        max_batch_age_s: float = MAX_BATCH_AGE_S,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.consumer_name = consumer_name
+        self.max_batch_rows = max_batch_rows
+        self.max_batch_age_s = max_batch_age_s
+        self.partitions: dict[int, Partition] = {}
+        self.orphans: dict[int, float] = {}
+        self.running = False
+        self.events = 0
+        self.batches = 0
+        self.dead_letters = 0
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._writer: Writer | None = None
+
+    @property
+    def group(self) -> str:
+        return f"{self.topics.prefix}-projections"
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.group,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=self.settings.max_record_bytes,
+        )
+        self._consumer = consumer
+        consumer.subscribe([self.topics.events], listener=_Listener(self))
+        await consumer.start()
+        self.running = True
+        try:
+            while not stop.is_set():
+                await self._retake_orphans()
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                async with self._lock:
+                    await self._collect()
+                    for owned in self.partitions.values():
+                        owned.received = False
+                    for tp, records in batches.items():
+                        found = self.partitions.get(tp.partition)
+                        if found is None:
+                            continue  # not ours (any more): its next owner reads it again
+                        for record in records:
+                            if self.partitions.get(tp.partition) is not found:
+                                break  # a failed write dropped it: it reads again when retaken
+                            # After a seek back, records already in the open batch come again.
+                            if record.offset >= found.position:
+                                apply_record(found, record)
+                                found.received = True
+                                if self._full(found):
+                                    await self._flush(found)
+                                # Let the writer send its next statement meanwhile.
+                                await asyncio.sleep(0)
+                    for part in list(self.partitions.values()):
+                        if part.pending is None or not self._full(part):
+                            await self._skip_markers(part)
+                        if part.pending is not None and self._due(part):
+                            await self._flush(part)
+        finally:
+            self.running = False
+            async with self._lock:
+                self.partitions.clear()
+            await consumer.stop()
+            if self._writer is not None:
+                # A batch in flight commits (or not) before exit.
+                await self._writer.close()
+
+    def _full(self, part: Partition) -> bool:
+        work = part.pending
+        return work is not None and len(work.batch) + len(work.dead) >= self.max_batch_rows
+
+    async def _skip_markers(self, part: Partition) -> None:
+        """Move past offsets that hold no record (the processor's transaction markers): the
+        stored offset follows the consumer's position, so a caught-up partition shows no lag
+        and a restart does not read the marker region again."""
+        consumer = self._consumer
+        tp = TopicPartition(self.topics.events, part.number)
+        if consumer is None or tp not in consumer.assignment():
+            return
+        position = await consumer.position(tp)
+        if position > part.position:
+            if part.pending is None:
+                part.pending = PartitionBatch(part.number, part.submitted, part.submitted)
+                part.opened_at = time.monotonic()
+            part.pending.next_offset = position
+
+    def _due(self, part: Partition) -> bool:
+        work = part.pending
+        assert work is not None
+        if not part.received:
+            return True  # nothing more to read right now: do not keep the views waiting
+        if self._full(part):
+            return True
+        if time.monotonic() - part.opened_at >= self.max_batch_age_s:
+            return True
+        end = self._end(part.number)
+        return end is not None and work.next_offset >= end
+
+    def _end(self, number: int) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        end: int | None = consumer.last_stable_offset(TopicPartition(self.topics.events, number))
+        return end
+
+    async def _writer_ready(self) -> Writer:
+        if self._writer is not None and self._writer.closed():
+            await self._writer.close()
+            self._writer = None
+        if self._writer is None:
+            self._writer = await Writer.open(
+                self.settings.database_url, self.consumer_name, self.topics.events
+            )
+        return self._writer
+
+    async def _flush(self, part: Partition) -> None:
+        """Hand the partition's open batch to the writer (it commits in the background)."""
+        work, rows = part.close_batch()
+        try:
+            writer = await self._writer_ready()
+            self._committed(await writer.submit(work, rows))
+        except Exception:
+            await self._write_failed()
+
+    async def _collect(self, wait: bool = False) -> None:
+        """Take note of a finished write (or wait for the one in flight)."""
+        writer = self._writer
+        if writer is None or (writer.busy() and not wait):
+            return
+        try:
+            self._committed(await writer.wait())
+        except Exception:
+            await self._write_failed()
+
+    def _committed(self, work: PartitionBatch | None) -> None:
+        if work is None:
+            return
+        if len(work.batch) >= FREEZE_AFTER_ROWS:
+            # A catch-up grows the folds by large steps: freeze them too (they are freed by
+            # refcount when the partition is dropped; only cyclic garbage would wait).
+            gc.freeze()
+        part = self.partitions.get(work.partition)
+        if part is not None and part.stored == work.expected:
+            part.stored = work.next_offset
+        self.events += work.batch.events
+        self.batches += 1
+        self.dead_letters += len(work.dead)
+        log.info(
+            "views written",
+            partition=work.partition,
+            events=work.batch.events,
+            rows=len(work.batch),
+            next_offset=work.next_offset,
+        )
+
+    async def _write_failed(self) -> None:
+        # Rolled back (another writer moved the offset, or Postgres failed): the fold holds what
+        # the views do not. Rebuild it from the log up to the stored offset and read again from
+        # there. The connection is replaced: it may be the cause.
+        writer, self._writer = self._writer, None
+        number = writer.failed.partition if writer is not None and writer.failed else None
+        log.exception("batch not written; retaking the partition", partition=number)
+        if writer is not None:
+            await writer.close()
+        for other in [number] if number is not None else list(self.partitions):
+            self.partitions.pop(other, None)
+            await self._try_take(other)
+
+    # ------------------------------------------------------------------ ownership
+
+    async def _take(self, number: int) -> None:
+        started = time.perf_counter()
+        try:
+            conn = await asyncpg.connect(self.settings.database_url, timeout=10)
+            try:
+                offsets = await load_offsets(conn, self.consumer_name, self.topics.events, [number])
+            finally:
+                await conn.close()
+            stored = offsets[number]
+            part = Partition(number, stored)
+            folded = 0
+            async for record in read_range(self.settings, self.topics.events, number, 0, stored):
+                fold_record(part.projector, record.value)
+                folded += 1
+        except Exception as error:
+            raise TakeFailedError(f"partition {number}: {error!r}") from error
+        tp = TopicPartition(self.topics.events, number)
+        consumer = self._consumer
+        if consumer is not None and tp in consumer.assignment():
+            consumer.seek(tp, stored)
+            consumer.resume(tp)
+        self.partitions[number] = part
+        self.orphans.pop(number, None)
+        # The folded states live as long as the partition: keep the cyclic GC from walking them
+        # at every collection (as the processor does; docs/projections.md, figures).
+        gc.collect()
+        gc.freeze()
+        log.info(
+            "partition taken",
+            partition=number,
+            stored_offset=stored,
+            folded=folded,
+            messages=len(part.projector.states),
+            take_s=round(time.perf_counter() - started, 3),
+        )
+
+    async def _try_take(self, number: int) -> None:
+        try:
+            await self._take(number)
+        except TakeFailedError:
+            log.exception("partition could not be taken; will retry", partition=number)
+            tp = TopicPartition(self.topics.events, number)
+            if self._consumer is not None and tp in self._consumer.assignment():
+                self._consumer.pause(tp)
+            self.orphans[number] = time.monotonic() + 2.0
+
+    async def _retake_orphans(self) -> None:
+        if not self.orphans or self._consumer is None:
+            return
+        now = time.monotonic()
+        async with self._lock:
+            assigned = {tp.partition for tp in self._consumer.assignment()}
+            for number, due in list(self.orphans.items()):
+                if number not in assigned:
+                    self.orphans.pop(number, None)
+                elif due <= now and number not in self.partitions:
+                    await self._try_take(number)
+
+    # ------------------------------------------------------------------ reporting
+
+    def owned(self) -> list[int]:
+        return sorted(self.partitions)
+
+    def lag(self) -> dict[int, int | None]:
+        """Per owned partition: committed records of the events topic not yet in the views."""
+        lags: dict[int, int | None] = {}
+        for number, part in sorted(self.partitions.items()):
+            end = self._end(number)
+            lags[number] = None if end is None else max(0, end - part.stored)
+        return lags
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "partitions": self.owned(),
+            "orphaned": sorted(self.orphans),
+            "lag": {str(k): v for k, v in self.lag().items()},
+            "stored_offsets": {str(k): p.stored for k, p in sorted(self.partitions.items())},
+            "events": self.events,
+            "batches": self.batches,
+            "dead_letters": self.dead_letters,
+        }
+
+    async def check(self) -> None:
+        if not self.running:
+            raise RuntimeError("the projection worker is not consuming")
+        if self.orphans:
+            raise RuntimeError(f"partitions assigned but not taken: {sorted(self.orphans)}")
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, worker: ViewsWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.worker._lock:
+            for tp in revoked:
+                # An open batch is not written: the next owner reads it again from the offset.
+                if self.worker.partitions.pop(tp.partition, None) is not None:
+                    gc.unfreeze()  # let the dropped fold be collected
+                self.worker.orphans.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self.worker._lock:
+            for tp in sorted(assigned, key=lambda tp: tp.partition):
+                if tp.partition not in self.worker.partitions:
+                    await self.worker._try_take(tp.partition)

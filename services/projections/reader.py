@@ -1,0 +1,151 @@
+"""Queries of the read views (asyncpg), for the read API (services/commands/read_api.py).
+
+Every query names the account: a message of another account is as absent as an unknown one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.projections.views import MESSAGE_COLUMNS
+
+__all__ = ["ORDER", "PostgresViews"]
+
+#: How each list is sorted (newest first, except what goes out next first), ties by id.
+ORDER = {
+    "sent": "coalesce(started_at, send_at, updated_at) DESC, message_id",
+    "scheduled": "send_at ASC, message_id",
+    "drafts": "updated_at DESC, message_id",
+}
+
+_ACTORS = ("created_by", "paused_by", "canceled_by")
+
+
+def _message(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    for name in _ACTORS:
+        if out[name] is not None:
+            out[name] = json.loads(out[name])
+    return out
+
+
+class PostgresViews:
+    """The views in Postgres, behind one lazily opened pool (the API starts without Postgres)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+            return self._pool
+
+    async def close(self) -> None:
+        async with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def list_messages(
+        self,
+        account: str,
+        view: str,
+        statuses: Sequence[str],
+        *,
+        search: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[dict[str, Any]]:
+        pool = await self.pool()
+        args: list[Any] = [account, list(statuses), limit, offset]
+        where = "account_id = $1 AND status = ANY($2::text[])"
+        if search:
+            args.append(
+                "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
+            where += f" AND name ILIKE ${len(args)}"
+        rows = await pool.fetch(
+            f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM view_messages WHERE {where}"
+            f" ORDER BY {ORDER[view]} LIMIT $3 OFFSET $4",
+            *args,
+        )
+        return [_message(r) for r in rows]
+
+    async def message(self, account: str, message_id: UUID) -> dict[str, Any] | None:
+        pool = await self.pool()
+        row = await pool.fetchrow(
+            f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM view_messages"
+            " WHERE message_id = $1 AND account_id = $2",
+            message_id,
+            account,
+        )
+        return None if row is None else _message(row)
+
+    async def sequence_of(self, account: str, message_id: UUID) -> int | None:
+        pool = await self.pool()
+        found: int | None = await pool.fetchval(
+            "SELECT last_sequence FROM view_messages WHERE message_id = $1 AND account_id = $2",
+            message_id,
+            account,
+        )
+        return found
+
+    async def recipients(
+        self,
+        account: str,
+        message_id: UUID,
+        states: Sequence[str] | None,
+        *,
+        after: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        pool = await self.pool()
+        args: list[Any] = [message_id, account, limit]
+        where = "r.message_id = $1"
+        if states is not None:
+            args.append(list(states))
+            where += f" AND r.state = ANY(${len(args)}::text[])"
+        if after is not None:
+            args.append(after)
+            where += f" AND r.contact_id > ${len(args)}"
+        rows = await pool.fetch(
+            "SELECT r.contact_id, r.email, r.time_zone, r.state, r.reason, r.batch, r.added_at,"
+            " r.released_at, r.state_at, r.sequence, m.status AS message_status"
+            " FROM view_recipients r JOIN view_messages m"
+            "   ON m.message_id = r.message_id AND m.account_id = $2"
+            f" WHERE {where} ORDER BY r.contact_id LIMIT $3",
+            *args,
+        )
+        return [dict(r) for r in rows]
+
+    async def history(
+        self, account: str, message_id: UUID, *, after: int, limit: int
+    ) -> list[dict[str, Any]]:
+        pool = await self.pool()
+        rows = await pool.fetch(
+            "SELECT h.sequence, h.event_id, h.type, h.occurred_at, h.actor_kind,"
+            " h.actor_account_id, h.actor_user_id, h.actor_service, h.causation_id,"
+            " h.correlation_id, h.detail"
+            " FROM view_history h JOIN view_messages m"
+            "   ON m.message_id = h.message_id AND m.account_id = $2"
+            " WHERE h.message_id = $1 AND h.sequence > $3 ORDER BY h.sequence LIMIT $4",
+            message_id,
+            account,
+            after,
+            limit,
+        )
+        out = []
+        for r in rows:
+            item = dict(r)
+            item["detail"] = json.loads(item["detail"])
+            out.append(item)
+        return out

@@ -1,0 +1,518 @@
+"""What each event does to the read views: a pure function of the committed history.
+
+No I/O here. :class:`Projector` folds a partition's events with the core (:func:`core.evolve`)
+and, for each event, records in a :class:`Batch` the rows it changes:
+
+* **history** (one row per event): who caused it, when, what it said;
+* **recipients** (one row per contact of a message): the contact's state (the core's
+  :class:`core.RecipientStatus`), its reason, its batch and its timestamps;
+* **messages** (one row per message): everything the *Email Sent*, *Scheduled* and *Drafts* lists
+  and their hover details show, computed from the folded state at the end of the batch.
+
+Changes to one recipient within a batch are coalesced into one row change (the last state wins;
+``released_at`` and ``batch`` are kept), so a catch-up through many events writes each row once.
+Whether a row already exists in the database is known from the fold (the contact was in the book
+before the batch), so new rows can be COPYed and only existing ones updated.
+
+The recipients' states are exactly the core's: after any prefix of the history, the state of
+every row equals ``state.book.status_of(contact_id)`` of a fresh fold (tested).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from core import MessageState, MessageStatus, RecipientStatus, evolve
+from core.book import Entry
+from schemas import (
+    Actor,
+    DraftCreated,
+    Event,
+    RecipientsAdded,
+    RecipientsDelivered,
+    RecipientsExcluded,
+    RecipientsFailed,
+    RecipientsOutcomeUnknown,
+    RecipientsReleased,
+    RecipientsRemoved,
+    RecipientsSkipped,
+    normalize_address,
+)
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "LISTS",
+    "MESSAGE_COLUMNS",
+    "RECIPIENT_COLUMNS",
+    "Batch",
+    "Projector",
+    "RecipientPatch",
+    "history_row",
+    "message_row",
+]
+
+#: The statuses each list of the UI shows (spec, "What the views show").
+LISTS: dict[str, tuple[str, ...]] = {
+    "sent": (
+        MessageStatus.SENDING.value,
+        MessageStatus.PAUSED.value,
+        MessageStatus.CANCELED.value,
+        MessageStatus.SENT.value,
+    ),
+    "scheduled": (MessageStatus.SCHEDULED.value,),
+    "drafts": (MessageStatus.DRAFT.value,),
+}
+
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "message_id",
+    "account_id",
+    "status",
+    "name",
+    "subject",
+    "from_address",
+    "from_name",
+    "mode",
+    "send_at",
+    "send_at_local",
+    "send_now",
+    "default_time_zone",
+    "throttle_batch_size",
+    "throttle_interval_seconds",
+    "end_at",
+    "missed_zone_policy",
+    "release_rate",
+    "copied_from",
+    "created_at",
+    "created_by",
+    "started_at",
+    "paused_at",
+    "paused_by",
+    "pause_reason",
+    "canceled_at",
+    "canceled_by",
+    "cancel_reason",
+    "sent_at",
+    "audience",
+    "pending",
+    "released",
+    "delivered",
+    "failed",
+    "skipped",
+    "removed",
+    "excluded",
+    "unknown",
+    "current_batch",
+    "batch_remaining",
+    "next_batch_at",
+    "zones_pending",
+    "zones_done",
+    "last_sequence",
+    "updated_at",
+)
+
+RECIPIENT_COLUMNS: tuple[str, ...] = (
+    "message_id",
+    "contact_id",
+    "email",
+    "time_zone",
+    "state",
+    "reason",
+    "batch",
+    "added_at",
+    "released_at",
+    "state_at",
+    "sequence",
+)
+
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "message_id",
+    "sequence",
+    "event_id",
+    "type",
+    "occurred_at",
+    "actor_kind",
+    "actor_account_id",
+    "actor_user_id",
+    "actor_service",
+    "causation_id",
+    "correlation_id",
+    "detail",
+)
+
+_ENVELOPE = {
+    "type",
+    "schema_version",
+    "event_id",
+    "message_id",
+    "sequence",
+    "occurred_at",
+    "correlation_id",
+    "causation_id",
+    "actor",
+}
+# Per-contact lists are not repeated in the history view (the recipients view holds each
+# contact's state; the full records are exported from the log by the CLI): their size is.
+_LISTS = ("contacts", "contact_ids", "failures", "addresses")
+_EXCLUDED = _ENVELOPE | set(_LISTS)
+
+_REASONED = frozenset({RecipientStatus.FAILED, RecipientStatus.SKIPPED})
+
+
+def _actor_json(actor: Actor | None) -> str | None:
+    return None if actor is None else actor.model_dump_json(exclude_none=True)
+
+
+def history_row(event: Event) -> tuple[Any, ...]:
+    """The history view's row of one event (columns: :data:`HISTORY_COLUMNS`)."""
+    detail = event.model_dump(mode="json", exclude=_EXCLUDED)
+    for name in _LISTS:
+        items = getattr(event, name, None)
+        if items is not None:
+            detail[f"{name}_count"] = len(items)
+    actor = event.actor
+    return (
+        event.message_id,
+        event.sequence,
+        event.event_id,
+        event.type,
+        event.occurred_at,
+        actor.kind,
+        actor.account_id,
+        actor.user_id,
+        actor.service,
+        event.causation_id,
+        event.correlation_id,
+        json.dumps(detail, sort_keys=True, separators=(",", ":")),
+    )
+
+
+def _zone_name(state: MessageState, key: str) -> str:
+    if key:
+        return key
+    return state.schedule.default_time_zone if state.schedule is not None else ""
+
+
+def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
+    """The messages view's row of one folded message (columns: :data:`MESSAGE_COLUMNS`).
+
+    Hover details: paused since and by whom, canceled at, the current batch and the next batch
+    time (throttled), the zones done and pending (``recipient_timezone``), the end date.
+    """
+    book = state.book
+    counts = book.counts
+    plan = state.plan
+    throttle = plan.throttle
+    schedule = state.schedule
+    status = state.status
+    open_status = status in (MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED)
+    next_batch_at: datetime | None = None
+    if throttle is not None and schedule is not None and open_status and book.pending > 0:
+        candidate = state.slot_at(state.next_slot)
+        if throttle.end_at is None or candidate < throttle.end_at:
+            next_batch_at = candidate
+    zones_pending: list[str] | None = None
+    zones_done: list[str] | None = None
+    if plan.mode == "recipient_timezone":
+        zones_pending = sorted(
+            {_zone_name(state, k) for k, q in book.queues.items() if q.pending > 0}
+        )
+        zones_done = sorted(
+            {_zone_name(state, k) for k, q in book.queues.items() if q.pending == 0}
+            - set(zones_pending)
+        )
+    audience = len(book) - counts[RecipientStatus.REMOVED] - counts[RecipientStatus.EXCLUDED]
+    content = state.content
+    return (
+        state.message_id,
+        state.account_id,
+        status.value,
+        content.name,
+        content.subject,
+        content.from_address,
+        content.from_name,
+        plan.mode,
+        schedule.send_at if schedule is not None else None,
+        schedule.send_at_local if schedule is not None else None,
+        schedule.send_now if schedule is not None else None,
+        schedule.default_time_zone if schedule is not None else None,
+        throttle.batch_size if throttle is not None else None,
+        throttle.interval_seconds if throttle is not None else None,
+        throttle.end_at if throttle is not None else None,
+        plan.missed_zone_policy,
+        plan.release_rate,
+        state.copied_from,
+        state.created_at,
+        _actor_json(state.created_by),
+        state.started_at,
+        state.paused_at,
+        _actor_json(state.paused_by),
+        state.pause_reason,
+        state.canceled_at,
+        _actor_json(state.canceled_by),
+        state.cancel_reason,
+        state.sent_at,
+        audience,
+        counts[RecipientStatus.PENDING],
+        counts[RecipientStatus.RELEASED],
+        counts[RecipientStatus.DELIVERED],
+        counts[RecipientStatus.FAILED],
+        counts[RecipientStatus.SKIPPED],
+        counts[RecipientStatus.REMOVED],
+        counts[RecipientStatus.EXCLUDED],
+        counts[RecipientStatus.UNKNOWN],
+        state.batch,
+        state.batch_remaining if throttle is not None else None,
+        next_batch_at,
+        zones_pending,
+        zones_done,
+        state.version,
+        updated_at,
+    )
+
+
+class RecipientPatch:
+    """The coalesced change of one recipient row within a batch.
+
+    ``full``: the contact was (re)added in this batch, so every column is known and the row is
+    written whole. Otherwise only ``state``, ``reason``, ``state_at`` and ``sequence`` are set,
+    plus ``released_at``/``batch`` when it was released in this batch (``None`` keeps the stored
+    value). ``existed``: the row was in the database before the batch (update, not insert).
+    """
+
+    __slots__ = (
+        "added_at",
+        "batch",
+        "contact_id",
+        "email",
+        "existed",
+        "full",
+        "message_id",
+        "reason",
+        "released_at",
+        "sequence",
+        "state",
+        "state_at",
+        "time_zone",
+    )
+
+    def __init__(self, message_id: UUID, contact_id: str, existed: bool) -> None:
+        self.message_id = message_id
+        self.contact_id = contact_id
+        self.existed = existed
+        self.full = False
+        self.email: str | None = None
+        self.time_zone: str | None = None
+        self.state: str = ""
+        self.reason: str | None = None
+        self.batch: int | None = None
+        self.added_at: datetime | None = None
+        self.released_at: datetime | None = None
+        self.state_at: datetime | None = None
+        self.sequence = 0
+
+    def row(self) -> tuple[Any, ...]:
+        """The row in :data:`RECIPIENT_COLUMNS` order."""
+        return (
+            self.message_id,
+            self.contact_id,
+            self.email,
+            self.time_zone,
+            self.state,
+            self.reason,
+            self.batch,
+            self.added_at,
+            self.released_at,
+            self.state_at,
+            self.sequence,
+        )
+
+
+@dataclass
+class Batch:
+    """The view changes of a run of events, coalesced; written in one transaction."""
+
+    # message id -> contact id -> the contact's coalesced change
+    recipients: dict[UUID, dict[str, RecipientPatch]] = field(default_factory=dict)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    messages: set[UUID] = field(default_factory=set)
+    events: int = 0
+    patched: int = 0
+
+    def __len__(self) -> int:
+        """How many rows the batch will write (its size, for batch limits)."""
+        return self.patched + len(self.history) + len(self.messages)
+
+    def _patches(self) -> Iterator[RecipientPatch]:
+        for patches in self.recipients.values():
+            yield from patches.values()
+
+    def inserts(self) -> list[tuple[Any, ...]]:
+        """New recipient rows (COPY)."""
+        return [p.row() for p in self._patches() if not p.existed]
+
+    def rewrites(self) -> list[tuple[Any, ...]]:
+        """Existing recipient rows written whole (a removed contact added again)."""
+        return [p.row() for p in self._patches() if p.existed and p.full]
+
+    def update_groups(self) -> dict[tuple[Any, ...], list[str]]:
+        """Existing recipient rows whose state changed, grouped by their new values:
+        (message, state, reason, batch, released_at, state_at, sequence) -> contact ids."""
+        groups: dict[tuple[Any, ...], list[str]] = {}
+        for message_id, patches in self.recipients.items():
+            for p in patches.values():
+                if p.existed and not p.full:
+                    key = (
+                        message_id,
+                        p.state,
+                        p.reason,
+                        p.batch,
+                        p.released_at,
+                        p.state_at,
+                        p.sequence,
+                    )
+                    found = groups.get(key)
+                    if found is None:
+                        groups[key] = [p.contact_id]
+                    else:
+                        found.append(p.contact_id)
+        return groups
+
+    def updates(self) -> list[tuple[Any, ...]]:
+        """Existing recipient rows whose state changed."""
+        return [p.row() for p in self._patches() if p.existed and not p.full]
+
+
+@dataclass
+class Projector:
+    """The folded messages of one partition (a cache of the committed log, like the processor's)
+    and the function from each next event to its view changes.
+
+    ``apply`` consumes the previous state of the event's message (the core's ownership rule): if
+    a batch is not written, the projector must be dropped and rebuilt from the log.
+    """
+
+    states: dict[UUID, MessageState] = field(default_factory=dict)
+    updated_at: dict[UUID, datetime] = field(default_factory=dict)
+
+    def apply(self, event: Event, batch: Batch | None = None) -> None:
+        """Fold ``event``; with a ``batch``, record the rows it changes there.
+
+        Raises :class:`core.EventOutOfOrderError` (before changing anything) for an event that
+        is not the next of its message.
+        """
+        before = self.states.get(event.message_id)
+        if batch is None:
+            self.states[event.message_id] = evolve(before, event)
+            self.updated_at[event.message_id] = event.occurred_at
+            return
+        named = _named(before, event)
+        # The book's entries are updated in place by the fold: keep them to read the new state.
+        found = _entries(before, named)
+        previous = [None if e is None else e.status for e in found]
+        after = evolve(before, event)  # raises before changing anything when out of order
+        self.states[event.message_id] = after
+        self.updated_at[event.message_id] = event.occurred_at
+        batch.events += 1
+        batch.history.append(history_row(event))
+        batch.messages.add(event.message_id)
+        if named:
+            _record(batch, after, event, named, found, previous)
+
+    def message_rows(self, ids: Iterable[UUID]) -> list[tuple[Any, ...]]:
+        return [message_row(self.states[m], self.updated_at[m]) for m in sorted(ids)]
+
+
+def _named(state: MessageState | None, event: Event) -> Sequence[str]:
+    """The contacts an event may change."""
+    match event:
+        case RecipientsAdded():
+            return [c.contact_id for c in event.contacts]
+        case RecipientsFailed():
+            return [f.contact_id for f in event.failures]
+        case RecipientsExcluded():
+            ids = list(event.contact_ids)
+            if state is not None:
+                for address in event.addresses:
+                    ids.extend(state.book.holders_of(normalize_address(address)))
+            return ids
+        case (
+            RecipientsReleased()
+            | RecipientsSkipped()
+            | RecipientsDelivered()
+            | RecipientsOutcomeUnknown()
+            | RecipientsRemoved()
+        ):
+            return event.contact_ids
+        case DraftCreated():
+            return ()
+    return ()
+
+
+def _entries(state: MessageState | None, ids: Sequence[str]) -> list[Entry | None]:
+    if state is None:
+        return [None] * len(ids)
+    get = state.book.entries.get
+    return [get(cid) for cid in ids]
+
+
+_REMOVED = RecipientStatus.REMOVED
+
+
+def _record(
+    batch: Batch,
+    after: MessageState,
+    event: Event,
+    named: Sequence[str],
+    found: list[Entry | None],
+    previous: list[RecipientStatus | None],
+) -> None:
+    # The hot path of a catch-up: two dict lookups per contact, no enum or UUID hashing.
+    book = after.book
+    get = book.entries.get
+    reasons = book.reasons
+    message_id = event.message_id
+    at = event.occurred_at
+    sequence = event.sequence
+    patches = batch.recipients.get(message_id)
+    if patches is None:
+        patches = batch.recipients[message_id] = {}
+    added = isinstance(event, RecipientsAdded)
+    released = isinstance(event, RecipientsReleased)
+    release_batch = event.batch if isinstance(event, RecipientsReleased) else None
+    new = 0
+    for cid, entry, was in zip(named, found, previous, strict=True):
+        if added or entry is None:
+            # A contact (re)joining gets a new entry; one named twice in a chunk, the last one.
+            entry = get(cid)
+            if entry is None:
+                continue
+        now = entry.status
+        joined = added and (was is None or was is _REMOVED)
+        if not joined and now is was:
+            continue  # the fold ignored it (e.g. an outcome for a contact not waiting for one)
+        patch = patches.get(cid)
+        if patch is None:
+            # A contact not yet touched in this batch has a row already unless it joins now.
+            patch = patches[cid] = RecipientPatch(message_id, cid, was is not None)
+            new += 1
+        patch.state = now
+        patch.reason = reasons.get(cid) if now in _REASONED else None
+        patch.state_at = at
+        patch.sequence = sequence
+        if joined:
+            contact = entry.contact
+            patch.full = True
+            patch.email = contact.email
+            patch.time_zone = contact.time_zone
+            patch.added_at = at
+            patch.released_at = None
+            patch.batch = None
+        elif released:
+            patch.released_at = at
+            patch.batch = release_batch
+    batch.patched += new

@@ -1,0 +1,143 @@
+"""Helpers of the projections' integration tests (tests/integration/test_projections*.py): a
+Postgres schema of the test's own, the projection worker as a subprocess, events produced to a
+topic, and waiting for the views to catch up. Nothing here runs without the servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import Event, encode
+from services.common.settings import Settings
+from services.projections.audit import Comparison, compare
+from services.projections.consumer import LIVE
+from services.projections.store import create_schema, quote_ident
+from tests.integration.processor_harness import REPO_ROOT, Stack, free_port
+
+
+def with_schema(database_url: str, schema: str) -> str:
+    """The DSN whose connections use ``schema`` (asyncpg passes the parameter to the server)."""
+    joiner = "&" if "?" in database_url else "?"
+    return f"{database_url}{joiner}search_path={quote(schema)}"
+
+
+async def new_schema(database_url: str, prefix: str = "tproj") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await create_schema(database_url, name)
+    return name
+
+
+async def drop_schema(database_url: str, name: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(name)} CASCADE")
+    finally:
+        await conn.close()
+
+
+def spawn_projections(
+    stack: Stack, dsn: str, port: int | None = None, **env: str
+) -> subprocess.Popen[bytes]:
+    """`python -m services.projections` on the stack's topics, writing the views of ``dsn``."""
+    log_path = stack.tmp / f"projections-{len(stack.processes)}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.projections"],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+            "TOPIC_PREFIX": stack.settings.topic_prefix,
+            "KAFKA_PARTITIONS": str(stack.settings.kafka_partitions),
+            "DATABASE_URL": dsn,
+            "PROJECTIONS_HEALTH_PORT": str(port or free_port()),
+            "LOG_FORMAT": "json",
+            **env,
+        },
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    stack.processes.append(process)
+    return process
+
+
+async def produce(settings: Settings, events: Iterable[Event]) -> int:
+    """Write events to `<prefix>.events`, keyed by message id, in order (idempotent producer)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=settings.max_record_bytes,
+        linger_ms=5,
+    )
+    await producer.start()
+    count = 0
+    try:
+        topic = f"{settings.topic_prefix}.events"
+        for event in events:
+            await producer.send(topic, encode(event), key=str(event.message_id).encode())
+            count += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return count
+
+
+async def end_offsets(settings: Settings) -> dict[int, int]:
+    """The last stable offset of every partition of the events topic."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        topic = f"{settings.topic_prefix}.events"
+        tps = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def stored_offsets(dsn: str, settings: Settings) -> dict[int, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM projection_offsets"
+            " WHERE consumer = $1 AND topic = $2",
+            LIVE,
+            f"{settings.topic_prefix}.events",
+        )
+        return {int(r["partition"]): int(r["next_offset"]) for r in rows}
+    finally:
+        await conn.close()
+
+
+async def wait_caught_up(stack: Stack, dsn: str, within: float = 90.0) -> dict[int, int]:
+    """Wait until the views include every committed event (stored offsets = the topic's end)."""
+
+    async def check() -> dict[int, int] | None:
+        ends = await end_offsets(stack.settings)
+        stored = await stored_offsets(dsn, stack.settings)
+        caught = all(stored.get(p, 0) >= end for p, end in ends.items())
+        return ends if caught else None
+
+    ends: dict[int, int] = await stack.wait_for("the views to catch up", check, within)
+    return ends
+
+
+async def compare_with_rebuild(settings: Settings, database_url: str, live: str) -> Comparison:
+    """The audit: rebuild into a fresh schema up to the live offsets and compare."""
+    rebuilt = await new_schema(database_url, "trebuilt")
+    try:
+        return await compare(
+            settings.model_copy(update={"database_url": database_url}), live, rebuilt
+        )
+    finally:
+        await drop_schema(database_url, rebuilt)

@@ -1,0 +1,276 @@
+"""The read API with a hand-written fake of the views (the in-memory tables the pure view function
+wrote): routes, paging, filters, isolation, read-your-writes. The same routes over the real
+Postgres: tests/integration/test_projections.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from schemas import Actor, CancelMessage, DeliveryPlan, RecipientsReleased
+from services.commands.app import Adapters, create_app
+from services.common.settings import Settings
+from services.projections.reader import ORDER
+from services.projections.synthetic import Simulator, contacts
+from services.projections.views import HISTORY_COLUMNS
+from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
+from tests.projections.tables import Tables, project
+
+KEYS = {"key-a": "acct-a", "key-b": "acct-b"}
+
+
+class FakeViews:
+    """The ViewReader port over in-memory tables, with the Postgres reader's rules."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+
+    def _row(self, account: str, message_id: UUID) -> dict[str, Any] | None:
+        row = self.tables.messages.get(message_id)
+        if row is None or row["account_id"] != account:
+            return None
+        out = dict(row)
+        for name in ("created_by", "paused_by", "canceled_by"):
+            if out[name] is not None:
+                out[name] = json.loads(out[name])
+        return out
+
+    async def list_messages(
+        self,
+        account: str,
+        view: str,
+        statuses: list[str],
+        *,
+        search: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[dict[str, Any]]:
+        assert view in ORDER
+        rows = [
+            r
+            for m in self.tables.messages
+            if (r := self._row(account, m)) is not None
+            and r["status"] in statuses
+            and (search is None or search.lower() in r["name"].lower())
+        ]
+        rows.sort(key=lambda r: (r["updated_at"], str(r["message_id"])), reverse=True)
+        return rows[offset : offset + limit]
+
+    async def message(self, account: str, message_id: UUID) -> dict[str, Any] | None:
+        return self._row(account, message_id)
+
+    async def sequence_of(self, account: str, message_id: UUID) -> int | None:
+        row = self._row(account, message_id)
+        return None if row is None else int(row["last_sequence"])
+
+    async def recipients(
+        self,
+        account: str,
+        message_id: UUID,
+        states: list[str] | None,
+        *,
+        after: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        message = self._row(account, message_id)
+        if message is None:
+            return []
+        rows = sorted(
+            (
+                {
+                    **{k: v for k, v in r.items() if k != "message_id"},
+                    "message_status": message["status"],
+                }
+                for (m, _), r in self.tables.recipients.items()
+                if m == message_id
+                and (states is None or r["state"] in states)
+                and (after is None or r["contact_id"] > after)
+            ),
+            key=lambda r: r["contact_id"],
+        )
+        return rows[:limit]
+
+    async def history(
+        self, account: str, message_id: UUID, *, after: int, limit: int
+    ) -> list[dict[str, Any]]:
+        if self._row(account, message_id) is None:
+            return []
+        names = HISTORY_COLUMNS
+        rows = [
+            dict(zip(names, row, strict=True))
+            for (m, seq), row in sorted(self.tables.history.items())
+            if m == message_id and seq > after
+        ]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows[:limit]
+
+
+@pytest.fixture
+def world() -> tuple[Simulator, dict[str, UUID]]:
+    sim = Simulator()
+    draft = sim.create()
+    sending = sim.create(plan=DeliveryPlan(release_rate=2))
+    sim.add(sending, contacts(5))
+    sim.send_now(sending)
+    for event in sim.tick():
+        if isinstance(event, RecipientsReleased):
+            sim.deliver(
+                sending, delivered=event.contact_ids[:1], failed=((event.contact_ids[1], "550"),)
+            )
+    canceled = sim.create()
+    sim.add(canceled, contacts(2))
+    sim.send_now(canceled)
+    sim.run(CancelMessage(command_id=sim.new_id(), message_id=canceled))
+    theirs = sim.create(actor=Actor(kind="user", account_id="acct-b", user_id="eve"))
+    return sim, {"draft": draft, "sending": sending, "canceled": canceled, "theirs": theirs}
+
+
+@pytest.fixture
+async def client(world: tuple[Simulator, dict[str, UUID]]) -> AsyncIterator[httpx.AsyncClient]:
+    sim, _ = world
+    views = FakeViews(project(sim.events))
+    app = create_app(
+        Settings(),
+        Adapters(bus=FakeBus(), store=FakeStore(), keys=FakeKeys(KEYS), views=views),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+    ):
+        c.headers["Authorization"] = "Bearer key-a"
+        yield c
+
+
+async def test_each_list_shows_its_statuses(client: httpx.AsyncClient, world: Any) -> None:
+    _, ids = world
+    sent = (await client.get("/v1/views/sent")).json()
+    drafts = (await client.get("/v1/views/drafts")).json()
+    scheduled = (await client.get("/v1/views/scheduled")).json()
+
+    assert {i["message_id"] for i in sent["items"]} == {str(ids["sending"]), str(ids["canceled"])}
+    assert {i["message_id"] for i in drafts["items"]} == {str(ids["draft"])}
+    assert scheduled["items"] == []
+    by_id = {i["message_id"]: i for i in sent["items"]}
+    sending = by_id[str(ids["sending"])]
+    assert (sending["delivered"], sending["failed"], sending["remaining"]) == (1, 1, 3)
+    assert by_id[str(ids["canceled"])]["remaining"] == 0
+
+
+async def test_lists_page_and_filter(client: httpx.AsyncClient, world: Any) -> None:
+    first = (await client.get("/v1/views/sent", params={"limit": 1})).json()
+    second = (await client.get("/v1/views/sent", params={"limit": 1, "offset": 1})).json()
+    only_canceled = (await client.get("/v1/views/sent", params={"status": "canceled"})).json()
+    wrong = await client.get("/v1/views/sent", params={"status": "draft"})
+    none = (await client.get("/v1/views/sent", params={"q": "no such name"})).json()
+
+    assert first["next_offset"] == 1 and second["next_offset"] is None
+    assert first["items"][0]["message_id"] != second["items"][0]["message_id"]
+    assert [i["status"] for i in only_canceled["items"]] == ["canceled"]
+    assert wrong.status_code == 422
+    assert none["items"] == []
+
+
+async def test_details_recipients_and_history_of_a_message(
+    client: httpx.AsyncClient, world: Any
+) -> None:
+    _, ids = world
+    m = ids["sending"]
+    details = (await client.get(f"/v1/messages/{m}")).json()
+    everyone = (await client.get(f"/v1/messages/{m}/recipients")).json()
+    not_delivered = (
+        await client.get(f"/v1/messages/{m}/recipients", params={"not_delivered": True})
+    ).json()
+    failed = (await client.get(f"/v1/messages/{m}/recipients", params={"state": "failed"})).json()
+    page = (await client.get(f"/v1/messages/{m}/recipients", params={"limit": 2})).json()
+    history = (await client.get(f"/v1/messages/{m}/history")).json()
+
+    assert details["status"] == "sending" and details["audience"] == 5
+    assert len(everyone["items"]) == 5
+    assert "delivered" not in {i["state"] for i in not_delivered["items"]}
+    assert len(not_delivered["items"]) == 4
+    assert [(i["state"], i["reason"]) for i in failed["items"]] == [("failed", "550")]
+    assert page["next_after"] == page["items"][-1]["contact_id"]
+    assert [h["sequence"] for h in history["items"]] == list(range(1, details["last_sequence"] + 1))
+    assert history["items"][0]["actor"] == {
+        "kind": "user",
+        "account_id": "acct-a",
+        "user_id": "ada",
+        "service": None,
+    }
+
+
+async def test_pending_recipients_of_a_canceled_message_show_as_not_sent_canceled(
+    client: httpx.AsyncClient, world: Any
+) -> None:
+    _, ids = world
+    answer = (await client.get(f"/v1/messages/{ids['canceled']}/recipients")).json()
+
+    assert {(i["state"], i["reason"]) for i in answer["items"]} == {("pending", "canceled")}
+
+
+async def test_another_accounts_message_is_not_found_like_an_unknown_one(
+    client: httpx.AsyncClient, world: Any
+) -> None:
+    _, ids = world
+    for path in ("", "/recipients", "/history"):
+        theirs = await client.get(f"/v1/messages/{ids['theirs']}{path}")
+        unknown = await client.get(f"/v1/messages/{uuid4()}{path}")
+        assert theirs.status_code == unknown.status_code == 404
+        assert theirs.json() == unknown.json()
+    listed = (await client.get("/v1/views/drafts")).json()
+    assert str(ids["theirs"]) not in {i["message_id"] for i in listed["items"]}
+    as_b = (await client.get("/v1/views/drafts", headers={"Authorization": "Bearer key-b"})).json()
+    assert [i["message_id"] for i in as_b["items"]] == [str(ids["theirs"])]
+
+
+async def test_reads_need_a_key(client: httpx.AsyncClient, world: Any) -> None:
+    _, ids = world
+    for path in ("/v1/views/sent", f"/v1/messages/{ids['draft']}"):
+        answer = await client.get(path, headers={"Authorization": ""})
+        assert answer.status_code == 401
+
+
+async def test_read_your_writes_waits_for_the_sequence_or_answers_504(
+    client: httpx.AsyncClient, world: Any
+) -> None:
+    _, ids = world
+    m = ids["sending"]
+    last = (await client.get(f"/v1/messages/{m}")).json()["last_sequence"]
+
+    reached = await client.get(f"/v1/messages/{m}", params={"min_sequence": last})
+    ahead = await client.get(
+        f"/v1/messages/{m}/history", params={"min_sequence": last + 1, "wait_s": 0.2}
+    )
+    theirs = await client.get(
+        f"/v1/messages/{ids['theirs']}", params={"min_sequence": 1, "wait_s": 0.2}
+    )
+    listed = await client.get("/v1/views/sent", params={"message_id": str(m), "min_sequence": last})
+
+    assert reached.status_code == 200
+    assert ahead.status_code == 504
+    assert ahead.json()["detail"]["code"] == "not_caught_up"
+    assert ahead.json()["detail"]["sequence"] == last
+    # Another account's message waits like one not projected yet: nothing leaks.
+    assert theirs.status_code == 504 and theirs.json()["detail"]["sequence"] == 0
+    assert listed.status_code == 200
+
+
+async def test_the_openapi_document_lists_the_read_routes(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+
+    for path in (
+        "/v1/views/sent",
+        "/v1/views/scheduled",
+        "/v1/views/drafts",
+        "/v1/messages/{message_id}/recipients",
+        "/v1/messages/{message_id}/history",
+    ):
+        assert "get" in paths[path]
+    assert "get" in paths["/v1/messages/{message_id}"]
+    assert "patch" in paths["/v1/messages/{message_id}"]  # the command route is still there
