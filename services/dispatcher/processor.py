@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -58,6 +57,7 @@ from schemas.wire import (
     Rejection,
     decode_input,
 )
+from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.dispatcher.clock import Clock
@@ -654,11 +654,11 @@ class Processor:
     async def _rebuild(self, part: Partition) -> tuple[int, int]:
         """Fold the partition's committed events and results, from the beginning to the end."""
         events = results = 0
-        async for value in _read_all(self.settings, self.topics.events, part.number):
-            part.fold(decode_event(value))
+        async for record in read_range(self.settings, self.topics.events, part.number):
+            part.fold(decode_event(record.value))
             events += 1
-        async for value in _read_all(self.settings, self.topics.results, part.number):
-            result = CommandResult.model_validate_json(value)
+        async for record in read_range(self.settings, self.topics.results, part.number):
+            result = CommandResult.model_validate_json(record.value)
             # A result re-sent for a retry equals the first one: keep the first.
             part.results.setdefault(result.command_id, result)
             results += 1
@@ -733,31 +733,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     # awaits; read it so asyncio does not report it as never retrieved.
     if not task.cancelled():
         task.exception()
-
-
-async def _read_all(settings: Settings, topic: str, partition: int) -> AsyncIterator[bytes]:
-    """Yield the committed values of one partition, from the beginning to its current end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        # Not only a seek to the beginning: assign() starts an offset reset of its own, with
-        # this policy, which can land after the seek (with "latest", the read found nothing).
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=settings.max_record_bytes,
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        # With read_committed, the end is the last stable offset: nothing beyond it is decided.
-        end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            for record in batches.get(tp, []):
-                if record.offset >= end:
-                    return
-                yield record.value
-    finally:
-        await consumer.stop()
