@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -19,6 +19,50 @@ import structlog
 Check = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
+
+
+class PartitionChecks(Mapping[str, Check]):
+    """The fixed checks of a consumer process plus one `partition-N` entry per partition it
+    holds, read at every request; an entry fails with the text `problem(N)` returns (None when
+    the partition is fine: taken, and its lag within bounds)."""
+
+    def __init__(
+        self,
+        fixed: Mapping[str, Check],
+        partitions: Callable[[], Iterable[int]],
+        problem: Callable[[int], str | None],
+    ) -> None:
+        self.fixed = dict(fixed)
+        self.partitions = partitions
+        self.problem = problem
+
+    def _check(self, number: int) -> Check:
+        async def check() -> None:
+            trouble = self.problem(number)
+            if trouble is not None:
+                raise RuntimeError(trouble)
+
+        return check
+
+    def _all(self) -> dict[str, Check]:
+        checks = dict(self.fixed)
+        for number in sorted(set(self.partitions())):
+            checks[f"partition-{number}"] = self._check(number)
+        return checks
+
+    def __getitem__(self, name: str) -> Check:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def lag_problem(lag: int | None, max_lag: int, unit: str = "records") -> str | None:
+    """The text of a partition entry whose consumption lags by more than `max_lag`."""
+    return f"lag {lag} {unit}" if lag is not None and lag > max_lag else None
 
 
 async def _timed(check: Check, limit: float) -> dict[str, Any]:

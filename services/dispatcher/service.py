@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping
 
 import structlog
 from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck
-from services.common.health import Check
+from services.common.health import PartitionChecks, lag_problem
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
 from services.common.worker import run_worker
@@ -23,40 +22,18 @@ SERVICE = "dispatcher"
 log = structlog.get_logger(__name__)
 
 
-class HealthChecks(Mapping[str, Check]):
-    """The checks /health runs: Kafka, the processor, and one entry per owned partition.
+#: A partition whose input lags by more than this many records fails its health entry.
+MAX_LAG = 10_000
 
-    Read at every request, so the report lists the partitions this process owns at that moment
-    (`"partition-3": {"ok": true, ...}`); a partition's entry fails when its consumption lags
-    by more than `max_lag` records."""
 
-    def __init__(self, kafka: KafkaCheck, processor: Processor, max_lag: int = 10_000) -> None:
-        self.kafka = kafka
-        self.processor = processor
-        self.max_lag = max_lag
-
-    def _partition_check(self, number: int) -> Check:
-        async def check() -> None:
-            lag = self.processor.status()["lag"].get(str(number))
-            if lag is not None and lag > self.max_lag:
-                raise RuntimeError(f"lag {lag} records")
-
-        return check
-
-    def _all(self) -> dict[str, Check]:
-        checks: dict[str, Check] = {"kafka": self.kafka, "processor": self.processor.check}
-        for number in self.processor.owned():
-            checks[f"partition-{number}"] = self._partition_check(number)
-        return checks
-
-    def __getitem__(self, name: str) -> Check:
-        return self._all()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
+def health_checks(kafka: KafkaCheck, processor: Processor) -> PartitionChecks:
+    """Kafka, the processor, and one `partition-N` entry per owned partition (failing past
+    MAX_LAG records of lag)."""
+    return PartitionChecks(
+        {"kafka": kafka, "processor": processor.check},
+        processor.owned,
+        lambda n: lag_problem(processor.status()["lag"].get(str(n)), MAX_LAG),
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -84,7 +61,7 @@ async def serve(settings: Settings) -> None:
         SERVICE,
         host=settings.bind_host,
         port=settings.dispatcher_health_port,
-        checks=HealthChecks(kafka, processor),
+        checks=health_checks(kafka, processor),
         check_timeout=settings.health_check_timeout,
         main=main,
         closers=[kafka.close],

@@ -11,6 +11,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck, PostgresCheck, SmtpCheck
+from services.common.health import PartitionChecks, lag_problem
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
@@ -18,6 +19,8 @@ from services.common.worker import run_worker
 from services.dispatcher.delivery.worker import DeliveryWorker
 
 SERVICE = "delivery"
+#: A partition whose sends wait unread beyond this many records fails its health entry.
+MAX_LAG = 50_000
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +59,11 @@ async def serve(settings: Settings) -> None:
         SERVICE,
         host=settings.bind_host,
         port=settings.delivery_health_port,
-        checks={"kafka": kafka, "postgres": postgres, "smtp": smtp, "worker": worker.check},
+        checks=PartitionChecks(
+            {"kafka": kafka, "postgres": postgres, "smtp": smtp, "worker": worker.check},
+            lambda: worker.owned,
+            lambda n: lag_problem(worker.status()["lag"].get(str(n)), MAX_LAG, "sends"),
+        ),
         check_timeout=settings.health_check_timeout,
         main=main,
         closers=[kafka.close, postgres.close],
