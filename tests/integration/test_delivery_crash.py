@@ -6,6 +6,7 @@ fresh processor writes the same send records (and events) in the same order."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -201,3 +202,63 @@ async def test_a_replay_of_the_commands_log_writes_the_same_sends_in_the_same_or
                 assert replayed[: len(records)] == [r.value for r in records], (topic, partition)
     finally:
         await replay.close()
+
+
+async def test_a_frozen_worker_that_wakes_after_its_partitions_moved_sends_nothing_twice(
+    stack: DeliveryStack,
+) -> None:
+    """Given a delivery worker frozen (SIGSTOP) in the middle of a 3,000-recipient send, when a
+    second worker takes its partitions and goes on, and the first then wakes up (SIGCONT), then
+    the first is fenced by the owner epoch before it claims anything more: no contact gets two
+    mails, and every contact is delivered or unknown (the sends it had claimed when frozen)."""
+    stack.spawn_dispatcher()
+    env = {"KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    frozen = stack.spawn_delivery("first", **env)
+    message = ids()
+    audience = tuple(Contact(contact_id=f"z{i}", email=f"z{i}@example.org") for i in range(3000))
+    await stack.decide(
+        record(
+            CreateDraft(
+                command_id=ids(),
+                message_id=message,
+                content=stack.content,
+                plan=DeliveryPlan(release_rate=300),
+            )
+        ),
+        record(AddRecipients(command_id=ids(), message_id=message, contacts=audience)),
+        record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
+    )
+
+    async def delivered(count: int) -> bool:
+        await asyncio.sleep(0.1)
+        return await stack.delivered_count(message) >= count
+
+    await stack.wait_for("a first part delivered", lambda: delivered(300), within=120)
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        stack.spawn_delivery("second", **env)
+        before = await stack.delivered_count(message)
+        await stack.wait_for(
+            "the second worker delivering", lambda: delivered(before + 600), within=120
+        )
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    state = await stack.wait_status(message, MessageStatus.SENT, within=180)
+
+    mails = await stack.sink()
+    at_sink = Counter(rcpt.split("@")[0] for _, rcpt in mails)
+    assert max(at_sink.values()) == 1, "a contact got two copies"
+    ledger = await stack.ledger(message)
+    delivered_ids = {c for c, row in ledger.items() if row["state"] == "delivered"}
+    unknown = {c for c, row in ledger.items() if row["state"] == "unknown"}
+    assert delivered_ids | unknown == {c.contact_id for c in audience}
+    assert delivered_ids <= set(at_sink) <= delivered_ids | unknown
+    assert len(unknown) <= CLAIM_CHUNK * stack.settings.kafka_partitions
+    assert state.book.counts[RecipientStatus.DELIVERED] == len(delivered_ids)
+    owners = await stack.db.fetch(  # type: ignore[union-attr]
+        "SELECT owner, epoch FROM delivery_owners WHERE topic = $1", stack.topics.sends
+    )
+    # Every partition changed hands at least once after the freeze (the woken worker may have
+    # been given some back by the rebalance that followed: under a new epoch).
+    assert len(owners) == stack.settings.kafka_partitions
+    assert all(row["epoch"] >= 2 for row in owners)
