@@ -70,11 +70,16 @@ async def _baseline(dsn: str, schema: str, runs: int = 3) -> tuple[int, list[flo
     conn = await asyncpg.connect(with_schema(dsn, schema))
     try:
         rows = [tuple(r) for r in await conn.fetch("SELECT * FROM view_recipients")]
+        # Same storage parameters as the view (fillfactor), which LIKE does not copy.
+        options = await conn.fetchval(
+            "SELECT array_to_string(reloptions, ', ') FROM pg_class"
+            " WHERE oid = 'view_recipients'::regclass"
+        )
         times = []
         for run in range(runs):
             await conn.execute(
                 f"CREATE TABLE copy_baseline_{run} (LIKE view_recipients INCLUDING ALL)"
-                " WITH (fillfactor = 60)"
+                + (f" WITH ({options})" if options else "")
             )
             started = time.perf_counter()
             await conn.copy_records_to_table(
