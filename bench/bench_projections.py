@@ -8,10 +8,11 @@ outcome recorded: 1 in 100 failed, the rest delivered) and produces its events t
 `<prefix>.events` topic: first the audience (create, adds, schedule), then the send events
 (start, N releases, N outcomes, sent).
 
-* **send catch-up**: the audience is projected first (not timed); then the projection catches
-  up the send events (every recipient released and given its outcome) from Kafka into Postgres,
-  with the worker's code path (read_committed reads, the pure view function, batches written
-  with their offsets in one transaction each): timed from the first read to the last commit.
+* **send catch-up**: the audience is projected first and its rows vacuumed (not timed); then
+  the projection catches up the send events (every recipient released and given its outcome)
+  from Kafka into Postgres, with the worker's code path (read_committed reads, the pure view
+  function, batches written with their offsets in one transaction each): timed from the first
+  read to the last commit.
 * **full catch-up** (unless `--skip-full`): the in-process `ViewsWorker` (consumer group) brings
   empty views up to date with the whole history, audience included: timed until its stored
   offsets reach the topic's end.
