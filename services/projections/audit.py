@@ -112,13 +112,12 @@ async def rebuild(
             end = None if targets is None else targets.get(number, 0)
             async for record in read_range(settings, topic, number, part.submitted, end):
                 apply_record(part, record)
-                work = part.pending
-                if work is not None and len(work.batch) + len(work.dead) >= max_batch_rows:
-                    await writer.submit(*part.close_batch())
+                if part.full(max_batch_rows):
+                    await writer.submit(*part.close_batch(max_batch_rows))
                     gc.freeze()
                 await asyncio.sleep(0)  # let the writer send its next statement
             if part.pending is not None:
-                await writer.submit(*part.close_batch())
+                await writer.submit(*part.close_batch(max_batch_rows))
             await writer.wait()
             part.stored = part.submitted
             if end is not None and part.stored < end:

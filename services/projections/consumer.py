@@ -55,6 +55,11 @@ MAX_BATCH_AGE_S = 30.0
 #: After a batch this large, the objects it added to the folds are frozen for the cyclic GC.
 FREEZE_AFTER_ROWS = 10_000
 
+#: A catch-up's first batch is closed at this many rows and each next full one at twice as many,
+#: up to the batch limit: Postgres starts writing after a short fold instead of a full batch's
+#: (the first fold is the one that nothing overlaps).
+FIRST_BATCH_ROWS = 25_000
+
 
 class TakeFailedError(Exception):
     """Raised when a partition cannot be taken (Postgres or Kafka failing): retried later."""
@@ -71,6 +76,7 @@ class Partition:
     opened_at: float = 0.0
     received: bool = False
     submitted: int = -1  # after the last batch handed to the writer (committed or in flight)
+    ramp: int = 0  # full batches closed in a row (the batch limit doubles with each)
 
     def __post_init__(self) -> None:
         if self.submitted < 0:
@@ -81,10 +87,20 @@ class Partition:
         """The next offset to read: after the open batch, or after the last one written."""
         return self.pending.next_offset if self.pending is not None else self.submitted
 
-    def close_batch(self) -> tuple[PartitionBatch, list[tuple[Any, ...]]]:
+    def limit(self, max_rows: int) -> int:
+        """The size at which the open batch is closed: ``FIRST_BATCH_ROWS`` after a batch that
+        was not full (caught up), doubling with each full one, up to ``max_rows``."""
+        return min(max_rows, FIRST_BATCH_ROWS << min(self.ramp, 32))
+
+    def full(self, max_rows: int) -> bool:
+        work = self.pending
+        return work is not None and len(work.batch) + len(work.dead) >= self.limit(max_rows)
+
+    def close_batch(self, max_rows: int) -> tuple[PartitionBatch, list[tuple[Any, ...]]]:
         """Hand over the open batch with its message rows as they stand now."""
         work = self.pending
         assert work is not None
+        self.ramp = self.ramp + 1 if self.full(max_rows) else 0
         rows = self.projector.message_rows(work.batch.messages)
         self.pending = None
         self.submitted = work.next_offset
@@ -242,8 +258,7 @@ class ViewsWorker:
                 await self._writer.close()
 
     def _full(self, part: Partition) -> bool:
-        work = part.pending
-        return work is not None and len(work.batch) + len(work.dead) >= self.max_batch_rows
+        return part.full(self.max_batch_rows)
 
     async def _skip_markers(self, part: Partition) -> None:
         """Move past offsets that hold no record (the processor's transaction markers): the
@@ -291,7 +306,7 @@ class ViewsWorker:
 
     async def _flush(self, part: Partition) -> None:
         """Hand the partition's open batch to the writer (it commits in the background)."""
-        work, rows = part.close_batch()
+        work, rows = part.close_batch(self.max_batch_rows)
         try:
             writer = await self._writer_ready()
             self._committed(await writer.submit(work, rows))
