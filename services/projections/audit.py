@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from schemas import decode_event, encode
+from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.projections.consumer import (
@@ -33,7 +34,6 @@ from services.projections.consumer import (
     Partition,
     apply_record,
     fold_record,
-    read_range,
 )
 from services.projections.store import (
     VIEW_TABLES,

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 
 from core import EventOutOfOrderError
 from schemas import decode_event
+from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.projections.store import (
@@ -135,42 +135,6 @@ def fold_record(projector: Projector, value: bytes) -> None:
     # A record that fails was dead-lettered when it was first read; it is skipped the same way.
     with contextlib.suppress(ValidationError, ValueError, EventOutOfOrderError):
         projector.apply(decode_event(value))
-
-
-async def read_range(
-    settings: Settings, topic: str, partition: int, start: int, end: int | None = None
-) -> AsyncIterator[ConsumerRecord[Any, Any]]:
-    """Committed records of one partition from ``start`` up to ``end`` (default: the current
-    last stable offset), read_committed."""
-    if end is not None and start >= end:
-        return  # nothing to read (and a consumer stopped right after its start can fail)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        # assign() starts an offset reset of its own with this policy; with "latest" it can
-        # land after the seek below and the read finds nothing.
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=settings.max_record_bytes,
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        if end is None:
-            end = (await consumer.end_offsets([tp]))[tp]
-        if start >= end:
-            return
-        consumer.seek(tp, start)
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
-            for record in batches.get(tp, []):
-                if record.offset >= end:
-                    return
-                if record.offset >= start:
-                    yield record
-    finally:
-        await consumer.stop()
 
 
 class ViewsWorker:

@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck, PostgresCheck
-from services.common.health import Check, HealthServer, run_checks
+from services.common.health import Check, HealthServer, PartitionChecks, lag_problem, run_checks
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
@@ -76,43 +76,17 @@ async def migrate_when_reachable(dsn: str, stop: asyncio.Event, status: SchemaSt
         return
 
 
-class HealthChecks(Mapping[str, Check]):
-    """Postgres, Kafka, migrations, and one entry per assigned partition (read at every request),
-    failing when the partition could not be taken or its views lag by more than `max_lag`
-    events."""
+def health_checks(fixed: dict[str, Check], worker: ViewsWorker) -> PartitionChecks:
+    """Postgres, Kafka, migrations, and one entry per assigned partition (read at every
+    request), failing when the partition could not be taken or its views lag by more than
+    MAX_LAG events."""
 
-    def __init__(
-        self, fixed: dict[str, Check], worker: ViewsWorker, max_lag: int = MAX_LAG
-    ) -> None:
-        self.fixed = fixed
-        self.worker = worker
-        self.max_lag = max_lag
+    def problem(number: int) -> str | None:
+        if number in worker.orphans:
+            return "assigned but not taken (Kafka or Postgres failing); retrying"
+        return lag_problem(worker.lag().get(number), MAX_LAG, "events")
 
-    def _partition_check(self, number: int) -> Check:
-        async def check() -> None:
-            if number in self.worker.orphans:
-                raise RuntimeError("assigned but not taken (Kafka or Postgres failing); retrying")
-            lag = self.worker.lag().get(number)
-            if lag is not None and lag > self.max_lag:
-                raise RuntimeError(f"lag {lag} events")
-
-        return check
-
-    def _all(self) -> dict[str, Check]:
-        # Only `partition-N` entries besides the fixed ones (as the dispatcher's report).
-        checks = dict(self.fixed)
-        for number in sorted({*self.worker.owned(), *self.worker.orphans}):
-            checks[f"partition-{number}"] = self._partition_check(number)
-        return checks
-
-    def __getitem__(self, name: str) -> Check:
-        return self._all()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
+    return PartitionChecks(fixed, lambda: {*worker.owned(), *worker.orphans}, problem)
 
 
 def metrics_text(worker: ViewsWorker) -> str:
@@ -209,7 +183,7 @@ async def serve(settings: Settings) -> None:
     worker = ViewsWorker(
         settings, Topics(settings.topic_prefix), max_batch_rows=settings.projections_max_batch_rows
     )
-    checks = HealthChecks({"postgres": postgres, "kafka": kafka, "migrations": status}, worker)
+    checks = health_checks({"postgres": postgres, "kafka": kafka, "migrations": status}, worker)
     server = ProjectionsServer(
         worker,
         SERVICE,
