@@ -104,7 +104,7 @@ _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Servic
 
 
 class HealthServer:
-    """A minimal HTTP/1.x server for worker processes that only answers GET /health.
+    """A minimal HTTP/1.x server for worker processes: GET /health (and GET /metrics when given).
 
     Workers have no web framework of their own; this keeps them free of one and of its signal
     handling, which would fight with the worker's.
@@ -118,12 +118,18 @@ class HealthServer:
         checks: Mapping[str, Check],
         *,
         timeout: float = 3.0,
+        details: tuple[str, Callable[[], Any]] | None = None,
+        metrics: Callable[[], str] | None = None,
     ) -> None:
         self.service = service
         self.host = host
         self.port = port
         self.checks = checks
         self.timeout = timeout
+        # (key, function): the report also carries function() under key (a worker's figures).
+        self.details = details
+        # GET /metrics answers function() in the Prometheus text format when given.
+        self.metrics = metrics
         self._server: asyncio.Server | None = None
 
     @property
@@ -150,17 +156,24 @@ class HealthServer:
                     break
             parts = request_line.decode("latin-1").split()
             method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
-            if path.split("?", 1)[0] != "/health":
-                status, body = 404, {"error": "not found", "path": path}
+            path = path.split("?", 1)[0]
+            content_type = "application/json"
+            if path not in ("/health", "/metrics") or (path == "/metrics" and not self.metrics):
+                status, payload = 404, json.dumps({"error": "not found", "path": path}).encode()
             elif method not in ("GET", "HEAD"):
-                status, body = 405, {"error": "method not allowed"}
+                status, payload = 405, json.dumps({"error": "method not allowed"}).encode()
+            elif path == "/metrics":
+                assert self.metrics is not None
+                status, payload = 200, self.metrics().encode()
+                content_type = "text/plain; version=0.0.4"
             else:
                 healthy, body = await run_checks(self.service, self.checks, self.timeout)
-                status = 200 if healthy else 503
-            payload = json.dumps(body).encode()
+                if self.details is not None:
+                    body[self.details[0]] = self.details[1]()
+                status, payload = (200 if healthy else 503), json.dumps(body).encode()
             head = (
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-                "Content-Type: application/json\r\n"
+                f"Content-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\n"
                 "Connection: close\r\n\r\n"
             ).encode()

@@ -30,6 +30,8 @@ async def run_worker(
     check_timeout: float,
     main: Main | None = None,
     closers: Sequence[Closer] = (),
+    details: tuple[str, Callable[[], Any]] | None = None,
+    metrics: Callable[[], str] | None = None,
 ) -> None:
     """Serve /health until a stop signal; run `main(stop)` alongside when given.
 
@@ -41,7 +43,9 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    server = HealthServer(service, host, port, checks, timeout=check_timeout)
+    server = HealthServer(
+        service, host, port, checks, timeout=check_timeout, details=details, metrics=metrics
+    )
     await server.start()
     log.info("started", health_url=server.url)
     main_task = asyncio.create_task(main(stop)) if main is not None else None

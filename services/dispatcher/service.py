@@ -65,4 +65,5 @@ async def serve(settings: Settings) -> None:
         check_timeout=settings.health_check_timeout,
         main=main,
         closers=[kafka.close],
+        details=("processor", processor.status),
     )

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import signal
-from collections.abc import Mapping
 
 import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck, PostgresCheck
-from services.common.health import Check, HealthServer, PartitionChecks, lag_problem, run_checks
+from services.common.health import Check, PartitionChecks, lag_problem
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
+from services.common.worker import run_worker
 from services.projections.consumer import ViewsWorker
 
 SERVICE = "projections"
@@ -117,65 +115,6 @@ def metrics_text(worker: ViewsWorker) -> str:
     return "\n".join(lines) + "\n"
 
 
-class ProjectionsServer(HealthServer):
-    """The health server of the workers, plus `GET /metrics` and the worker's status in the
-    health report."""
-
-    def __init__(
-        self,
-        worker: ViewsWorker,
-        service: str,
-        host: str,
-        port: int,
-        checks: Mapping[str, Check],
-        *,
-        timeout: float = 3.0,
-    ) -> None:
-        super().__init__(service, host, port, checks, timeout=timeout)
-        self.worker = worker
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await asyncio.wait_for(reader.readline(), 10)
-            while True:
-                line = await asyncio.wait_for(reader.readline(), 10)
-                if line in (b"\r\n", b"\n", b""):
-                    break
-            parts = request_line.decode("latin-1").split()
-            method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
-            path = path.split("?", 1)[0]
-            content_type = "application/json"
-            if path not in ("/health", "/metrics"):
-                status, payload = 404, json.dumps({"error": "not found", "path": path})
-            elif method not in ("GET", "HEAD"):
-                status, payload = 405, json.dumps({"error": "method not allowed"})
-            elif path == "/metrics":
-                status, payload = 200, metrics_text(self.worker)
-                content_type = "text/plain; version=0.0.4"
-            else:
-                healthy, body = await run_checks(self.service, self.checks, self.timeout)
-                body["projection"] = self.worker.status()
-                status, payload = (200 if healthy else 503), json.dumps(body)
-            data = payload.encode()
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(
-                status, "Service Unavailable"
-            )
-            head = (
-                f"HTTP/1.1 {status} {reason}\r\n"
-                f"Content-Type: {content_type}\r\n"
-                f"Content-Length: {len(data)}\r\n"
-                "Connection: close\r\n\r\n"
-            ).encode()
-            writer.write(head if method == "HEAD" else head + data)
-            await writer.drain()
-        except (TimeoutError, ConnectionError) as exc:
-            log.debug("http request dropped", error=repr(exc))
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-
 async def serve(settings: Settings) -> None:
     status = SchemaStatus()
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
@@ -183,22 +122,8 @@ async def serve(settings: Settings) -> None:
     worker = ViewsWorker(
         settings, Topics(settings.topic_prefix), max_batch_rows=settings.projections_max_batch_rows
     )
-    checks = health_checks({"postgres": postgres, "kafka": kafka, "migrations": status}, worker)
-    server = ProjectionsServer(
-        worker,
-        SERVICE,
-        settings.bind_host,
-        settings.projections_health_port,
-        checks,
-        timeout=settings.health_check_timeout,
-    )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def main() -> None:
+    async def main(stop: asyncio.Event) -> None:
         await migrate_when_reachable(settings.database_url, stop, status)
         delay = 0.5
         while not stop.is_set():
@@ -213,22 +138,14 @@ async def serve(settings: Settings) -> None:
             return
         await worker.run(stop)
 
-    await server.start()
-    log.info("started", health_url=server.url)
-    main_task = asyncio.create_task(main())
-    stop_task = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({main_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if main_task.done():
-            main_task.result()  # re-raises the failure that ended the worker
-        log.info("stopping")
-        stop.set()
-        await main_task
-    finally:
-        stop_task.cancel()
-        if not main_task.done():
-            main_task.cancel()
-        await server.close()
-        await kafka.close()
-        await postgres.close()
-        log.info("stopped")
+    await run_worker(
+        SERVICE,
+        host=settings.bind_host,
+        port=settings.projections_health_port,
+        checks=health_checks({"postgres": postgres, "kafka": kafka, "migrations": status}, worker),
+        check_timeout=settings.health_check_timeout,
+        main=main,
+        closers=[kafka.close, postgres.close],
+        details=("projection", worker.status),
+        metrics=lambda: metrics_text(worker),
+    )

@@ -67,4 +67,5 @@ async def serve(settings: Settings) -> None:
         check_timeout=settings.health_check_timeout,
         main=main,
         closers=[kafka.close, postgres.close],
+        details=("delivery", worker.status),
     )
