@@ -194,31 +194,10 @@ async def pause_and_restart(rate: int, tick: float, in_flight: int | None, tmp: 
         worker = stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE="8")
         message = ids()
         audience = _audience(60_000)
-        await stack.decide(
-            record(
-                CreateDraft(
-                    command_id=ids(),
-                    message_id=message,
-                    content=stack.content,
-                    plan=DeliveryPlan(release_rate=rate, max_in_flight=in_flight),
-                )
-            ),
-            *(
-                record(
-                    AddRecipients(
-                        command_id=ids(), message_id=message, contacts=audience[i : i + CHUNK]
-                    )
-                )
-                for i in range(0, len(audience), CHUNK)
-            ),
-            record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
+        await stack.send_now(
+            message, audience, DeliveryPlan(release_rate=rate, max_in_flight=in_flight)
         )
-
-        async def delivered_at_least(n: int) -> bool:
-            await asyncio.sleep(0.1)
-            return await stack.delivered_count(message) >= n
-
-        await stack.wait_for("a steady flow", lambda: delivered_at_least(3000), within=120)
+        await stack.wait_delivered(message, 3000, within=120)
         first = await stack.delivered_count(message)
         t0 = time.perf_counter()
         await asyncio.sleep(5)
@@ -244,9 +223,7 @@ async def pause_and_restart(rate: int, tick: float, in_flight: int | None, tmp: 
         )
 
         await stack.decide(record(ResumeMessage(command_id=ids(), message_id=message)))
-        await stack.wait_for(
-            "sending again", lambda: delivered_at_least(len(arrivals) + 2000), within=120
-        )
+        await stack.wait_delivered(message, len(arrivals) + 2000, within=120)
         for _ in range(3):
             start = await _lso(stack.topics.events, partition)
             stack.kill(dispatcher)

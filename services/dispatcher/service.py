@@ -5,15 +5,14 @@ every command and tick of their messages (services/dispatcher/processor.py), wit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
-from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck
 from services.common.health import PartitionChecks, lag_problem
 from services.common.settings import Settings
-from services.common.topics import Topics, ensure_topics
+from services.common.startup import topics_when_reachable
+from services.common.topics import Topics
 from services.common.worker import run_worker
 from services.dispatcher.processor import Processor
 
@@ -41,21 +40,8 @@ async def serve(settings: Settings) -> None:
     processor = Processor(settings, Topics(settings.topic_prefix))
 
     async def main(stop: asyncio.Event) -> None:
-        # Kafka may come up after us: keep trying (the health endpoint says what is wrong)
-        # rather than exit.
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                await ensure_topics(settings)
-                break
-            except (KafkaError, OSError) as error:
-                log.warning("kafka not ready, retrying", error=repr(error), retry_in_s=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0)
-        else:
-            return
-        await processor.run(stop)
+        if await topics_when_reachable(settings, stop):
+            await processor.run(stop)
 
     await run_worker(
         SERVICE,

@@ -7,17 +7,14 @@ failing when its lag passes a bound) and `GET /metrics` (Prometheus text: the la
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-import asyncpg
 import structlog
-from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck, PostgresCheck
 from services.common.health import Check, PartitionChecks, lag_problem
-from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
-from services.common.topics import Topics, ensure_topics
+from services.common.startup import migrate_when_reachable, topics_when_reachable
+from services.common.topics import Topics
 from services.common.worker import run_worker
 from services.projections.consumer import ViewsWorker
 
@@ -42,36 +39,6 @@ class SchemaStatus:
     async def __call__(self) -> None:
         if not self.up_to_date:
             raise MigrationsPendingError("migrations not applied yet")
-
-
-async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def migrate_when_reachable(dsn: str, stop: asyncio.Event, status: SchemaStatus) -> None:
-    """Apply the migrations, waiting for Postgres to answer first (it may start after us)."""
-    migrations = load_migrations(MIGRATIONS_DIR)
-    delay = 0.2
-    while not stop.is_set():
-        try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            log.warning("postgres not reachable, retrying", error=repr(exc), retry_in_s=delay)
-            await _sleep_unless_stopped(stop, delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        try:
-            applied = await apply_migrations(conn, migrations)
-        finally:
-            await conn.close()
-        status.up_to_date = True
-        log.info(
-            "schema up to date",
-            applied=[m.version for m in applied],
-            latest=migrations[-1].version if migrations else None,
-        )
-        return
 
 
 def health_checks(fixed: dict[str, Check], worker: ViewsWorker) -> PartitionChecks:
@@ -124,19 +91,11 @@ async def serve(settings: Settings) -> None:
     )
 
     async def main(stop: asyncio.Event) -> None:
-        await migrate_when_reachable(settings.database_url, stop, status)
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                await ensure_topics(settings)
-                break
-            except (KafkaError, OSError) as error:
-                log.warning("kafka not ready, retrying", error=repr(error), retry_in_s=delay)
-                await _sleep_unless_stopped(stop, delay)
-                delay = min(delay * 2, 10.0)
-        else:
+        if not await migrate_when_reachable(settings.database_url, stop):
             return
-        await worker.run(stop)
+        status.up_to_date = True
+        if await topics_when_reachable(settings, stop):
+            await worker.run(stop)
 
     await run_worker(
         SERVICE,

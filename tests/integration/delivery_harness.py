@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,19 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from core import MessageState, MessageStatus, fold
-from schemas import Content, Event, RecipientsReleased, RemoveRecipients, Tick
+from schemas import (
+    MAX_CHUNK,
+    AddRecipients,
+    Contact,
+    Content,
+    CreateDraft,
+    DeliveryPlan,
+    Event,
+    RecipientsReleased,
+    RemoveRecipients,
+    ScheduleMessage,
+    Tick,
+)
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.dispatcher.clock import TICK_KEY
 from tests.integration.processor_harness import Stack, record
@@ -92,6 +105,39 @@ class DeliveryStack(Stack):
                 partition=partition,
             )
         await self.producer.flush()
+
+    async def send_now(
+        self, message_id: UUID, audience: Sequence[Contact], plan: DeliveryPlan
+    ) -> None:
+        """Create the message with this test's content, add the audience in chunks, send it
+        now; wait for every command's result."""
+        await self.decide(
+            record(
+                CreateDraft(
+                    command_id=uuid.uuid4(), message_id=message_id, content=self.content, plan=plan
+                )
+            ),
+            *(
+                record(
+                    AddRecipients(
+                        command_id=uuid.uuid4(),
+                        message_id=message_id,
+                        contacts=tuple(audience[i : i + MAX_CHUNK]),
+                    )
+                )
+                for i in range(0, len(audience), MAX_CHUNK)
+            ),
+            record(ScheduleMessage(command_id=uuid.uuid4(), message_id=message_id, send_now=True)),
+        )
+
+    async def wait_delivered(self, message_id: UUID, count: int, within: float = 180.0) -> None:
+        """Wait until the ledger holds `count` delivered sends of the message."""
+
+        async def check() -> bool:
+            await asyncio.sleep(0.1)
+            return await self.delivered_count(message_id) >= count
+
+        await self.wait_for(f"{count} delivered", check, within)
 
     async def barrier(self, message_id: UUID, at: datetime) -> None:
         """Wait until the message's partition has processed everything written before: a

@@ -9,16 +9,13 @@ import pytest
 
 from core import MessageStatus, RecipientStatus, send_id
 from schemas import (
-    AddRecipients,
     Contact,
-    CreateDraft,
     DeliveryPlan,
     RecipientsDelivered,
     RecipientsFailed,
-    ScheduleMessage,
 )
 from tests.integration.delivery_harness import DeliveryStack
-from tests.integration.processor_harness import ids, record
+from tests.integration.processor_harness import ids
 
 
 @pytest.fixture
@@ -49,17 +46,7 @@ async def test_every_recipient_gets_one_mail_with_its_merge_fields_and_outcomes_
     flaky = Contact(
         contact_id="soft", email=f"soft-{stack.settings.topic_prefix}@fail-transient.test"
     )
-    await stack.decide(
-        record(
-            CreateDraft(
-                command_id=ids(), message_id=message, content=stack.content, plan=DeliveryPlan()
-            )
-        ),
-        record(
-            AddRecipients(command_id=ids(), message_id=message, contacts=(*people, refused, flaky))
-        ),
-        record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
-    )
+    await stack.send_now(message, (*people, refused, flaky), DeliveryPlan())
 
     state = await stack.wait_status(message, MessageStatus.SENT)
 
@@ -96,15 +83,7 @@ async def test_merge_fields_and_headers_reach_the_mail(stack: DeliveryStack) -> 
     message = ids()
     ada = Contact(contact_id="ada", email="ada@example.org", attributes={"first_name": "Ada"})
     anon = Contact(contact_id="anon", email="anon@example.org")
-    await stack.decide(
-        record(
-            CreateDraft(
-                command_id=ids(), message_id=message, content=stack.content, plan=DeliveryPlan()
-            )
-        ),
-        record(AddRecipients(command_id=ids(), message_id=message, contacts=(ada, anon))),
-        record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
-    )
+    await stack.send_now(message, (ada, anon), DeliveryPlan())
     await stack.wait_status(message, MessageStatus.SENT)
     assert stack.http is not None
     got = {}

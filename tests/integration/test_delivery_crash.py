@@ -5,7 +5,6 @@ fresh processor writes the same send records (and events) in the same order."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections import Counter
 from pathlib import Path
@@ -14,13 +13,10 @@ import pytest
 
 from core import MessageStatus, RecipientStatus
 from schemas import (
-    AddRecipients,
     Contact,
-    CreateDraft,
     DeliveryPlan,
     PauseMessage,
     ResumeMessage,
-    ScheduleMessage,
 )
 from services.dispatcher.delivery.worker import CLAIM_CHUNK
 from tests.integration.delivery_harness import DeliveryStack, read_topic, released
@@ -49,45 +45,20 @@ async def test_sigkill_of_dispatcher_and_delivery_loses_and_duplicates_nothing(
     audience = tuple(
         Contact(contact_id=f"k{i}", email=f"k{i}@example.org") for i in range(RECIPIENTS)
     )
-    await stack.decide(
-        record(
-            CreateDraft(
-                command_id=ids(),
-                message_id=message,
-                content=stack.content,
-                plan=DeliveryPlan(release_rate=2000),
-            )
-        ),
-        *(
-            record(
-                AddRecipients(
-                    command_id=ids(), message_id=message, contacts=audience[i : i + 10_000]
-                )
-            )
-            for i in range(0, RECIPIENTS, 10_000)
-        ),
-        record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
-    )
+    await stack.send_now(message, audience, DeliveryPlan(release_rate=2000))
 
-    async def reach(count: int) -> None:
-        async def check() -> bool:
-            await asyncio.sleep(0.1)
-            return await stack.delivered_count(message) >= count
-
-        await stack.wait_for(f"{count} delivered", check, within=180)
-
-    await reach(2000)
+    await stack.wait_delivered(message, 2000)
     stack.kill(dispatcher)
     dispatcher = stack.spawn_dispatcher()
-    await reach(6000)
+    await stack.wait_delivered(message, 6000)
     stack.kill(worker)
     worker = stack.spawn_delivery()
-    await reach(10_000)
+    await stack.wait_delivered(message, 10_000)
     stack.kill(dispatcher)
     stack.kill(worker)
     dispatcher = stack.spawn_dispatcher()
     worker = stack.spawn_delivery()
-    await reach(14_000)
+    await stack.wait_delivered(message, 14_000)
     stack.kill(worker)
     worker = stack.spawn_delivery()
 
@@ -127,26 +98,8 @@ async def test_a_replay_of_the_commands_log_writes_the_same_sends_in_the_same_or
     first = stack.spawn_dispatcher()
     a, b = ids(), ids()
     for message, rate in ((a, 100), (b, 150)):
-        await stack.decide(
-            record(
-                CreateDraft(
-                    command_id=ids(),
-                    message_id=message,
-                    content=stack.content,
-                    plan=DeliveryPlan(release_rate=rate),
-                )
-            ),
-            record(
-                AddRecipients(
-                    command_id=ids(),
-                    message_id=message,
-                    contacts=tuple(
-                        Contact(contact_id=f"r{i}", email=f"r{i}@example.org") for i in range(300)
-                    ),
-                )
-            ),
-            record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
-        )
+        audience = tuple(Contact(contact_id=f"r{i}", email=f"r{i}@example.org") for i in range(300))
+        await stack.send_now(message, audience, DeliveryPlan(release_rate=rate))
 
     async def some_released() -> bool:
         return len(released(await stack.events_of(b))) >= 150
@@ -216,31 +169,14 @@ async def test_a_frozen_worker_that_wakes_after_its_partitions_moved_sends_nothi
     frozen = stack.spawn_delivery("first", **env)
     message = ids()
     audience = tuple(Contact(contact_id=f"z{i}", email=f"z{i}@example.org") for i in range(3000))
-    await stack.decide(
-        record(
-            CreateDraft(
-                command_id=ids(),
-                message_id=message,
-                content=stack.content,
-                plan=DeliveryPlan(release_rate=300),
-            )
-        ),
-        record(AddRecipients(command_id=ids(), message_id=message, contacts=audience)),
-        record(ScheduleMessage(command_id=ids(), message_id=message, send_now=True)),
-    )
+    await stack.send_now(message, audience, DeliveryPlan(release_rate=300))
 
-    async def delivered(count: int) -> bool:
-        await asyncio.sleep(0.1)
-        return await stack.delivered_count(message) >= count
-
-    await stack.wait_for("a first part delivered", lambda: delivered(300), within=120)
+    await stack.wait_delivered(message, 300, within=120)
     frozen.send_signal(signal.SIGSTOP)
     try:
         stack.spawn_delivery("second", **env)
         before = await stack.delivered_count(message)
-        await stack.wait_for(
-            "the second worker delivering", lambda: delivered(before + 600), within=120
-        )
+        await stack.wait_delivered(message, before + 600, within=120)
     finally:
         frozen.send_signal(signal.SIGCONT)
     state = await stack.wait_status(message, MessageStatus.SENT, within=180)

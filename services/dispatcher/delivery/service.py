@@ -4,17 +4,14 @@ health: Kafka, Postgres, the SMTP server, the worker itself and one entry per ow
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-import asyncpg
 import structlog
-from aiokafka.errors import KafkaError
 
 from services.common.checks import KafkaCheck, PostgresCheck, SmtpCheck
 from services.common.health import PartitionChecks, lag_problem
-from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
-from services.common.topics import Topics, ensure_topics
+from services.common.startup import migrate_when_reachable, topics_when_reachable
+from services.common.topics import Topics
 from services.common.worker import run_worker
 from services.dispatcher.delivery.worker import DeliveryWorker
 
@@ -25,26 +22,6 @@ MAX_LAG = 50_000
 log = structlog.get_logger(__name__)
 
 
-async def _prepare(settings: Settings, stop: asyncio.Event) -> bool:
-    """Topics and schema in place (either may come up after us): True when ready."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await ensure_topics(settings)
-            conn = await asyncpg.connect(settings.database_url, timeout=5)
-            try:
-                await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
-            finally:
-                await conn.close()
-            return True
-        except (KafkaError, OSError, TimeoutError) as error:
-            log.warning("servers not ready, retrying", error=repr(error), retry_in_s=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 10.0)
-    return False
-
-
 async def serve(settings: Settings) -> None:
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
     postgres = PostgresCheck(settings.database_url)
@@ -52,7 +29,9 @@ async def serve(settings: Settings) -> None:
     worker = DeliveryWorker(settings, Topics(settings.topic_prefix))
 
     async def main(stop: asyncio.Event) -> None:
-        if await _prepare(settings, stop):
+        if await topics_when_reachable(settings, stop) and await migrate_when_reachable(
+            settings.database_url, stop
+        ):
             await worker.run(stop)
 
     await run_worker(
