@@ -3,6 +3,8 @@ worker which lost its partition (a zombie) before it can claim a send or write a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,7 +13,13 @@ import asyncpg
 import pytest
 
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
-from services.dispatcher.delivery.ledger import Claim, FencedError, Ledger, Outcome
+from services.dispatcher.delivery.ledger import (
+    IDLE_IN_TRANSACTION_S,
+    Claim,
+    FencedError,
+    Ledger,
+    Outcome,
+)
 
 
 @pytest.fixture
@@ -90,3 +98,34 @@ async def test_a_deferred_send_is_claimed_again_only_when_due(ledger: Ledger) ->
     due = await ledger.reclaim_due(topic, 2, epoch, 10)
     assert [(send_id, attempts) for send_id, _, attempts in due] == [(now.send_id, 1)]
     assert await ledger.reclaim_due(topic, 2, epoch, 10) == []
+
+
+async def test_a_worker_frozen_inside_a_transaction_does_not_block_the_takeover(
+    database_url: str,
+) -> None:
+    """Given the old owner stopped in the middle of a ledger transaction (holding its FOR SHARE
+    lock on the owner row), when a new worker takes the partition, then the server ends the
+    stalled transaction after IDLE_IN_TRANSACTION_S and the takeover completes; the old owner's
+    next write is refused as fenced."""
+    topic = f"t{uuid.uuid4().hex}.sends"
+    old_ledger = await Ledger.connect(database_url)
+    new_ledger = await Ledger.connect(database_url)
+    try:
+        old, _ = await old_ledger.take(topic, 0, "old")
+        conn = await old_ledger.pool.acquire()
+        stalled = conn.transaction()
+        await stalled.start()
+        await conn.fetchval(
+            "SELECT epoch FROM delivery_owners WHERE topic = $1 AND partition = 0 FOR SHARE", topic
+        )
+        new, _ = await asyncio.wait_for(
+            new_ledger.take(topic, 0, "new"), IDLE_IN_TRANSACTION_S + 20
+        )
+        assert new == old + 1
+        with pytest.raises(FencedError):
+            await old_ledger.claim(topic, 0, old, claims(1))
+        with contextlib.suppress(Exception):
+            await old_ledger.pool.release(conn)
+    finally:
+        await old_ledger.close()
+        await new_ledger.close()

@@ -7,7 +7,8 @@ with :class:`FencedError` before it can claim a send, so it never reaches SMTP w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -54,6 +55,9 @@ class Reportable:
     detail: str | None
 
 
+#: How long a ledger transaction may sit idle (its client stopped) before the server ends it.
+IDLE_IN_TRANSACTION_S = 10
+
 _CHECK_EPOCH = """
 SELECT epoch FROM delivery_owners WHERE topic = $1 AND partition = $2 FOR SHARE
 """
@@ -65,10 +69,51 @@ class Ledger:
 
     @classmethod
     async def connect(cls, dsn: str) -> Ledger:
-        return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=6))
+        # A worker frozen in the middle of a transaction (SIGSTOP, a VM pause) holds its FOR
+        # SHARE lock on the owner row, and the takeover's epoch bump would wait for it forever:
+        # the server ends such a transaction after IDLE_IN_TRANSACTION_S, the takeover goes on,
+        # and the frozen worker, once awake, finds its connection gone and its epoch replaced.
+        return cls(
+            await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=6,
+                server_settings={
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_S * 1000)
+                },
+            )
+        )
 
     async def close(self) -> None:
         await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _owned(
+        self, topic: str, partition: int, epoch: int
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in which `epoch` owns the partition (else FencedError). When the
+        connection is lost midway (ended by the server after the worker was frozen, or Postgres
+        failing), the epoch is read again: replaced means fenced; still ours, the error stands."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._check(conn, topic, partition, epoch)
+                yield conn
+        except (
+            asyncpg.PostgresConnectionError,
+            asyncpg.IdleInTransactionSessionTimeoutError,
+            asyncpg.InterfaceError,
+            OSError,
+        ) as error:
+            current = await self.pool.fetchval(
+                "SELECT epoch FROM delivery_owners WHERE topic = $1 AND partition = $2",
+                topic,
+                partition,
+            )
+            if current != epoch:
+                raise FencedError(
+                    f"{topic}[{partition}] belongs to epoch {current}, this worker has {epoch}"
+                ) from error
+            raise
 
     async def _check(
         self, conn: asyncpg.Connection, topic: str, partition: int, epoch: int
@@ -115,8 +160,7 @@ class Ledger:
         the ledger (in any state) is not claimed again: that is the exactly-once guard."""
         if not claims:
             return set()
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._check(conn, topic, partition, epoch)
+        async with self._owned(topic, partition, epoch) as conn:
             rows = await conn.fetch(
                 """
                 INSERT INTO delivery_ledger
@@ -144,8 +188,7 @@ class Ledger:
         unknown meanwhile keeps that mark (the row is no longer 'claimed')."""
         if not outcomes:
             return
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._check(conn, topic, partition, epoch)
+        async with self._owned(topic, partition, epoch) as conn:
             await conn.execute(
                 """
                 UPDATE delivery_ledger AS l
@@ -168,8 +211,7 @@ class Ledger:
         self, topic: str, partition: int, epoch: int, limit: int
     ) -> list[tuple[str, str, int]]:
         """Claim again deferred sends whose next attempt is due: (send_id, payload, attempts)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._check(conn, topic, partition, epoch)
+        async with self._owned(topic, partition, epoch) as conn:
             rows = await conn.fetch(
                 """
                 UPDATE delivery_ledger

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -165,7 +166,8 @@ class DeliveryWorker:
         while not stop.is_set():
             try:
                 await step()
-            except (KafkaError, OSError) as error:
+            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                # The ledger is read again at the next step: nothing is lost by skipping one.
                 log.warning("delivery helper step failed; retrying", error=repr(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), seconds)
