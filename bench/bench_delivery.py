@@ -13,12 +13,16 @@
 3. **restart**: the dispatcher SIGKILLed while releasing and restarted at once under the same
    static-membership id: how long until it releases again; the same for the delivery worker
    (until a mail reaches the sink again).
+4. **restart of a large partition**: the dispatcher SIGKILLed and restarted while its partition
+   holds a message of 1,000,000 recipients: how long until it owns the partition again (the
+   rebuild reads and folds the partition's whole history).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -257,19 +261,77 @@ async def pause_and_restart(rate: int, tick: float, in_flight: int | None, tmp: 
         await stack.close()
 
 
+async def restart_large(recipients: int, tmp: Path) -> None:
+    """How long a restarted dispatcher takes to own a partition that holds one message of
+    `recipients` recipients (the rebuild folds the partition's whole history)."""
+    stack = _stack(tmp)
+    await stack.start()
+    try:
+        dispatcher = stack.spawn_dispatcher(CLOCK_ENABLED="false")
+        message = ids()
+        issued = datetime.now(UTC)
+        await stack.decide(
+            record(
+                CreateDraft(
+                    command_id=ids(), message_id=message, content=stack.content, plan=DeliveryPlan()
+                ),
+                at=issued,
+            )
+        )
+        audience = _audience(recipients)
+        adds = [
+            record(
+                AddRecipients(
+                    command_id=ids(), message_id=message, contacts=audience[i : i + CHUNK]
+                ),
+                at=issued,
+            )
+            for i in range(0, recipients, CHUNK)
+        ]
+        await stack.publish(*adds)
+        await stack.result_of(adds[-1].command.command_id, within=600)
+        stack.kill(dispatcher)
+        killed = time.perf_counter()
+        restarted = stack.spawn_dispatcher(CLOCK_ENABLED="false")
+        log = tmp / f"dispatcher-{stack.processes.index(restarted)}.log"
+        partition = partition_of(key_of(message), stack.settings.kafka_partitions)
+
+        async def taken() -> dict[str, object] | None:
+            await asyncio.sleep(0.2)
+            for line in log.read_text().splitlines() if log.exists() else []:
+                if '"partition taken"' in line:
+                    entry: dict[str, object] = json.loads(line)
+                    if entry.get("partition") == partition:
+                        return entry
+            return None
+
+        entry = await stack.wait_for("the partition taken", taken, within=600)
+        print(
+            f"restart  dispatcher owning a partition of {recipients:,} recipients: taken "
+            f"{time.perf_counter() - killed:.1f}s after SIGKILL (rebuild {entry['take_s']}s, "
+            f"{entry['events']} events)",
+            flush=True,
+        )
+    finally:
+        await stack.close()
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.bench_delivery")
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--tick", type=float, default=1.0)
     parser.add_argument("--in-flight", type=int, default=1000)
-    parser.add_argument("--only", choices=("release", "pause"), default=None)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=("release", "pause", "restart-large"), default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "release"):
             asyncio.run(release(args.recipients, Path(tmp)))
         if args.only in (None, "pause"):
             asyncio.run(pause_and_restart(args.rate, args.tick, args.in_flight, Path(tmp)))
+        if args.only in (None, "restart-large"):
+            asyncio.run(restart_large(args.large, Path(tmp)))
 
 
 if __name__ == "__main__":
