@@ -69,6 +69,7 @@ class ActorView(BaseModel):
     account_id: str
     user_id: str | None = None
     service: str | None = None
+    display_name: str | None = Field(default=None, description="an operator's name (web UI)")
 
 
 class MessageView(BaseModel):
