@@ -57,6 +57,7 @@ class ViewReader(Protocol):
         *,
         after: str | None,
         limit: int,
+        search: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
     async def history(
@@ -299,6 +300,9 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             str | None, Query(description="the last contact id of the previous page")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        q: Annotated[
+            str | None, Query(max_length=300, description="address contains (any case)")
+        ] = None,
         min_sequence: MinSequence = None,
         wait_s: WaitS = 5.0,
     ) -> RecipientPage:
@@ -315,6 +319,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             sorted(wanted) if wanted is not None else None,
             after=after,
             limit=limit + 1,
+            search=q,
         )
         items = []
         for row in rows[:limit]:
@@ -361,6 +366,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
                     account_id=r["actor_account_id"],
                     user_id=r["actor_user_id"],
                     service=r["actor_service"],
+                    display_name=r.get("actor_display_name"),
                 ),
                 causation_id=r["causation_id"],
                 correlation_id=r["correlation_id"],
