@@ -348,6 +348,30 @@ def ui_routes(
             ),
         )
 
+    @router.get("/ui/{list_name}/fresh")
+    async def fresh_rows(request: Request, list_name: str) -> Response:
+        """Rows of the list's first page that the page does not show yet (`shown`): a message
+        that started sending appears in Email Sent without a reload."""
+        session = await signed_in(request)
+        if session is None:
+            return to_signin(request)
+        if list_name not in LISTS:
+            return HTMLResponse("")
+        shown = set(request.query_params.getlist("shown"))
+        rows = await views.list_messages(
+            session.account_id,
+            list_name,
+            list(LISTS[list_name]),
+            search=request.query_params.get("q") or None,
+            limit=PAGE,
+            offset=0,
+        )
+        zone = await store.default_time_zone(session.account_id)
+        items = [_message_view(r).model_dump() for r in rows if str(r["message_id"]) not in shown]
+        if not items:
+            return HTMLResponse("")
+        return page("rows.html", **base(session, list_name=list_name, items=items, zone=zone))
+
     @router.get("/ui/rows/{message_id}")
     async def row(request: Request, message_id: UUID) -> Response:
         session = await signed_in(request)

@@ -134,7 +134,7 @@ def bars(points: list[tuple[datetime, int]], width: int = 600, height: int = 120
     if not points:
         return []
     top = max(n for _, n in points) or 1
-    step = width / max(len(points), 1)
+    step = width / max(len(points), 30)  # at least 30 minutes wide: one bar is not a wall
     return [
         Bar(
             x=round(i * step + 1, 1),

@@ -152,3 +152,10 @@
     }
   });
 })();
+
+// A row that arrived live replaces the empty-list notice.
+document.addEventListener("htmx:afterSwap", function (event) {
+  if (event.detail.target && event.detail.target.id === "rows" && event.detail.target.children.length) {
+    document.querySelectorAll(".empty").forEach(function (p) { p.hidden = true; });
+  }
+});
