@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.integration.ui.conftest import PASSWORD, UiStack, check_page, sign_in
+from tests.integration.ui.conftest import PASSWORD, UiStack, check_page, shot_path, sign_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -113,8 +114,6 @@ async def test_sign_in_wrong_password_lockout_and_sign_out(ui: UiStack) -> None:
     await expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-ins")
     await context.close()
     # Unlock Eve for the isolation test (as an administrator would, after the lockout).
-    import asyncpg
-
     conn = await asyncpg.connect(ui.dsn)
     try:
         await conn.execute(
@@ -126,7 +125,7 @@ async def test_sign_in_wrong_password_lockout_and_sign_out(ui: UiStack) -> None:
 
 
 async def test_a_state_change_without_the_csrf_token_is_refused(ui: UiStack) -> None:
-    context, page = await ui.signed_in(ui.ada)
+    context, _ = await ui.signed_in(ui.ada)
     cookies = {c["name"]: c["value"] for c in await context.cookies()}
     async with httpx.AsyncClient(base_url=ui.base_url, cookies=cookies) as client:
         answer = await client.post(
@@ -377,11 +376,5 @@ async def test_the_api_documentation_loads_with_no_internet(ui: UiStack) -> None
     discard = page.locator('[data-path="/v1/messages/{message_id}/discard"]')
     await expect(discard.first).to_be_visible()
     assert outside == []
-    await page.screenshot(path=str(ui_screenshot("docs")))
+    await page.screenshot(path=str(shot_path("docs")))
     await context.close()
-
-
-def ui_screenshot(name: str) -> Any:
-    from tests.integration.ui.conftest import shot_path
-
-    return shot_path(name)
