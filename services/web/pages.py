@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from core import RecipientStatus
+from core.render import is_html
 from schemas import (
     Actor,
     AddRecipients,
@@ -116,6 +117,7 @@ def environment() -> Environment:
         in_zone=in_zone,
         utc=utc,
         actor_name=actor_name,
+        is_html=is_html,
         new_key=lambda: uuid.uuid4().hex,
     )
     return env

@@ -60,7 +60,7 @@ async def compose(
     await page.get_by_label("From address").fill(ui.sender)
     await page.get_by_label("From name").fill("UI News")
     await page.get_by_label("Subject").fill(subject)
-    await page.get_by_label("Text body").fill("Hello {{name|friend}}, this is the UI test.")
+    await page.locator("#body").fill("Hello {{name|friend}}, this is the UI test.")
     await page.locator("#audience").fill(contacts)
     if throttle is not None:
         await page.get_by_label("Throttle: send in batches (fixed time only)").check()
@@ -341,14 +341,20 @@ async def test_a_script_bearing_subject_is_shown_as_text_and_never_runs(ui: UiSt
     page.on("dialog", lambda d: dialogs.append(d.message))
     evil = '<img src=x onerror="window.pwned=1"><script>window.pwned=2;alert(1)</script>'
     await compose(page, ui, f"Evil {evil}", f"Subject {evil}", audience("evil", 1))
-    await page.get_by_label("Text body").fill(f"Body {evil}")
+    await page.locator("#body").fill(f"<p>Body</p>{evil}")
     await page.get_by_role("button", name="Save draft").click()
     await expect(page).to_have_url(re.compile(r"/ui/drafts$"))
     await expect(page.locator("td.subject").first).to_have_text(f"Subject {evil}")
     await page.get_by_role("link", name=f"Evil {evil}", exact=True).click()
     await expect(page.locator(".meta .subject")).to_have_text(f"Subject {evil}")
-    await expect(page.locator("pre.preview")).to_have_text(f"Body {evil}")
+    # The HTML body is previewed in a sandboxed frame: no scripts, an origin of its own.
+    preview = page.locator("iframe.html-preview")
+    assert await preview.get_attribute("sandbox") == ""
+    frame = page.frame_locator("iframe.html-preview")
+    await expect(frame.locator("p")).to_have_text("Body")
     assert await page.evaluate("typeof window.pwned") == "undefined"
+    inner = next(f for f in page.frames if f != page.main_frame)
+    assert await inner.evaluate("typeof window.pwned") == "undefined"
     assert await page.locator("main script, main img").count() == 0
     assert not dialogs
     answer = await page.request.get(page.url)
