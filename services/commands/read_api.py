@@ -22,7 +22,7 @@ from core import MessageStatus, RecipientStatus
 from services.commands.errors import ERROR_RESPONSES
 from services.projections.views import LISTS
 
-__all__ = ["ViewReader", "read_routes"]
+__all__ = ["ViewReader", "message_view", "read_routes"]
 
 #: The longest a read waits for a view to catch up with `min_sequence`.
 MAX_WAIT_S = 30.0
@@ -167,7 +167,7 @@ class HistoryPage(BaseModel):
     next_after: int | None
 
 
-def _message_view(row: dict[str, Any]) -> MessageView:
+def message_view(row: dict[str, Any]) -> MessageView:
     canceled = row["status"] == MessageStatus.CANCELED.value
     remaining = row["released"] + (0 if canceled else row["pending"])
     data = {k: v for k, v in row.items() if k != "account_id"}
@@ -249,7 +249,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             )
             more = len(rows) > limit
             return MessageList(
-                items=[_message_view(r) for r in rows[:limit]],
+                items=[message_view(r) for r in rows[:limit]],
                 limit=limit,
                 offset=offset,
                 next_offset=offset + limit if more else None,
@@ -280,7 +280,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
         row = await views.message(who, message_id)
         if row is None:
             raise _not_found()
-        return _message_view(row)
+        return message_view(row)
 
     @router.get(
         "/messages/{message_id}/recipients",

@@ -51,10 +51,10 @@ from services.commands.api import (
 )
 from services.commands.errors import ProblemError, http_status
 from services.commands.ports import IdempotencyStore
-from services.commands.read_api import _message_view
+from services.commands.read_api import message_view
 from services.projections.reader import PostgresViews
 from services.projections.views import LISTS
-from services.web.forms import ComposeForm, Problem, dump
+from services.web.forms import ComposeForm, dump
 from services.web.present import (
     BY_NAME,
     LIST_OF,
@@ -67,6 +67,8 @@ from services.web.present import (
     utc,
 )
 from services.web.sessions import Session, UiStore, new_token
+
+__all__ = ["environment", "ui_routes"]
 
 log = structlog.get_logger(__name__)
 
@@ -311,7 +313,7 @@ def ui_routes(
     # ------------------------------------------------------------------ lists
 
     async def row_context(session: Session, row: dict[str, Any]) -> dict[str, Any]:
-        view = _message_view(row).model_dump()
+        view = message_view(row).model_dump()
         zone = await store.default_time_zone(session.account_id)
         return {"m": view, "zone": view.get("default_time_zone") or zone}
 
@@ -336,7 +338,7 @@ def ui_routes(
             offset=offset,
         )
         zone = await store.default_time_zone(session.account_id)
-        items = [_message_view(r).model_dump() for r in rows[:PAGE]]
+        items = [message_view(r).model_dump() for r in rows[:PAGE]]
         return page(
             "list.html",
             **base(
@@ -369,7 +371,7 @@ def ui_routes(
             offset=0,
         )
         zone = await store.default_time_zone(session.account_id)
-        items = [_message_view(r).model_dump() for r in rows if str(r["message_id"]) not in shown]
+        items = [message_view(r).model_dump() for r in rows if str(r["message_id"]) not in shown]
         if not items:
             return HTMLResponse("")
         return page("rows.html", **base(session, list_name=list_name, items=items, zone=zone))
@@ -506,7 +508,7 @@ def ui_routes(
         message = (
             None if message_id is None else await views.message(session.account_id, message_id)
         )
-        view = None if message is None else _message_view(message).model_dump()
+        view = None if message is None else message_view(message).model_dump()
         if form.problems or content is None or plan is None:
             return await compose_page(
                 session, form, view, "Please correct the fields marked below.", 422
@@ -578,7 +580,7 @@ def ui_routes(
                 error = await settle(session, status, body)
         if error is not None:
             found = await views.message(session.account_id, message_id)
-            shown = None if found is None else _message_view(found).model_dump()
+            shown = None if found is None else message_view(found).model_dump()
             if added:
                 form.audience = ""  # in the audience now: not to be pasted twice
             return await compose_page(session, form, shown, error, 409 if status == 409 else 422)
@@ -603,7 +605,7 @@ def ui_routes(
             DeliveryPlan.model_validate(draft["plan"]),
             zone,
         )
-        view = _message_view(found).model_dump()
+        view = message_view(found).model_dump()
         error = None
         if view["status"] != "draft":
             error = (
@@ -695,6 +697,3 @@ def _escape(text: str) -> str:
     from markupsafe import escape
 
     return str(escape(text))
-
-
-__all__ = ["Problem", "ui_routes"]

@@ -170,6 +170,7 @@ async def check_page(page: Page, name: str) -> None:
     """Save the page's screenshot under docs/screenshots/ and fail on any serious or critical
     accessibility violation (axe-core)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
     results = await Axe().run(page)
     violations: list[dict[str, Any]] = results.response["violations"]
