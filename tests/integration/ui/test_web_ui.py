@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -210,6 +211,22 @@ async def test_draft_schedule_unschedule_edit_send_now_and_counts_rise(ui: UiSta
     await check_page(page, "message")
     mails = await sink_counts(ui)
     assert all(mails[f"launch{i}@example.org"] == 1 for i in range(40)), mails
+
+    # On the log, every event the operator caused names them: a user actor with their name.
+    message_id = UUID(page.url.split("/ui/messages/")[1].split("?")[0])
+    by_operator = {
+        e.type: e.actor for e in await ui.stack.events_of(message_id) if e.actor.kind == "user"
+    }
+    assert set(by_operator) >= {
+        "DraftCreated",
+        "RecipientsAdded",
+        "MessageScheduled",
+        "MessageUnscheduled",
+        "DraftEdited",
+    }
+    for actor in by_operator.values():
+        assert actor.display_name == "Ada Lovelace" and actor.account_id == ui.ada.account
+        assert actor.user_id is not None and actor.user_id.startswith("op_")
     await context.close()
 
 
