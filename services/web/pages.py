@@ -391,8 +391,28 @@ def ui_routes(
 
     # ------------------------------------------------------------------ actions
 
-    def action_answer(request: Request, error: str | None, redirect: str | None) -> Response:
+    async def action_answer(
+        session: Session,
+        data: dict[str, str],
+        message_id: UUID,
+        error: str | None,
+        redirect: str | None,
+    ) -> Response:
         if error is not None:
+            list_name = data.get("list", "")
+            found = await views.message(session.account_id, message_id)
+            if list_name in LISTS and found is not None:
+                # The row again, as it is now (its status changed under a stale menu), with
+                # the error next to its menu: it stays until the operator moves on.
+                context = await row_context(session, found)
+                moved = LIST_OF.get(context["m"]["status"]) != list_name
+                answer = page(
+                    "row.html",
+                    **base(session, list_name=list_name, moved=moved, error=error, **context),
+                )
+                answer.headers["HX-Retarget"] = f"#row-{message_id}"
+                answer.headers["HX-Reswap"] = "outerHTML"
+                return answer
             return HTMLResponse(f'<span class="error" role="alert">{_escape(error)}</span>')
         if redirect is not None:
             return Response(status_code=204, headers={"HX-Redirect": redirect})
@@ -408,7 +428,9 @@ def ui_routes(
         if action == "edit":
             return await save_draft(request, session, data, message_id)
         if action not in BY_NAME or action in ("edit", "schedule"):
-            return action_answer(request, f"Unknown action {action!r}.", None)
+            return await action_answer(
+                session, data, message_id, f"Unknown action {action!r}.", None
+            )
         makers: dict[str, tuple[str, dict[str, Any], Callable[[UUID], Command]]] = {
             "pause": (
                 "pause",
@@ -453,15 +475,19 @@ def ui_routes(
             )
             error = await settle(session, status, body)
             new = body.get("new_message_id")
-            return action_answer(request, error, f"/ui/messages/{new}/edit" if new else None)
+            return await action_answer(
+                session, data, message_id, error, f"/ui/messages/{new}/edit" if new else None
+            )
         segment, body_sent, make = makers[action]
         status, body = await issue(session, key, "POST", f"{base_path}/{segment}", body_sent, make)
         error = await settle(session, status, body)
         if action == "unschedule" and error is None:
-            return action_answer(request, None, f"/ui/messages/{message_id}/edit")
+            return await action_answer(
+                session, data, message_id, None, f"/ui/messages/{message_id}/edit"
+            )
         if action == "discard" and error is None:
-            return action_answer(request, None, "/ui/drafts")
-        return action_answer(request, error, None)
+            return await action_answer(session, data, message_id, None, "/ui/drafts")
+        return await action_answer(session, data, message_id, error, None)
 
     # ------------------------------------------------------------------ compose / edit
 

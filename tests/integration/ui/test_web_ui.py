@@ -283,6 +283,8 @@ async def test_pause_resume_cancel_409_and_copy_excluding_recipients(ui: UiStack
     await expect(error).to_have_text(
         "Not possible: the message is canceled now. Allowed while canceled: copy."
     )
+    # The row shows the message as it is now, the error next to its menu.
+    await expect(sending.locator(".icon")).to_have_attribute("aria-label", "Canceled")
     await check_page(page, "error-409")
     await other.close()
 
