@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv up run down test test-unit test-integration lint bench clean
+.PHONY: help venv browser up run down test test-unit test-integration lint bench clean
 
 help:
 	@echo "make run    set up everything and start the whole service (prints URLs and a dev API key)"
@@ -14,6 +14,10 @@ help:
 
 venv:
 	@bash scripts/venv.sh
+
+# Debian's chromium for the web UI's browser tests (tests/integration/ui).
+browser:
+	@bash scripts/browser.sh
 
 up: venv
 	@bash scripts/up.sh
@@ -33,10 +37,10 @@ lint: venv
 test-unit: venv
 	$(PY) -m pytest tests --ignore=tests/integration
 
-test-integration: up
+test-integration: up browser
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration
 
-test: lint up
+test: lint up browser
 	@bash scripts/with_env.sh $(PY) -m pytest tests
 
 bench: up

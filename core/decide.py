@@ -4,9 +4,10 @@ Rules of idempotency at the core level (the API's idempotency-key store is the s
 
 * a command whose id was already applied to this message is a no-op (``[]``);
 * a command whose effect already holds is a no-op: pausing a paused message, resuming a sending
-  one, cancelling a canceled one, unscheduling a draft, scheduling a scheduled message for the
-  same time, an edit that changes nothing, adding contacts already in the audience, removing
-  contacts that are not pending, recording an outcome already recorded;
+  one, cancelling a canceled one, discarding a discarded draft, unscheduling a draft,
+  scheduling a scheduled message for the same time, an edit that changes nothing, adding
+  contacts already in the audience, removing contacts that are not pending, recording an
+  outcome already recorded;
 * any other command not allowed in the current status raises :class:`CommandNotAllowedError`
   naming the status and the allowed commands.
 """
@@ -36,7 +37,9 @@ from schemas import (
     Contact,
     CopyMessage,
     CreateDraft,
+    DiscardDraft,
     DraftCreated,
+    DraftDiscarded,
     DraftEdited,
     EditDraft,
     Event,
@@ -208,6 +211,17 @@ def _unschedule(
     return [emit(MessageUnscheduled)]
 
 
+def _discard(
+    command: DiscardDraft, state: MessageState, ctx: Context, emit: Emitter
+) -> list[Event]:
+    """Only a draft can be discarded; that is final (a copy of it can still be made)."""
+    if state.status is MessageStatus.DISCARDED:
+        return []
+    if state.status is not MessageStatus.DRAFT:
+        raise _refuse(command, state)
+    return [emit(DraftDiscarded)]
+
+
 def _pause(command: PauseMessage, state: MessageState, ctx: Context, emit: Emitter) -> list[Event]:
     """Only a sending message can be paused; from then on nothing is released."""
     if state.status is MessageStatus.PAUSED:
@@ -373,6 +387,7 @@ _HANDLERS: dict[str, _Handler] = {
     "EditDraft": _edit,
     "ScheduleMessage": _schedule,
     "UnscheduleMessage": _unschedule,
+    "DiscardDraft": _discard,
     "PauseMessage": _pause,
     "ResumeMessage": _resume,
     "CancelMessage": _cancel,

@@ -17,6 +17,7 @@ from core.state import MessageState, MessageStatus, Pause, Schedule
 from schemas import (
     BatchStarted,
     DraftCreated,
+    DraftDiscarded,
     DraftEdited,
     Event,
     MessageCanceled,
@@ -136,6 +137,8 @@ def _apply(state: MessageState, event: Event) -> MessageState:
         case MessageUnscheduled():
             book.set_due(_no_due)
             return replace(state, status=MessageStatus.DRAFT, schedule=None)
+        case DraftDiscarded():
+            return replace(state, status=MessageStatus.DISCARDED)
         case SendingStarted():
             return replace(
                 state, status=MessageStatus.SENDING, started_at=event.occurred_at, rate_clock=None

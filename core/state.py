@@ -29,6 +29,7 @@ class MessageStatus(StrEnum):
     PAUSED = "paused"
     SENT = "sent"
     CANCELED = "canceled"
+    DISCARDED = "discarded"
 
 
 _AUDIENCE = ("AddRecipients", "RemoveRecipients")
@@ -36,12 +37,19 @@ _AUDIENCE = ("AddRecipients", "RemoveRecipients")
 #: The commands that can change a message in each status (the spec's table). Named in conflict
 #: errors. Commands whose effect already holds (pausing a paused message...) are no-ops instead.
 ALLOWED_COMMANDS: dict[MessageStatus, tuple[str, ...]] = {
-    MessageStatus.DRAFT: ("EditDraft", "ScheduleMessage", "CopyMessage", *_AUDIENCE),
+    MessageStatus.DRAFT: (
+        "EditDraft",
+        "ScheduleMessage",
+        "CopyMessage",
+        "DiscardDraft",
+        *_AUDIENCE,
+    ),
     MessageStatus.SCHEDULED: ("UnscheduleMessage", "CancelMessage", "CopyMessage", *_AUDIENCE),
     MessageStatus.SENDING: ("PauseMessage", "CancelMessage", "CopyMessage", *_AUDIENCE),
     MessageStatus.PAUSED: ("ResumeMessage", "CancelMessage", "CopyMessage", *_AUDIENCE),
     MessageStatus.SENT: ("CopyMessage",),
     MessageStatus.CANCELED: ("CopyMessage",),
+    MessageStatus.DISCARDED: ("CopyMessage",),
 }
 
 

@@ -39,6 +39,9 @@ class Actor(Record):
     account_id: str = Field(min_length=1, max_length=200)
     user_id: str | None = Field(default=None, min_length=1, max_length=200)
     service: str | None = Field(default=None, min_length=1, max_length=200)
+    #: A user's name as people read it (an operator of the web UI), recorded with the event so
+    #: the history and "paused by" show a person. Optional: older events have none.
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _who(self) -> Actor:
@@ -46,6 +49,8 @@ class Actor(Record):
             raise ValueError("a user actor names a user_id and no service")
         if self.kind == "service" and (self.service is None or self.user_id is not None):
             raise ValueError("a service actor names a service and no user_id")
+        if self.kind == "service" and self.display_name is not None:
+            raise ValueError("a display_name belongs to a user actor")
         return self
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Command",
     "CopyMessage",
     "CreateDraft",
+    "DiscardDraft",
     "EditDraft",
     "PauseMessage",
     "RecordDeliveryOutcomes",
@@ -81,6 +82,13 @@ class UnscheduleMessage(CommandBase):
     """Take a scheduled message that has not started back to draft."""
 
     type: Literal["UnscheduleMessage"] = "UnscheduleMessage"
+    schema_version: Literal[1] = 1
+
+
+class DiscardDraft(CommandBase):
+    """Throw a draft away: it leaves the Drafts list for good (its history stays)."""
+
+    type: Literal["DiscardDraft"] = "DiscardDraft"
     schema_version: Literal[1] = 1
 
 
@@ -158,6 +166,7 @@ Command = Annotated[
     | EditDraft
     | ScheduleMessage
     | UnscheduleMessage
+    | DiscardDraft
     | PauseMessage
     | ResumeMessage
     | CancelMessage

@@ -26,6 +26,7 @@ from schemas.values import (
 __all__ = [
     "BatchStarted",
     "DraftCreated",
+    "DraftDiscarded",
     "DraftEdited",
     "Event",
     "MessageCanceled",
@@ -92,6 +93,13 @@ class MessageUnscheduled(EventBase):
     """The message is a draft again."""
 
     type: Literal["MessageUnscheduled"] = "MessageUnscheduled"
+    schema_version: Literal[1] = 1
+
+
+class DraftDiscarded(EventBase):
+    """The draft was thrown away: final, nothing of it is ever sent."""
+
+    type: Literal["DraftDiscarded"] = "DraftDiscarded"
     schema_version: Literal[1] = 1
 
 
@@ -228,6 +236,7 @@ Event = Annotated[
     | DraftEdited
     | MessageScheduled
     | MessageUnscheduled
+    | DraftDiscarded
     | SendingStarted
     | MessagePaused
     | MessageResumed

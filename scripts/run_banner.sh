@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Printed at the end of `make run`: where everything is.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# The key and the operator go to the database the services use (not the default port's).
+export_server_env
 # The dev account's key: created once, kept in .state/dev-api-key, the same on every run.
 key=$("${PYTHON:-$ROOT_DIR/.venv/bin/python}" -m services.commands.apikeys dev-key --account dev)
+# The dev account's operator for the web UI: kept in .state/dev-operator, the same on every run.
+read -r op_email op_password < <("${PYTHON:-$ROOT_DIR/.venv/bin/python}" -m services.web.operators dev-operator --account dev)
 cat <<TXT
 
 mailctl is running. Stop it with: make down
 
+  web UI (operators)        http://127.0.0.1:${COMMANDS_PORT:-8080}/ui
   REST API (OpenAPI docs)   http://127.0.0.1:${COMMANDS_PORT:-8080}/docs
   commands health           http://127.0.0.1:${COMMANDS_PORT:-8080}/health
   dispatcher health         http://127.0.0.1:${DISPATCHER_HEALTH_PORT:-8081}/health
@@ -20,5 +25,8 @@ mailctl is running. Stop it with: make down
 
   dev API key (account "dev"):
     $key
+  dev operator for the web UI (account "dev"):
+    email    $op_email
+    password $op_password
   try: curl -H "Authorization: Bearer $key" http://127.0.0.1:${COMMANDS_PORT:-8080}/v1/whoami
 TXT

@@ -31,6 +31,7 @@ from schemas import (
     CopyMessage,
     CreateDraft,
     DeliveryPlan,
+    DiscardDraft,
     EditDraft,
     PauseMessage,
     RemoveRecipients,
@@ -567,6 +568,23 @@ def command_routes(
             who,
             body or EmptyBody(),
             lambda c: UnscheduleMessage(command_id=c, message_id=message_id),
+        )
+
+    @router.post(
+        "/messages/{message_id}/discard",
+        summary="Discard a draft",
+        description="Final: the draft leaves the Drafts list and is never sent (its history "
+        "stays). Only in draft. No body, or `{}`.",
+        response_model=Outcome,
+        responses=pending,
+    )
+    async def discard_draft(
+        who: Who, message_id: UUID, body: Annotated[EmptyBody | None, Body()] = None
+    ) -> JSONResponse:
+        return await run(
+            who,
+            body or EmptyBody(),
+            lambda c: DiscardDraft(command_id=c, message_id=message_id),
         )
 
     @router.post(

@@ -28,6 +28,9 @@ from services.common.checks import KafkaCheck, PostgresCheck
 from services.common.health import Check, run_checks
 from services.common.settings import Settings
 from services.projections.reader import PostgresViews
+from services.web.app import install_docs, install_ui
+from services.web.security import install_security_headers
+from services.web.sessions import UiStore
 
 SERVICE = "commands"
 
@@ -50,6 +53,7 @@ class Adapters:
     checks: dict[str, Check] = field(default_factory=dict)
     close: Callable[[], Awaitable[None]] = _nothing
     views: ViewReader | None = None  # the read API (services/commands/read_api.py) when set
+    ui: UiStore | None = None  # the operators' web UI (services/web) when set, on `views`
 
 
 def real_adapters(settings: Settings) -> Adapters:
@@ -57,8 +61,14 @@ def real_adapters(settings: Settings) -> Adapters:
     kafka = KafkaCheck(settings.kafka_bootstrap_servers)
     postgres_check = PostgresCheck(settings.database_url)
     views = PostgresViews(settings.database_url)
+    ui = UiStore(
+        settings.database_url,
+        session_hours=settings.ui_session_hours,
+        lockout_after=settings.ui_lockout_after,
+    )
 
     async def close() -> None:
+        await ui.close()
         await kafka.close()
         await postgres_check.close()
         await postgres.close()
@@ -71,6 +81,7 @@ def real_adapters(settings: Settings) -> Adapters:
         checks={"kafka": kafka, "postgres": postgres_check},
         close=close,
         views=views,
+        ui=ui,
     )
 
 
@@ -108,8 +119,12 @@ def create_app(
         "`Idempotency-Key` with every command to make retries safe. See docs/api.md.",
         version="0.1.0",
         lifespan=lifespan,
+        # /docs is served from the service's own files (services/web/app.py); no ReDoc (CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_security_headers(app)
 
     @app.middleware("http")
     async def limit_body(
@@ -150,4 +165,14 @@ def create_app(
     app.include_router(command_routes(auth.account, executor, parts.store))
     if parts.views is not None:
         app.include_router(read_routes(auth.account, parts.views))
+    if parts.ui is not None and isinstance(parts.views, PostgresViews):
+        install_ui(
+            app,
+            executor,
+            parts.views,
+            parts.store,
+            parts.ui,
+            session_hours=settings.ui_session_hours,
+        )
+    install_docs(app)
     return app

@@ -22,7 +22,7 @@ from core import MessageStatus, RecipientStatus
 from services.commands.errors import ERROR_RESPONSES
 from services.projections.views import LISTS
 
-__all__ = ["ViewReader", "read_routes"]
+__all__ = ["ViewReader", "message_view", "read_routes"]
 
 #: The longest a read waits for a view to catch up with `min_sequence`.
 MAX_WAIT_S = 30.0
@@ -57,6 +57,7 @@ class ViewReader(Protocol):
         *,
         after: str | None,
         limit: int,
+        search: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
     async def history(
@@ -69,6 +70,7 @@ class ActorView(BaseModel):
     account_id: str
     user_id: str | None = None
     service: str | None = None
+    display_name: str | None = Field(default=None, description="an operator's name (web UI)")
 
 
 class MessageView(BaseModel):
@@ -165,7 +167,7 @@ class HistoryPage(BaseModel):
     next_after: int | None
 
 
-def _message_view(row: dict[str, Any]) -> MessageView:
+def message_view(row: dict[str, Any]) -> MessageView:
     canceled = row["status"] == MessageStatus.CANCELED.value
     remaining = row["released"] + (0 if canceled else row["pending"])
     data = {k: v for k, v in row.items() if k != "account_id"}
@@ -247,7 +249,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             )
             more = len(rows) > limit
             return MessageList(
-                items=[_message_view(r) for r in rows[:limit]],
+                items=[message_view(r) for r in rows[:limit]],
                 limit=limit,
                 offset=offset,
                 next_offset=offset + limit if more else None,
@@ -278,7 +280,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
         row = await views.message(who, message_id)
         if row is None:
             raise _not_found()
-        return _message_view(row)
+        return message_view(row)
 
     @router.get(
         "/messages/{message_id}/recipients",
@@ -298,6 +300,9 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             str | None, Query(description="the last contact id of the previous page")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        q: Annotated[
+            str | None, Query(max_length=300, description="address contains (any case)")
+        ] = None,
         min_sequence: MinSequence = None,
         wait_s: WaitS = 5.0,
     ) -> RecipientPage:
@@ -314,6 +319,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             sorted(wanted) if wanted is not None else None,
             after=after,
             limit=limit + 1,
+            search=q,
         )
         items = []
         for row in rows[:limit]:
@@ -360,6 +366,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
                     account_id=r["actor_account_id"],
                     user_id=r["actor_user_id"],
                     service=r["actor_service"],
+                    display_name=r.get("actor_display_name"),
                 ),
                 causation_id=r["causation_id"],
                 correlation_id=r["correlation_id"],

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
 
     # Where `make run` keeps the development API key it prints (services.commands.apikeys).
     dev_api_key_file: Path = REPO_ROOT / ".state" / "dev-api-key"
+    # Where `make run` keeps the password of the development operator (services.web.operators).
+    dev_operator_file: Path = REPO_ROOT / ".state" / "dev-operator"
+
+    # The web UI (docs/ui.md): how long a session lasts, and the sign-in lockout.
+    ui_session_hours: float = 12.0
+    ui_lockout_after: int = 5
 
     # Logging and health.
     log_level: str = "INFO"

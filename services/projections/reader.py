@@ -107,10 +107,16 @@ class PostgresViews:
         *,
         after: str | None,
         limit: int,
+        search: str | None = None,
     ) -> list[dict[str, Any]]:
         pool = await self.pool()
         args: list[Any] = [message_id, account, limit]
         where = "r.message_id = $1"
+        if search:
+            # Address contains (case-insensitive); LIKE's wildcards in the search are literal.
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"%{escaped}%")
+            where += f" AND r.email ILIKE ${len(args)}"
         if states is not None:
             args.append(list(states))
             where += f" AND r.state = ANY(${len(args)}::text[])"
@@ -127,13 +133,46 @@ class PostgresViews:
         )
         return [dict(r) for r in rows]
 
+    async def draft(self, account: str, message_id: UUID) -> dict[str, Any] | None:
+        """The content and plan of the message as its last DraftCreated / DraftEdited event
+        holds them (``{"content": ..., "plan": ...}``): what the draft editor shows."""
+        pool = await self.pool()
+        detail = await pool.fetchval(
+            "SELECT h.detail FROM view_history h JOIN view_messages m"
+            "   ON m.message_id = h.message_id AND m.account_id = $2"
+            " WHERE h.message_id = $1 AND h.type IN ('DraftCreated', 'DraftEdited')"
+            " ORDER BY h.sequence DESC LIMIT 1",
+            message_id,
+            account,
+        )
+        return None if detail is None else dict(json.loads(detail))
+
+    async def deliveries_per_minute(
+        self, account: str, message_id: UUID, *, minutes: int = 60
+    ) -> list[tuple[Any, int]]:
+        """(minute, deliveries) for the last `minutes` minutes that had any, oldest first: the
+        message page's chart. Walks the message's delivered recipients (its primary key)."""
+        pool = await self.pool()
+        rows = await pool.fetch(
+            "SELECT date_trunc('minute', r.state_at) AS minute, count(*) AS n"
+            " FROM view_recipients r JOIN view_messages m"
+            "   ON m.message_id = r.message_id AND m.account_id = $2"
+            " WHERE r.message_id = $1 AND r.state = 'delivered'"
+            " GROUP BY 1 ORDER BY 1 DESC LIMIT $3",
+            message_id,
+            account,
+            minutes,
+        )
+        return [(r["minute"], int(r["n"])) for r in reversed(rows)]
+
     async def history(
         self, account: str, message_id: UUID, *, after: int, limit: int
     ) -> list[dict[str, Any]]:
         pool = await self.pool()
         rows = await pool.fetch(
             "SELECT h.sequence, h.event_id, h.type, h.occurred_at, h.actor_kind,"
-            " h.actor_account_id, h.actor_user_id, h.actor_service, h.causation_id,"
+            " h.actor_account_id, h.actor_user_id, h.actor_service, h.actor_display_name,"
+            " h.causation_id,"
             " h.correlation_id, h.detail"
             " FROM view_history h JOIN view_messages m"
             "   ON m.message_id = h.message_id AND m.account_id = $2"

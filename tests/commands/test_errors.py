@@ -92,7 +92,7 @@ async def test_openapi_lists_the_error_responses_of_every_command() -> None:
         for op in operations.values()
     ]
 
-    assert len(commands) == 10
+    assert len(commands) == 11
     for op in commands:
         assert op["summary"]
         assert {"202", "401", "404", "409", "413", "422", "503"} <= set(op["responses"])

@@ -10,6 +10,7 @@ from schemas import (
     CancelMessage,
     CopyMessage,
     CreateDraft,
+    DiscardDraft,
     EditDraft,
     PauseMessage,
     RemoveRecipients,
@@ -57,6 +58,7 @@ async def test_every_command_endpoint_publishes_its_command(api: Api) -> None:
         ("PUT", f"{base}/schedule", {"send_at": later}, ScheduleMessage, 200),
         ("POST", f"{base}/unschedule", None, UnscheduleMessage, 200),
         ("POST", f"{base}/copy", {"exclude_delivered": True}, CopyMessage, 201),
+        ("POST", f"{base}/discard", None, DiscardDraft, 200),
     ]
     for method, path, body, kind, status in calls:
         answer = await api.call(method, path, body)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from core import Context, decide
 from schemas import (
+    Actor,
     CreateDraft,
     DeliveryPlan,
     DraftCreated,
@@ -108,3 +109,12 @@ def test_contact_addresses_are_stored_stripped() -> None:
     assert contact("a", email="  a@example.org ").email == "a@example.org"
     added = RecipientsAdded.model_fields["contacts"]
     assert added.metadata  # chunk bounds are declared on the schema
+
+
+def test_a_user_actor_may_carry_a_display_name_and_old_actors_still_read() -> None:
+    named = Actor(kind="user", account_id="acct-1", user_id="op_1", display_name="Ada Lovelace")
+    assert Actor.model_validate_json(named.model_dump_json()) == named
+    old = Actor.model_validate_json('{"kind": "user", "account_id": "acct-1", "user_id": "ada"}')
+    assert old.display_name is None
+    with pytest.raises(ValidationError):
+        Actor(kind="service", account_id="acct-1", service="api", display_name="API")

@@ -76,6 +76,7 @@ class FakeViews:
         *,
         after: str | None,
         limit: int,
+        search: str | None = None,
     ) -> list[dict[str, Any]]:
         message = self._row(account, message_id)
         if message is None:
@@ -90,6 +91,7 @@ class FakeViews:
                 if m == message_id
                 and (states is None or r["state"] in states)
                 and (after is None or r["contact_id"] > after)
+                and (not search or search.lower() in r["email"].lower())
             ),
             key=lambda r: r["contact_id"],
         )
@@ -202,6 +204,7 @@ async def test_details_recipients_and_history_of_a_message(
         "account_id": "acct-a",
         "user_id": "ada",
         "service": None,
+        "display_name": None,
     }
 
 
