@@ -107,6 +107,8 @@ async def rebuild(
     conn = await _connect(settings.database_url, schema)
     reached: dict[int, int] = {}
     parts = partitions if partitions is not None else {}
+    # What failed batches taught, per partition: kept across the retakes below.
+    narrowings = {number: part.narrowing for number, part in parts.items()}
     writer = await Writer.open(settings.database_url, LIVE, topic, schema)
     try:
         for number in numbers:
@@ -117,7 +119,7 @@ async def rebuild(
                 [stored] = (await load_offsets(conn, LIVE, topic, [number])).values()
                 part = parts.get(number)
                 if part is None or part.stored != stored:
-                    narrowing = part.narrowing if part is not None else Narrowing()
+                    narrowing = narrowings.setdefault(number, Narrowing())
                     part = parts[number] = Partition(number, stored, narrowing=narrowing)
                     dead = await load_dead_offsets(conn, LIVE, topic, number)
                     async for record in read_range(settings, topic, number, 0, stored):

@@ -22,8 +22,8 @@ from services.projections import consumer as consumer_module
 from services.projections.consumer import ViewsWorker
 from services.projections.store import DeadLetterRow, OffsetMovedError, PartitionBatch
 from services.projections.views import HISTORY_COLUMNS, MESSAGE_COLUMNS, RECIPIENT_COLUMNS
+from tests.projections.poison import INT32
 
-INT32 = 2**31 - 1
 PREFIX = "fake"
 TOPIC = Topics(PREFIX).events
 

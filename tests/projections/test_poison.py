@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from uuid import UUID
 
 import asyncpg
 import pytest
 
-from schemas import Actor, Content, Event, RecipientsReleased
+from schemas import Event
 from services.common.health import run_checks
 from services.projections.consumer import Narrowing, Partition, ViewsWorker
 from services.projections.service import health_checks, metrics_text
 from services.projections.store import PartitionBatch, is_record_fault
-from services.projections.synthetic import CONTENT, Simulator, contacts
+from services.projections.synthetic import CONTENT, Simulator
 from services.projections.views import history_row, storable
 from tests.projections.fake_log import (
-    INT32,
     Database,
     Log,
     Running,
@@ -29,36 +27,7 @@ from tests.projections.fake_log import (
     new_worker,
     wait_until,
 )
-
-OTHER = Actor(kind="user", account_id="acct-b", user_id="bob")
-NUL_CONTENT = Content(
-    name="Nul\x00name", from_address="news@example.org", subject="Hi\x00there", body="a\x00b"
-)
-
-
-def poisoned_history() -> tuple[list[Event], dict[str, UUID], dict[str, int]]:
-    """Good events of two accounts on one partition with two poisoned ones between them: a
-    draft whose content holds NULs (acct-b) and a release whose batch number is past int32
-    (acct-a); after them, more good events of both accounts."""
-    sim = Simulator()
-    ids: dict[str, UUID] = {}
-    at: dict[str, int] = {}
-    ids["a1"] = sim.create()
-    ids["nul"] = sim.create(actor=OTHER)
-    nul = sim.events[-1]
-    sim.events[-1] = nul.model_copy(update={"content": NUL_CONTENT})
-    at["nul"] = len(sim.events) - 1
-    ids["big"] = sim.create()
-    sim.add(ids["big"], contacts(3))
-    sim.send_now(ids["big"])
-    released = [e for e in sim.tick() if isinstance(e, RecipientsReleased)]
-    assert released
-    at["big"] = sim.events.index(released[0])
-    sim.events[at["big"]] = released[0].model_copy(update={"batch": INT32 + 1})
-    sim.deliver(ids["big"], delivered=tuple(released[0].contact_ids))
-    ids["b2"] = sim.create(actor=OTHER)
-    ids["a2"] = sim.create()
-    return sim.events, ids, at
+from tests.projections.poison import poisoned_history
 
 
 async def project(
@@ -79,6 +48,9 @@ async def project(
         else:
             log.events(events)
         await wait_until("every offset stored", lambda: db.offsets.get(0) == len(events))
+        await wait_until(
+            "the commit noticed", lambda: worker.status()["stored_offsets"] == {"0": len(events)}
+        )
     return db, worker
 
 
@@ -181,6 +153,8 @@ async def test_a_failing_database_turns_health_red_with_the_reason_until_written
         assert db.offsets.get(0, 0) == 0 and db.dead == {}  # nothing dead-lettered meanwhile
         revoked = False
         await wait_until("the views written", lambda: db.offsets.get(0) == len(log.records))
+        # Green once the worker has seen its write committed.
+        await wait_until("the commit noticed", lambda: worker.problem(0) is None)
         healthy, _ = await run_checks("projections", checks, 1.0)
         assert healthy
         assert 'mailctl_projection_retrying{partition="0"} 0' in metrics_text(worker)
@@ -206,7 +180,7 @@ async def test_a_write_held_by_a_lock_turns_health_red_as_stuck(
         assert "in flight" in report["checks"]["partition-0"]["error"]
         db.hold.set()
         await wait_until("the views written", lambda: db.offsets.get(0) == len(log.records))
-        assert worker.problem(0) is None
+        await wait_until("the commit noticed", lambda: worker.problem(0) is None)
 
 
 def test_a_failed_batch_is_narrowed_then_its_record_alone_is_dead_lettered() -> None:
