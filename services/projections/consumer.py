@@ -79,28 +79,43 @@ class TakeFailedError(Exception):
 @dataclass
 class Narrowing:
     """What the failures of one partition's batches taught about its records, carried from a
-    failed batch to the partition taken again: ``until``, the batches before this offset hold one
-    record each (a failed batch is narrowed to the record at fault); ``skip``, records that
-    failed alone, with the error: dead-lettered, not folded."""
+    failed batch to the partition taken again (its fold rebuilt, the records read again).
 
-    until: int = 0
+    A failed batch of several records is bisected: ``cuts`` are offsets after which a batch is
+    closed (the last record of its first half, and its own last record), so the halves are
+    written as batches of their own, and a half that fails is cut again. A record that fails
+    alone is the record at fault: ``skip`` holds it with the error, and it is dead-lettered, not
+    folded (every record before it was written or dead-lettered, every one after it is read on).
+    Whatever the first split into batches, the same records end up dead-lettered: a record is
+    dead-lettered exactly when its rows cannot be written after the records before it.
+    """
+
+    cuts: set[int] = field(default_factory=set)
     skip: dict[int, str] = field(default_factory=dict)
+    until: int = 0  # after the last batch that failed
 
     def learn(self, failed: PartitionBatch, error: BaseException) -> bool:
         """Take note of ``failed`` failing with ``error`` (a record fault); False when there is
         nothing to narrow (it held no record, or only one already dead-lettered)."""
-        if len(failed.records) > 1:
+        records = failed.records
+        if len(records) > 1:
+            self.cuts.add(records[len(records) // 2 - 1])
+            self.cuts.add(records[-1])
             self.until = max(self.until, failed.next_offset)
             return True
-        if failed.records and failed.records[0] not in self.skip:
-            # The record at fault: every record before it was written or dead-lettered.
-            self.skip[failed.records[0]] = f"unstorable: {error!r}"[:2000]
+        if records and records[0] not in self.skip:
+            self.skip[records[0]] = f"unstorable: {error!r}"[:2000]
+            self.until = max(self.until, failed.next_offset)
             return True
         return False
 
+    def closes(self, work: PartitionBatch) -> bool:
+        """Whether ``work`` ends at a cut (is one half of a failed batch)."""
+        return bool(work.records) and work.records[-1] in self.cuts
+
     def done(self, stored: int) -> bool:
         """Whether everything it knows is in the views (the dead letters are then stored)."""
-        return stored >= self.until and all(offset < stored for offset in self.skip)
+        return stored >= self.until
 
 
 @dataclass
@@ -144,8 +159,8 @@ class Partition:
         work = self.pending
         if work is None:
             return False
-        if work.records and work.expected < self.narrowing.until:
-            return True  # narrowing a failed batch down: one record per batch
+        if self.narrowing.closes(work):
+            return True  # narrowing a failed batch down to its record at fault
         return len(work.batch) + len(work.dead) >= self.limit(max_rows)
 
     def close_batch(self, max_rows: int) -> tuple[PartitionBatch, list[tuple[Any, ...]]]:

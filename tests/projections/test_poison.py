@@ -183,19 +183,25 @@ async def test_a_write_held_by_a_lock_turns_health_red_as_stuck(
         await wait_until("the commit noticed", lambda: worker.problem(0) is None)
 
 
-def test_a_failed_batch_is_narrowed_then_its_record_alone_is_dead_lettered() -> None:
+def test_a_failed_batch_is_bisected_down_to_its_record_at_fault() -> None:
     narrowing = Narrowing()
     error = OverflowError("value out of int32 range")
-    batch = PartitionBatch(0, 10, 15, records=[10, 11, 12, 13, 14])
-    assert narrowing.learn(batch, error)
-    assert narrowing.until == 15 and narrowing.skip == {}
+    # Records 10..17 failed together: written again as two halves, 10..13 and 14..17.
+    assert narrowing.learn(PartitionBatch(0, 10, 18, records=list(range(10, 18))), error)
+    assert narrowing.cuts == {13, 17} and narrowing.until == 18
     part = Partition(0, 10, narrowing=narrowing)
-    part.pending = PartitionBatch(0, 10, 11, records=[10])
-    assert part.full(200_000)  # one record per batch while narrowing
-    assert narrowing.learn(PartitionBatch(0, 12, 13, records=[12]), error)
-    assert narrowing.skip == {12: "unstorable: OverflowError('value out of int32 range')"}
-    assert not narrowing.learn(PartitionBatch(0, 12, 13, records=[12]), error)
-    assert not narrowing.done(13) and narrowing.done(15)
+    part.pending = PartitionBatch(0, 10, 13, records=[10, 11, 12])
+    assert not part.full(200_000)
+    part.pending.records.append(13)
+    assert part.full(200_000)  # the first half is a batch of its own
+    # The second half fails too: cut again, then the record that fails alone is dead-lettered.
+    assert narrowing.learn(PartitionBatch(0, 14, 18, records=[14, 15, 16, 17]), error)
+    assert narrowing.cuts == {13, 15, 17}
+    assert narrowing.learn(PartitionBatch(0, 14, 16, records=[14, 15]), error)
+    assert narrowing.learn(PartitionBatch(0, 15, 16, records=[15]), error)
+    assert narrowing.skip == {15: "unstorable: OverflowError('value out of int32 range')"}
+    assert not narrowing.learn(PartitionBatch(0, 15, 16, records=[15]), error)
+    assert not narrowing.done(17) and narrowing.done(18)
 
 
 def test_only_errors_of_the_rows_themselves_are_record_faults() -> None:
