@@ -32,6 +32,7 @@ from services.common.settings import Settings
 from services.common.topics import Topics
 from services.projections.store import (
     DeadLetterRow,
+    OffsetMovedError,
     PartitionBatch,
     Writer,
     is_record_fault,
@@ -442,6 +443,11 @@ class ViewsWorker:
         for other in [number] if number is not None else list(self.partitions):
             if self.partitions.pop(other, None) is None and other not in self.orphans:
                 continue  # not ours any more
+            if isinstance(error, OffsetMovedError):
+                # Another instance wrote the partition (a rebalance): nothing is wrong, the
+                # partition is taken again from what that one stored.
+                await self._try_take(other)
+                continue
             was = self.retrying.get(other)
             attempts = 1 if was is None else was.attempts + 1
             since = now if was is None else was.since

@@ -16,7 +16,7 @@ from schemas import Event
 from services.common.health import run_checks
 from services.projections.consumer import Narrowing, Partition, ViewsWorker
 from services.projections.service import health_checks, metrics_text
-from services.projections.store import PartitionBatch, is_record_fault
+from services.projections.store import OffsetMovedError, PartitionBatch, is_record_fault
 from services.projections.synthetic import CONTENT, Simulator
 from services.projections.views import history_row, storable
 from tests.projections.fake_log import (
@@ -181,6 +181,29 @@ async def test_a_write_held_by_a_lock_turns_health_red_as_stuck(
         db.hold.set()
         await wait_until("the views written", lambda: db.offsets.get(0) == len(log.records))
         await wait_until("the commit noticed", lambda: worker.problem(0) is None)
+
+
+async def test_a_batch_another_instance_wrote_first_is_read_again_without_alarm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = Simulator()
+    sim.create()
+    log, db = Log(), Database()
+    install(monkeypatch, log, db)
+    worker = new_worker()
+    problems: list[str | None] = []
+
+    def moved_once(work: PartitionBatch) -> None:
+        if db.writes == 1:
+            raise OffsetMovedError("stored offset is not 0")
+        problems.append(worker.problem(0))  # as the batch is written again
+
+    db.before_write = moved_once
+    log.events(sim.events)
+    async with Running(worker):
+        await wait_until("the views written", lambda: db.offsets.get(0) == len(log.records))
+    assert problems == [None]  # a rebalance's race is not a failure to report
+    assert worker.retries == 1 and db.dead == {}
 
 
 def test_a_failed_batch_is_bisected_down_to_its_record_at_fault() -> None:
