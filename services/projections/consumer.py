@@ -426,9 +426,9 @@ class ViewsWorker:
         narrowed = False
         if failed is not None and is_record_fault(error):
             # The batch's own rows: written again they fail again. Narrow it down to the
-            # record at fault (one record per batch up to where it ended), which is then
-            # dead-lettered; the records before and after it are written (no backoff: each
-            # retry makes progress).
+            # record at fault (bisected: its halves are written as batches of their own), which
+            # is then dead-lettered; the records before and after it are written (no backoff:
+            # each retry makes progress).
             narrowing = self.narrowings.setdefault(failed.partition, Narrowing())
             narrowed = narrowing.learn(failed, error)
         log.error(

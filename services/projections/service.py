@@ -1,7 +1,8 @@
 """The projections process: brings the schema up to date, then keeps the read views (Email Sent,
 Scheduled, Drafts, Recipients, History) up to date from the events topic
 (services/projections/consumer.py). Serves `GET /health` (with one entry per owned partition,
-failing when its lag passes a bound) and `GET /metrics` (Prometheus text: the lag per partition).
+failing with the reason while it retries a failed write, could not be taken, is stuck on a write,
+or lags past a bound) and `GET /metrics` (Prometheus text: lag, retries, dead letters).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class SchemaStatus:
 
 def health_checks(fixed: dict[str, Check], worker: ViewsWorker) -> PartitionChecks:
     """Postgres, Kafka, migrations, and one entry per assigned partition (read at every
-    request), failing when the partition could not be taken or its views lag by more than
-    MAX_LAG events."""
+    request), failing when the partition is retrying a failed write, could not be taken, is
+    stuck on a write (`ViewsWorker.problem`), or its views lag by more than MAX_LAG events."""
 
     def problem(number: int) -> str | None:
         trouble = worker.problem(number)  # retrying a failed write, not taken, or stuck
