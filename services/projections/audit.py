@@ -23,6 +23,7 @@ from uuid import UUID
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
+from pydantic_core import PydanticSerializationError
 
 from schemas import decode_event, encode
 from services.common.reading import read_range
@@ -31,6 +32,7 @@ from services.common.topics import Topics
 from services.projections.consumer import (
     LIVE,
     MAX_BATCH_ROWS,
+    Narrowing,
     Partition,
     apply_record,
     fold_record,
@@ -38,9 +40,18 @@ from services.projections.consumer import (
 from services.projections.store import (
     VIEW_TABLES,
     Writer,
+    is_record_fault,
+    load_dead_offsets,
     load_offsets,
     quote_ident,
 )
+
+#: What `compare` compares: the views and the projection's dead letters (a rebuild must
+#: dead-letter exactly the records the live worker did), with the keys their examples sort by.
+COMPARED: dict[str, tuple[str, ...]] = {
+    **VIEW_TABLES,
+    "projection_dead_letters": ("partition", '"offset"'),
+}
 
 __all__ = [
     "Comparison",
@@ -96,29 +107,51 @@ async def rebuild(
     conn = await _connect(settings.database_url, schema)
     reached: dict[int, int] = {}
     parts = partitions if partitions is not None else {}
+    # What failed batches taught, per partition: kept across the retakes below.
+    narrowings = {number: part.narrowing for number, part in parts.items()}
     writer = await Writer.open(settings.database_url, LIVE, topic, schema)
     try:
-        stored = await load_offsets(conn, LIVE, topic, numbers)
         for number in numbers:
-            part = parts.get(number)
-            if part is None or part.stored != stored[number]:
-                part = parts[number] = Partition(number, stored[number])
-                async for record in read_range(settings, topic, number, 0, stored[number]):
-                    fold_record(part.projector, record.value)
-            # The folds live as long as the run: keep the cyclic GC from walking them at every
-            # collection (as the processor does). Frozen objects are still freed by refcount.
-            gc.collect()
-            gc.freeze()
-            end = None if targets is None else targets.get(number, 0)
-            async for record in read_range(settings, topic, number, part.submitted, end):
-                apply_record(part, record)
-                if part.full(max_batch_rows):
-                    await writer.submit(*part.close_batch(max_batch_rows))
-                    gc.freeze()
-                await asyncio.sleep(0)  # let the writer send its next statement
-            if part.pending is not None:
-                await writer.submit(*part.close_batch(max_batch_rows))
-            await writer.wait()
+            while True:
+                # A batch that cannot be written is narrowed down to its record at fault, which
+                # is dead-lettered, exactly as the live worker does (consumer.Narrowing): the
+                # partition is taken again from its stored offset and read on.
+                [stored] = (await load_offsets(conn, LIVE, topic, [number])).values()
+                part = parts.get(number)
+                if part is None or part.stored != stored:
+                    narrowing = narrowings.setdefault(number, Narrowing())
+                    part = parts[number] = Partition(number, stored, narrowing=narrowing)
+                    dead = await load_dead_offsets(conn, LIVE, topic, number)
+                    async for record in read_range(settings, topic, number, 0, stored):
+                        if record.offset not in dead:
+                            fold_record(part.projector, record.value)
+                # The folds live as long as the run: keep the cyclic GC from walking them at
+                # every collection (as the processor does). Frozen objects are still freed by
+                # refcount.
+                gc.collect()
+                gc.freeze()
+                end = None if targets is None else targets.get(number, 0)
+                try:
+                    async for record in read_range(settings, topic, number, part.submitted, end):
+                        apply_record(part, record)
+                        if part.full(max_batch_rows):
+                            await writer.submit(*part.close_batch(max_batch_rows))
+                            gc.freeze()
+                        await asyncio.sleep(0)  # let the writer send its next statement
+                    if part.pending is not None:
+                        await writer.submit(*part.close_batch(max_batch_rows))
+                    await writer.wait()
+                except Exception as error:
+                    failed = writer.failed
+                    if failed is None or not is_record_fault(error):
+                        raise
+                    if not part.narrowing.learn(failed, error):
+                        raise
+                    parts.pop(number, None)
+                    await writer.close()
+                    writer = await Writer.open(settings.database_url, LIVE, topic, schema)
+                    continue
+                break
             part.stored = part.submitted
             if end is not None and part.stored < end:
                 # Offsets past the last record (transaction markers): nothing more to fold.
@@ -155,6 +188,10 @@ class Comparison:
     rows: dict[str, int]
     differences: list[TableDifference]
     attempts: int
+    # Records the views could not hold as they are, in the live views: dead letters (partition,
+    # offset, error) and history rows stored with U+FFFD (message, sequence, fields).
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    sanitized: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def equal(self) -> bool:
@@ -169,6 +206,8 @@ class Comparison:
             "rows": self.rows,
             "differences": [d.__dict__ for d in self.differences],
             "attempts": self.attempts,
+            "dead_letters": self.dead_letters,
+            "sanitized": self.sanitized,
         }
 
 
@@ -215,7 +254,7 @@ async def compare(
                     continue  # the live worker moved on meanwhile: catch up and look again
                 differences: list[TableDifference] = []
                 rows: dict[str, int] = {}
-                for table in VIEW_TABLES:
+                for table in COMPARED:
                     a = f"{quote_ident(live)}.{table}"
                     b = f"{quote_ident(rebuilt)}.{table}"
                     rows[table] = int(await conn.fetchval(f"SELECT count(*) FROM {a}"))
@@ -224,7 +263,7 @@ async def compare(
                     n_a = int(await conn.fetchval(f"SELECT count(*) FROM ({only_a}) d"))
                     n_b = int(await conn.fetchval(f"SELECT count(*) FROM ({only_b}) d"))
                     if n_a or n_b:
-                        keys = ", ".join(VIEW_TABLES[table])
+                        keys = ", ".join(COMPARED[table])
                         differences.append(
                             TableDifference(
                                 table,
@@ -244,7 +283,32 @@ async def compare(
                                 ],
                             )
                         )
-                return Comparison(live, rebuilt, targets, rows, differences, attempt)
+                dead_letters = [
+                    {"partition": r["partition"], "offset": r["offset"], "error": r["error"]}
+                    for r in await conn.fetch(
+                        'SELECT partition, "offset", error'
+                        f" FROM {quote_ident(live)}.projection_dead_letters"
+                        ' WHERE consumer = $1 AND topic = $2 ORDER BY partition, "offset"'
+                        f" LIMIT {examples}",
+                        LIVE,
+                        topic,
+                    )
+                ]
+                sanitized = [
+                    {
+                        "message_id": str(r["message_id"]),
+                        "sequence": r["sequence"],
+                        "fields": sorted(json.loads(r["fields"])),
+                    }
+                    for r in await conn.fetch(
+                        "SELECT message_id, sequence, detail -> 'unstorable' AS fields"
+                        f" FROM {quote_ident(live)}.view_history WHERE detail ? 'unstorable'"
+                        f" ORDER BY message_id, sequence LIMIT {examples}"
+                    )
+                ]
+                return Comparison(
+                    live, rebuilt, targets, rows, differences, attempt, dead_letters, sanitized
+                )
         raise TimeoutError(f"the live views kept moving through {attempts} rebuild rounds")
     finally:
         await conn.close()
@@ -261,8 +325,30 @@ async def export(settings: Settings, message_id: UUID, *, raw: bool = False) -> 
     async for record in read_range(settings, topic, number, 0):
         if record.key != key:
             continue
-        if raw:
-            yield record.value.decode()
-        else:
-            event = decode_event(record.value)
-            yield json.dumps(json.loads(encode(event)), sort_keys=True)
+        yield export_line(record.partition, record.offset, record.value, raw=raw)
+
+
+def export_line(partition: int, offset: int, value: bytes, *, raw: bool = False) -> str:
+    """One record of ``export`` as one line of text that any terminal or file can hold.
+
+    ``raw``: the record as stored (bytes that are not UTF-8 shown as ``\\xNN``). Otherwise the
+    event upcast to today's schema, as JSON with every non-ASCII character escaped (so NUL and
+    lone surrogates come out as ``\\u0000``, ``\\ud800``); a record that does not decode is
+    reported as ``{"partition", "offset", "undecodable": error, "raw": the record}`` instead.
+    """
+    text = value.decode("utf-8", errors="backslashreplace")
+    if raw:
+        return text
+    try:
+        event = decode_event(value)
+    except Exception as error:
+        return json.dumps(
+            {"partition": partition, "offset": offset, "undecodable": repr(error), "raw": text},
+            sort_keys=True,
+        )
+    try:
+        return json.dumps(json.loads(encode(event)), sort_keys=True)
+    except (ValueError, PydanticSerializationError):
+        # A lone surrogate cannot be serialized as UTF-8 JSON; the model's own JSON-mode dump
+        # keeps it, and json.dumps escapes it.
+        return json.dumps(event.model_dump(mode="json"), sort_keys=True)

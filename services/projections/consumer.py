@@ -32,8 +32,11 @@ from services.common.settings import Settings
 from services.common.topics import Topics
 from services.projections.store import (
     DeadLetterRow,
+    OffsetMovedError,
     PartitionBatch,
     Writer,
+    is_record_fault,
+    load_dead_offsets,
     load_offsets,
 )
 from services.projections.views import Projector
@@ -60,9 +63,69 @@ FREEZE_AFTER_ROWS = 10_000
 #: (the first fold is the one that nothing overlaps).
 FIRST_BATCH_ROWS = 25_000
 
+#: A write in flight for longer than this marks the worker stuck in /health (a lock held, a
+#: Postgres that stopped answering).
+STUCK_AFTER_S = 60.0
+
+#: Retrying a batch that failed for a reason of the database's (not of its rows) waits this long
+#: after the first failure, doubling up to RETRY_MAX_S.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
 
 class TakeFailedError(Exception):
     """Raised when a partition cannot be taken (Postgres or Kafka failing): retried later."""
+
+
+@dataclass
+class Narrowing:
+    """What the failures of one partition's batches taught about its records, carried from a
+    failed batch to the partition taken again (its fold rebuilt, the records read again).
+
+    A failed batch of several records is bisected: ``cuts`` are offsets after which a batch is
+    closed (the last record of its first half, and its own last record), so the halves are
+    written as batches of their own, and a half that fails is cut again. A record that fails
+    alone is the record at fault: ``skip`` holds it with the error, and it is dead-lettered, not
+    folded (every record before it was written or dead-lettered, every one after it is read on).
+    Whatever the first split into batches, the same records end up dead-lettered: a record is
+    dead-lettered exactly when its rows cannot be written after the records before it.
+    """
+
+    cuts: set[int] = field(default_factory=set)
+    skip: dict[int, str] = field(default_factory=dict)
+    until: int = 0  # after the last batch that failed
+
+    def learn(self, failed: PartitionBatch, error: BaseException) -> bool:
+        """Take note of ``failed`` failing with ``error`` (a record fault); False when there is
+        nothing to narrow (it held no record, or only one already dead-lettered)."""
+        records = failed.records
+        if len(records) > 1:
+            self.cuts.add(records[len(records) // 2 - 1])
+            self.cuts.add(records[-1])
+            self.until = max(self.until, failed.next_offset)
+            return True
+        if records and records[0] not in self.skip:
+            self.skip[records[0]] = f"unstorable: {error!r}"[:2000]
+            self.until = max(self.until, failed.next_offset)
+            return True
+        return False
+
+    def closes(self, work: PartitionBatch) -> bool:
+        """Whether ``work`` ends at a cut (is one half of a failed batch)."""
+        return bool(work.records) and work.records[-1] in self.cuts
+
+    def done(self, stored: int) -> bool:
+        """Whether everything it knows is in the views (the dead letters are then stored)."""
+        return stored >= self.until
+
+
+@dataclass
+class Retrying:
+    """A partition whose last write failed and that has not committed since."""
+
+    error: str
+    since: float
+    attempts: int = 1
 
 
 @dataclass
@@ -77,6 +140,7 @@ class Partition:
     received: bool = False
     submitted: int = -1  # after the last batch handed to the writer (committed or in flight)
     ramp: int = 0  # full batches closed in a row (the batch limit doubles with each)
+    narrowing: Narrowing = field(default_factory=Narrowing)
 
     def __post_init__(self) -> None:
         if self.submitted < 0:
@@ -94,7 +158,11 @@ class Partition:
 
     def full(self, max_rows: int) -> bool:
         work = self.pending
-        return work is not None and len(work.batch) + len(work.dead) >= self.limit(max_rows)
+        if work is None:
+            return False
+        if self.narrowing.closes(work):
+            return True  # narrowing a failed batch down to its record at fault
+        return len(work.batch) + len(work.dead) >= self.limit(max_rows)
 
     def close_batch(self, max_rows: int) -> tuple[PartitionBatch, list[tuple[Any, ...]]]:
         """Hand over the open batch with its message rows as they stand now."""
@@ -107,8 +175,8 @@ class Partition:
         return work, rows
 
 
-def _dead(number: int, record: ConsumerRecord[Any, Any], error: Exception) -> DeadLetterRow:
-    return DeadLetterRow(number, record.offset, record.key, record.value, f"{error!r}"[:2000])
+def _dead(number: int, record: ConsumerRecord[Any, Any], error: str) -> DeadLetterRow:
+    return DeadLetterRow(number, record.offset, record.key, record.value, error[:2000])
 
 
 def apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
@@ -117,6 +185,17 @@ def apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
         part.pending = PartitionBatch(part.number, part.submitted, part.submitted)
         part.opened_at = time.monotonic()
     work = part.pending
+    work.records.append(record.offset)
+    unstorable = part.narrowing.skip.get(record.offset)
+    if unstorable is not None:
+        # It failed alone: its rows cannot be written. Kept as a dead letter and not folded, as
+        # an event the fold refuses (a rebuild narrows down to it and does the same).
+        log.error(
+            "event dead-lettered", partition=part.number, offset=record.offset, error=unstorable
+        )
+        work.dead.append(_dead(part.number, record, unstorable))
+        work.next_offset = record.offset + 1
+        return
     try:
         event = decode_event(record.value)
         part.projector.apply(event, work.batch)
@@ -126,8 +205,18 @@ def apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
         log.error(
             "event dead-lettered", partition=part.number, offset=record.offset, error=repr(error)
         )
-        work.dead.append(_dead(part.number, record, error))
+        work.dead.append(_dead(part.number, record, repr(error)))
     work.next_offset = record.offset + 1
+
+
+async def load_stored(dsn: str, consumer: str, topic: str, number: int) -> tuple[int, set[int]]:
+    """The partition's stored next offset and the offsets of its dead letters."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        offsets = await load_offsets(conn, consumer, topic, [number])
+        return offsets[number], await load_dead_offsets(conn, consumer, topic, number)
+    finally:
+        await conn.close()
 
 
 def fold_record(projector: Projector, value: bytes) -> None:
@@ -149,7 +238,9 @@ class ViewsWorker:
         consumer_name: str = LIVE,
         max_batch_rows: int = MAX_BATCH_ROWS,
         max_batch_age_s: float = MAX_BATCH_AGE_S,
+        stuck_after_s: float = STUCK_AFTER_S,
     ) -> None:
+        self.stuck_after_s = stuck_after_s
         self.settings = settings
         self.topics = topics
         self.consumer_name = consumer_name
@@ -161,6 +252,9 @@ class ViewsWorker:
         self.events = 0
         self.batches = 0
         self.dead_letters = 0
+        self.retries = 0
+        self.retrying: dict[int, Retrying] = {}
+        self.narrowings: dict[int, Narrowing] = {}
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._writer: Writer | None = None
@@ -189,13 +283,18 @@ class ViewsWorker:
                 await self._retake_orphans()
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 async with self._lock:
+                    # The owners the records were fetched for: a failed write noticed below
+                    # retakes its partition and seeks back to the stored offset, and records
+                    # fetched before that seek must not go into the new fold (they would follow
+                    # the stored offset with a gap, and the offset would pass the gap unwritten).
+                    fetched_for = dict(self.partitions)
                     await self._collect()
                     for owned in self.partitions.values():
                         owned.received = False
                     for tp, records in batches.items():
-                        found = self.partitions.get(tp.partition)
-                        if found is None:
-                            continue  # not ours (any more): its next owner reads it again
+                        found = fetched_for.get(tp.partition)
+                        if found is None or self.partitions.get(tp.partition) is not found:
+                            continue  # not ours (any more), or retaken: it reads them again
                         for record in records:
                             if self.partitions.get(tp.partition) is not found:
                                 break  # a failed write dropped it: it reads again when retaken
@@ -270,12 +369,17 @@ class ViewsWorker:
 
     async def _flush(self, part: Partition) -> None:
         """Hand the partition's open batch to the writer (it commits in the background)."""
+        # The write in flight first: if it failed, its partition is dropped and taken again, and
+        # a batch closed now would expect an offset that is not stored (at most one in flight).
+        await self._collect(wait=True)
+        if self.partitions.get(part.number) is not part:
+            return  # dropped by that failure: the open batch is read again once retaken
         work, rows = part.close_batch(self.max_batch_rows)
         try:
             writer = await self._writer_ready()
             self._committed(await writer.submit(work, rows))
-        except Exception:
-            await self._write_failed()
+        except Exception as error:
+            await self._write_failed(error, work)
 
     async def _collect(self, wait: bool = False) -> None:
         """Take note of a finished write (or wait for the one in flight)."""
@@ -284,8 +388,8 @@ class ViewsWorker:
             return
         try:
             self._committed(await writer.wait())
-        except Exception:
-            await self._write_failed()
+        except Exception as error:
+            await self._write_failed(error, writer.failed)
 
     def _committed(self, work: PartitionBatch | None) -> None:
         if work is None:
@@ -297,6 +401,10 @@ class ViewsWorker:
         part = self.partitions.get(work.partition)
         if part is not None and part.stored == work.expected:
             part.stored = work.next_offset
+            narrowing = self.narrowings.get(work.partition)
+            if narrowing is not None and narrowing.done(part.stored):
+                self.narrowings.pop(work.partition, None)
+        self.retrying.pop(work.partition, None)
         self.events += work.batch.events
         self.batches += 1
         self.dead_letters += len(work.dead)
@@ -308,34 +416,70 @@ class ViewsWorker:
             next_offset=work.next_offset,
         )
 
-    async def _write_failed(self) -> None:
-        # Rolled back (another writer moved the offset, or Postgres failed): the fold holds what
-        # the views do not. Rebuild it from the log up to the stored offset and read again from
-        # there. The connection is replaced: it may be the cause.
+    async def _write_failed(self, error: BaseException, failed: PartitionBatch | None) -> None:
+        # Rolled back (another writer moved the offset, Postgres failed, or a row could not be
+        # stored): the fold holds what the views do not. Rebuild it from the log up to the stored
+        # offset and read again from there. The connection is replaced: it may be the cause.
         writer, self._writer = self._writer, None
-        number = writer.failed.partition if writer is not None and writer.failed else None
-        log.exception("batch not written; retaking the partition", partition=number)
+        number = failed.partition if failed is not None else None
+        self.retries += 1
+        narrowed = False
+        if failed is not None and is_record_fault(error):
+            # The batch's own rows: written again they fail again. Narrow it down to the
+            # record at fault (bisected: its halves are written as batches of their own), which
+            # is then dead-lettered; the records before and after it are written (no backoff:
+            # each retry makes progress).
+            narrowing = self.narrowings.setdefault(failed.partition, Narrowing())
+            narrowed = narrowing.learn(failed, error)
+        log.error(
+            "batch not written; retaking the partition",
+            partition=number,
+            error=repr(error),
+            narrowing=narrowed,
+        )
         if writer is not None:
             await writer.close()
+        now = time.monotonic()
         for other in [number] if number is not None else list(self.partitions):
-            self.partitions.pop(other, None)
-            await self._try_take(other)
+            if self.partitions.pop(other, None) is None and other not in self.orphans:
+                continue  # not ours any more
+            if isinstance(error, OffsetMovedError):
+                # Another instance wrote the partition (a rebalance): nothing is wrong, the
+                # partition is taken again from what that one stored.
+                await self._try_take(other)
+                continue
+            was = self.retrying.get(other)
+            attempts = 1 if was is None else was.attempts + 1
+            since = now if was is None else was.since
+            self.retrying[other] = Retrying(f"{error!r}"[:500], since, attempts)
+            if narrowed:
+                await self._try_take(other)
+            else:
+                # The database's state (down, a lock, a privilege): wait before the next try,
+                # with the partition paused; /health shows it retrying meanwhile.
+                delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(attempts - 1, 16))
+                self._pause(other)
+                self.orphans[other] = now + delay
+
+    def _pause(self, number: int) -> None:
+        tp = TopicPartition(self.topics.events, number)
+        if self._consumer is not None and tp in self._consumer.assignment():
+            self._consumer.pause(tp)
 
     # ------------------------------------------------------------------ ownership
 
     async def _take(self, number: int) -> None:
         started = time.perf_counter()
         try:
-            conn = await asyncpg.connect(self.settings.database_url, timeout=10)
-            try:
-                offsets = await load_offsets(conn, self.consumer_name, self.topics.events, [number])
-            finally:
-                await conn.close()
-            stored = offsets[number]
+            stored, dead = await load_stored(
+                self.settings.database_url, self.consumer_name, self.topics.events, number
+            )
             part = Partition(number, stored)
+            part.narrowing = self.narrowings.get(number, part.narrowing)
             folded = 0
             async for record in read_range(self.settings, self.topics.events, number, 0, stored):
-                fold_record(part.projector, record.value)
+                if record.offset not in dead:  # dead letters were not folded when first read
+                    fold_record(part.projector, record.value)
                 folded += 1
         except Exception as error:
             raise TakeFailedError(f"partition {number}: {error!r}") from error
@@ -364,9 +508,7 @@ class ViewsWorker:
             await self._take(number)
         except TakeFailedError:
             log.exception("partition could not be taken; will retry", partition=number)
-            tp = TopicPartition(self.topics.events, number)
-            if self._consumer is not None and tp in self._consumer.assignment():
-                self._consumer.pause(tp)
+            self._pause(number)
             self.orphans[number] = time.monotonic() + 2.0
 
     async def _retake_orphans(self) -> None:
@@ -394,6 +536,24 @@ class ViewsWorker:
             lags[number] = None if end is None else max(0, end - part.stored)
         return lags
 
+    def problem(self, number: int) -> str | None:
+        """Why partition ``number`` is not being kept up to date right now (None: it is)."""
+        now = time.monotonic()
+        retrying = self.retrying.get(number)
+        if retrying is not None:
+            return (
+                f"retrying: {retrying.attempts} failed writes in"
+                f" {now - retrying.since:.1f}s, last: {retrying.error}"
+            )
+        if number in self.orphans:
+            return "assigned but not taken (Kafka or Postgres failing); retrying"
+        writer = self._writer
+        if writer is not None and writer.since is not None and writer.busy():
+            waited = now - writer.since
+            if waited > self.stuck_after_s:
+                return f"stuck: a write has been in flight for {waited:.0f}s"
+        return None
+
     def status(self) -> dict[str, Any]:
         return {
             "running": self.running,
@@ -404,6 +564,11 @@ class ViewsWorker:
             "events": self.events,
             "batches": self.batches,
             "dead_letters": self.dead_letters,
+            "retries": self.retries,
+            "retrying": {
+                str(k): {"attempts": r.attempts, "error": r.error}
+                for k, r in sorted(self.retrying.items())
+            },
         }
 
     async def check(self) -> None:
@@ -424,6 +589,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
                 if self.worker.partitions.pop(tp.partition, None) is not None:
                     gc.unfreeze()  # let the dropped fold be collected
                 self.worker.orphans.pop(tp.partition, None)
+                self.worker.retrying.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async with self.worker._lock:

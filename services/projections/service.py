@@ -1,7 +1,8 @@
 """The projections process: brings the schema up to date, then keeps the read views (Email Sent,
 Scheduled, Drafts, Recipients, History) up to date from the events topic
 (services/projections/consumer.py). Serves `GET /health` (with one entry per owned partition,
-failing when its lag passes a bound) and `GET /metrics` (Prometheus text: the lag per partition).
+failing with the reason while it retries a failed write, could not be taken, is stuck on a write,
+or lags past a bound) and `GET /metrics` (Prometheus text: lag, retries, dead letters).
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ class SchemaStatus:
 
 def health_checks(fixed: dict[str, Check], worker: ViewsWorker) -> PartitionChecks:
     """Postgres, Kafka, migrations, and one entry per assigned partition (read at every
-    request), failing when the partition could not be taken or its views lag by more than
-    MAX_LAG events."""
+    request), failing when the partition is retrying a failed write, could not be taken, is
+    stuck on a write (`ViewsWorker.problem`), or its views lag by more than MAX_LAG events."""
 
     def problem(number: int) -> str | None:
-        if number in worker.orphans:
-            return "assigned but not taken (Kafka or Postgres failing); retrying"
+        trouble = worker.problem(number)  # retrying a failed write, not taken, or stuck
+        if trouble is not None:
+            return trouble
         return lag_problem(worker.lag().get(number), MAX_LAG, "events")
 
     return PartitionChecks(fixed, lambda: {*worker.owned(), *worker.orphans}, problem)
@@ -69,10 +71,19 @@ def metrics_text(worker: ViewsWorker) -> str:
     ]
     for number, part in sorted(worker.partitions.items()):
         lines.append(f'mailctl_projection_next_offset{{partition="{number}"}} {part.stored}')
+    lines += [
+        "# HELP mailctl_projection_retrying Whether the partition's last write failed and is"
+        " being retried (1) or not (0).",
+        "# TYPE mailctl_projection_retrying gauge",
+    ]
+    for number in sorted({*worker.owned(), *worker.orphans}):
+        retrying = 1 if number in worker.retrying else 0
+        lines.append(f'mailctl_projection_retrying{{partition="{number}"}} {retrying}')
     for name, value, text in (
         ("events_total", worker.events, "Events written to the views by this process."),
         ("batches_total", worker.batches, "Transactions committed by this process."),
         ("dead_letters_total", worker.dead_letters, "Records kept as dead letters."),
+        ("retries_total", worker.retries, "Batches that failed to write and were retried."),
     ):
         lines += [
             f"# HELP mailctl_projection_{name} {text}",

@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +31,8 @@ __all__ = [
     "OffsetMovedError",
     "ViewsOutOfStepError",
     "create_schema",
+    "is_record_fault",
+    "load_dead_offsets",
     "load_offsets",
     "migrate",
     "quote_ident",
@@ -76,6 +79,26 @@ class PartitionBatch:
     next_offset: int  # the stored next offset after it
     batch: Batch = field(default_factory=Batch)
     dead: list[DeadLetterRow] = field(default_factory=list)
+    records: list[int] = field(default_factory=list)  # offsets of its records, in order
+
+
+#: Errors a batch's own data causes (the same rows fail the same way every time): a value
+#: Postgres cannot hold (class 22: NUL, a number past a column's range, bad JSON), a broken
+#: constraint (class 23), a row past a limit (class 54: an index entry too large), or the client
+#: refusing to encode a value (a lone surrogate, an int past int32 in COPY). Anything else (a
+#: connection lost, a privilege revoked, a lock timeout) is the database's state: retried as is.
+RECORD_FAULTS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    UnicodeError,
+    OverflowError,
+)
+
+
+def is_record_fault(error: BaseException) -> bool:
+    """Whether ``error`` comes from the rows written (retrying them can only fail again)."""
+    return isinstance(error, RECORD_FAULTS) and not isinstance(error, ViewsOutOfStepError)
 
 
 def quote_ident(name: str) -> str:
@@ -118,6 +141,21 @@ async def load_offsets(
         list(partitions),
     )
     return {int(r["partition"]): int(r["next_offset"]) for r in rows}
+
+
+async def load_dead_offsets(
+    conn: asyncpg.Connection, consumer: str, topic: str, partition: int
+) -> set[int]:
+    """The offsets of the partition's records kept as dead letters (not in the views): a
+    catch-up fold skips them, as the batch that dead-lettered them did."""
+    rows = await conn.fetch(
+        'SELECT "offset" FROM projection_dead_letters'
+        " WHERE consumer = $1 AND topic = $2 AND partition = $3",
+        consumer,
+        topic,
+        partition,
+    )
+    return {int(r["offset"]) for r in rows}
 
 
 _UPDATE_STATE = """
@@ -279,6 +317,7 @@ class Writer:
         self._thread.start()
         self._future: concurrent.futures.Future[None] | None = None
         self._work: PartitionBatch | None = None
+        self.since: float | None = None  # monotonic time the write in flight was started
 
     @classmethod
     async def open(cls, dsn: str, consumer: str, topic: str, schema: str | None = None) -> Writer:
@@ -306,6 +345,7 @@ class Writer:
         done = await self.wait()
         assert self.conn is not None
         self._work = work
+        self.since = time.monotonic()
         self._future = asyncio.run_coroutine_threadsafe(
             write_batch(self.conn, self.consumer, self.topic, work, message_rows), self._loop
         )
@@ -319,12 +359,15 @@ class Writer:
         future, work = self._future, self._work
         self._future = self._work = None
         if future is None:
+            self.since = None
             return None
         try:
             await asyncio.wrap_future(future)
         except BaseException:
             self.failed = work
             raise
+        finally:
+            self.since = None
         return work
 
     async def close(self) -> None:

@@ -21,6 +21,8 @@ every row equals ``state.book.status_of(contact_id)`` of a fresh fold (tested).
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +56,7 @@ __all__ = [
     "RecipientPatch",
     "history_row",
     "message_row",
+    "storable",
 ]
 
 #: The statuses each list of the UI shows (spec, "What the views show").
@@ -164,29 +167,92 @@ _EXCLUDED = _ENVELOPE | set(_LISTS)
 _REASONED = frozenset({RecipientStatus.FAILED, RecipientStatus.SKIPPED})
 
 
+# ---------------------------------------------------------------- values Postgres cannot hold
+#
+# Postgres text (and jsonb) cannot hold U+0000, and UTF-8 cannot carry a lone surrogate
+# (U+D800..U+DFFF, which a JSON "\ud800" escape decodes to); jsonb has no NaN or Infinity. Old
+# histories hold such values (the edge accepted them), so every text a row carries goes through
+# `storable`: each such character becomes U+FFFD (the replacement character), deterministically,
+# so a rebuild writes the same rows. The history view keeps the exact original: its `detail`
+# gains `"unstorable": {path: original as ASCII-escaped JSON}` (docs/projections.md).
+
+REPLACEMENT = "\ufffd"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with every character Postgres text cannot hold (NUL, lone surrogates) replaced
+    by U+FFFD; the same object when there is none (the common case costs one scan)."""
+    if text.isascii():
+        return text.replace("\x00", REPLACEMENT) if "\x00" in text else text
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def _storable_opt(text: str | None) -> str | None:
+    return None if text is None else storable(text)
+
+
+def _clean_json(value: Any, path: str, originals: dict[str, str]) -> Any:
+    """``value`` (JSON-compatible) with unstorable strings and keys replaced and non-finite
+    floats nulled; each replaced original is recorded under its path, ASCII-escaped."""
+    if isinstance(value, str):
+        clean = storable(value)
+        if clean != value:
+            originals[path] = json.dumps(value)
+        return clean
+    if isinstance(value, float) and not math.isfinite(value):
+        originals[path] = json.dumps(value)  # "NaN", "Infinity": not JSON, kept as text
+        return None
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = storable(key) if isinstance(key, str) else key
+            if name != key:
+                originals[f"{path}.{name}" if path else str(name)] = json.dumps(key)
+            out[name] = _clean_json(item, f"{path}.{name}" if path else str(name), originals)
+        return out
+    if isinstance(value, list | tuple):
+        return [_clean_json(item, f"{path}[{i}]", originals) for i, item in enumerate(value)]
+    return value
+
+
 def _actor_json(actor: Actor | None) -> str | None:
-    return None if actor is None else actor.model_dump_json(exclude_none=True)
+    if actor is None:
+        return None
+    clean = _clean_json(actor.model_dump(mode="python", exclude_none=True), "", {})
+    return json.dumps(clean, separators=(",", ":"))
 
 
 def history_row(event: Event) -> tuple[Any, ...]:
-    """The history view's row of one event (columns: :data:`HISTORY_COLUMNS`)."""
-    detail = event.model_dump(mode="json", exclude=_EXCLUDED)
+    """The history view's row of one event (columns: :data:`HISTORY_COLUMNS`).
+
+    Text that Postgres cannot hold is stored with U+FFFD in its place; ``detail`` then carries
+    ``"unstorable"``: each such field's path and its original value as ASCII-escaped JSON.
+    """
+    originals: dict[str, str] = {}
+    detail = _clean_json(event.model_dump(mode="json", exclude=_EXCLUDED), "", originals)
     for name in _LISTS:
         items = getattr(event, name, None)
         if items is not None:
             detail[f"{name}_count"] = len(items)
     actor = event.actor
+    actor_fields = (actor.account_id, actor.user_id, actor.service)
+    for field_name, value in zip(("account_id", "user_id", "service"), actor_fields, strict=True):
+        if value is not None and storable(value) != value:
+            originals[f"actor.{field_name}"] = json.dumps(value)
+    if originals:
+        detail["unstorable"] = dict(sorted(originals.items()))
     return (
         event.message_id,
         event.sequence,
         event.event_id,
-        event.type,
+        storable(event.type),
         event.occurred_at,
-        actor.kind,
-        actor.account_id,
-        actor.user_id,
-        actor.service,
-        actor.display_name,
+        storable(actor.kind),
+        storable(actor.account_id),
+        _storable_opt(actor.user_id),
+        _storable_opt(actor.service),
+        _storable_opt(actor.display_name),
         event.causation_id,
         event.correlation_id,
         json.dumps(detail, sort_keys=True, separators=(",", ":")),
@@ -231,17 +297,17 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
     content = state.content
     return (
         state.message_id,
-        state.account_id,
+        storable(state.account_id),
         status.value,
-        content.name,
-        content.subject,
-        content.from_address,
-        content.from_name,
+        storable(content.name),
+        storable(content.subject),
+        storable(content.from_address),
+        _storable_opt(content.from_name),
         plan.mode,
         schedule.send_at if schedule is not None else None,
         schedule.send_at_local if schedule is not None else None,
         schedule.send_now if schedule is not None else None,
-        schedule.default_time_zone if schedule is not None else None,
+        _storable_opt(schedule.default_time_zone) if schedule is not None else None,
         throttle.batch_size if throttle is not None else None,
         throttle.interval_seconds if throttle is not None else None,
         throttle.end_at if throttle is not None else None,
@@ -253,10 +319,10 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
         state.started_at,
         state.paused_at,
         _actor_json(state.paused_by),
-        state.pause_reason,
+        _storable_opt(state.pause_reason),
         state.canceled_at,
         _actor_json(state.canceled_by),
-        state.cancel_reason,
+        _storable_opt(state.cancel_reason),
         state.sent_at,
         audience,
         counts[RecipientStatus.PENDING],
@@ -270,8 +336,8 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
         state.batch,
         state.batch_remaining if throttle is not None else None,
         next_batch_at,
-        zones_pending,
-        zones_done,
+        None if zones_pending is None else [storable(z) for z in zones_pending],
+        None if zones_done is None else [storable(z) for z in zones_done],
         state.version,
         updated_at,
     )
@@ -304,7 +370,7 @@ class RecipientPatch:
 
     def __init__(self, message_id: UUID, contact_id: str, existed: bool) -> None:
         self.message_id = message_id
-        self.contact_id = contact_id
+        self.contact_id = storable(contact_id)  # as stored (the key of its row)
         self.existed = existed
         self.full = False
         self.email: str | None = None
@@ -503,14 +569,15 @@ def _record(
             patch = patches[cid] = RecipientPatch(message_id, cid, was is not None)
             new += 1
         patch.state = now
-        patch.reason = reasons.get(cid) if now in _REASONED else None
+        reason = reasons.get(cid) if now in _REASONED else None
+        patch.reason = None if reason is None else storable(reason)
         patch.state_at = at
         patch.sequence = sequence
         if joined:
             contact = entry.contact
             patch.full = True
-            patch.email = contact.email
-            patch.time_zone = contact.time_zone
+            patch.email = storable(contact.email)
+            patch.time_zone = _storable_opt(contact.time_zone)
             patch.added_at = at
             patch.released_at = None
             patch.batch = None
