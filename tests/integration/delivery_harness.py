@@ -42,9 +42,16 @@ from tests.integration.processor_harness import Stack, record
 
 class DeliveryStack(Stack):
     def __init__(
-        self, bootstrap: str, database_url: str, smtp: tuple[str, int], sink_url: str, tmp: Path
+        self,
+        bootstrap: str,
+        database_url: str,
+        smtp: tuple[str, int],
+        sink_url: str,
+        tmp: Path,
+        *,
+        simulated_time: bool = False,
     ) -> None:
-        super().__init__(bootstrap, tmp)
+        super().__init__(bootstrap, tmp, simulated_time=simulated_time)
         self.database_url = database_url
         self.smtp = smtp
         self.sink_url = sink_url
