@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from services.common.kafka import client_options
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -102,7 +103,7 @@ async def ensure_topics(settings: Settings) -> Topics:
     the timestamp type of the commands topic."""
     topics = Topics(settings.topic_prefix)
     configs = topic_configs(settings, topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -65,6 +65,7 @@ from schemas.wire import (
     decode_input,
     readable_ids,
 )
+from services.common.kafka import client_options
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -258,7 +259,7 @@ class Processor:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             group_id=self.topics.group,
             # Static membership: a restarted process with the same id is given its partitions
             # back without waiting for the session of its dead predecessor to time out.
@@ -639,7 +640,7 @@ class Processor:
         consumer starts there by itself, and a second seek would make it read records twice."""
         started = time.perf_counter()
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             transactional_id=self.topics.transactional_id(number),
             max_request_size=self.settings.max_record_bytes,
         )

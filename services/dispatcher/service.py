@@ -36,7 +36,7 @@ def health_checks(kafka: KafkaCheck, processor: Processor) -> PartitionChecks:
 
 
 async def serve(settings: Settings) -> None:
-    kafka = KafkaCheck(settings.kafka_bootstrap_servers)
+    kafka = KafkaCheck(settings)
     processor = Processor(settings, Topics(settings.topic_prefix))
 
     async def main(stop: asyncio.Event) -> None:

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from schemas import decode_event, encode
+from services.common.kafka import client_options
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -54,7 +55,7 @@ __all__ = [
 
 
 async def partition_count(settings: Settings, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])

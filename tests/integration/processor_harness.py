@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from core import fold
 from schemas import Actor, Command, Contact, Content, Event, decode_event
 from schemas.wire import CommandRecord, CommandResult, DeadLetter
+from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
 
@@ -77,14 +78,14 @@ class Stack:
     async def start(self) -> None:
         await ensure_topics(self.settings)
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.settings),
             acks="all",
             max_request_size=self.settings.max_record_bytes,
         )
         await self.producer.start()
         for topic in (self.topics.events, self.topics.results, self.topics.dead_letter):
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+                **client_options(self.settings),
                 isolation_level="read_committed",
                 auto_offset_reset="earliest",  # see services/dispatcher/processor.py _read_all
             )
