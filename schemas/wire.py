@@ -121,9 +121,10 @@ class EventRef(Record):
 
 class Rejection(Record):
     """Why a command was refused. ``code`` maps to HTTP: not_found 404, not_allowed and
-    already_exists 409, invalid 422."""
+    already_exists 409, invalid 422, forbidden 403 (an integrator acting for an account it was
+    not granted, core/trust.py)."""
 
-    code: Literal["not_found", "not_allowed", "already_exists", "invalid"]
+    code: Literal["not_found", "not_allowed", "already_exists", "invalid", "forbidden"]
     message: str
     status: str | None = None
     allowed: tuple[str, ...] | None = None

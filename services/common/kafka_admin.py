@@ -7,13 +7,15 @@ and ACLs"; docs/integrators.md).
   `<prefix>.command-results` and `<prefix>.sends`.
 * `integrator_acls(prefix, principal)`: an integrating service may write its own intake topic
   `<prefix>.intake.<principal>` and nothing else (the intake relay checks which accounts it may
-  act for: services/commands/intake.py).
+  act for: services/dispatcher/intake.py), and read the results topic.
 * `create_acls`, `upsert_scram_user`: CreateAcls and AlterUserScramCredentials, which aiokafka's
   admin client does not offer, sent through it (so with its connection and SASL login) as
   requests built from its own protocol classes. Run as a super user.
 
-    python -m services.common.kafka_admin apply-service-acls
-    python -m services.common.kafka_admin add-integrator NAME   # prints NAME's new password
+    python -m services.common.kafka_admin apply-service-acls   # scripts/kafka.sh, every start
+
+Integrators are created with `python -m services.commands.integrators create` (which uses the
+functions here and records the accounts they may act for).
 
 Both read the connection from the environment like every process (services/common/kafka.py).
 """
@@ -131,16 +133,9 @@ def service_acls(prefix: str) -> list[Acl]:
             Acl(principal, Resource.CLUSTER, "kafka-cluster", Pattern.LITERAL, op)
             for op in (Op.DESCRIBE, Op.IDEMPOTENT_WRITE)
         ]
-    # The API: publishes commands, reads their results; its intake relay reads every intake
-    # topic in its group, forwards transactionally, answers refusals on the results topic.
+    # The API: publishes commands, reads their results.
     acls += _topic(API, commands, Op.WRITE)
-    acls += _topic(API, results, Op.READ, Op.WRITE)
-    acls += _topic(API, dead, Op.WRITE)
-    acls.append(Acl(API, Resource.TOPIC, f"{prefix}.intake.", Pattern.PREFIXED, Op.READ))
-    acls.append(Acl(API, Resource.GROUP, f"{prefix}-intake", Pattern.LITERAL, Op.READ))
-    acls.append(
-        Acl(API, Resource.TRANSACTIONAL_ID, f"{prefix}-intake-", Pattern.PREFIXED, Op.WRITE)
-    )
+    acls += _topic(API, results, Op.READ)
     # The dispatcher: the one writer of events, results and sends; ticks and copies go to the
     # commands topic; one transactional id per input partition.
     acls += _topic(DISPATCHER, commands, Op.READ, Op.WRITE)
@@ -149,15 +144,12 @@ def service_acls(prefix: str) -> list[Acl]:
     acls += _topic(DISPATCHER, sends, Op.WRITE)
     acls += _topic(DISPATCHER, dead, Op.WRITE)
     acls.append(Acl(DISPATCHER, Resource.GROUP, f"{prefix}-dispatcher", Pattern.LITERAL, Op.READ))
-    acls.append(
-        Acl(
-            DISPATCHER,
-            Resource.TRANSACTIONAL_ID,
-            f"{prefix}-dispatcher-",
-            Pattern.PREFIXED,
-            Op.WRITE,
-        )
-    )
+    for txn in (f"{prefix}-dispatcher-", f"{prefix}-intake-"):
+        acls.append(Acl(DISPATCHER, Resource.TRANSACTIONAL_ID, txn, Pattern.PREFIXED, Op.WRITE))
+    # Its intake relay (services/dispatcher/intake.py) reads every integrator's intake topic in
+    # its own group, and forwards or answers in its own transactions.
+    acls.append(Acl(DISPATCHER, Resource.TOPIC, f"{prefix}.intake.", Pattern.PREFIXED, Op.READ))
+    acls.append(Acl(DISPATCHER, Resource.GROUP, f"{prefix}-intake", Pattern.LITERAL, Op.READ))
     # Delivery: reads the sends, reports outcomes as commands (the only writer of
     # RecordDeliveryOutcomes: the intake relay refuses them from integrators).
     acls += _topic(DELIVERY, sends, Op.READ)
@@ -172,8 +164,12 @@ def service_acls(prefix: str) -> list[Acl]:
 
 
 def integrator_acls(prefix: str, principal: str) -> list[Acl]:
-    """An integrating service writes its own intake topic and nothing else."""
-    return _topic(principal, intake_topic(prefix, principal), Op.WRITE)
+    """An integrating service writes its own intake topic and nothing else; it reads the
+    results topic for its answers (docs/integrators.md says what that shows it)."""
+    return [
+        *_topic(principal, intake_topic(prefix, principal), Op.WRITE),
+        *_topic(principal, f"{prefix}.command-results", Op.READ),
+    ]
 
 
 # ---------------------------------------------------------------------- requests
@@ -354,24 +350,11 @@ async def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.common.kafka_admin")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("apply-service-acls", help="the service principals' ACLs (idempotent)")
-    add = sub.add_parser("add-integrator", help="a SCRAM user that may write its intake topic")
-    add.add_argument("name")
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)
     settings = Settings()
-    if args.command == "apply-service-acls":
-        acls = service_acls(settings.topic_prefix)
-        await create_acls(settings, acls)
-        print(f"{len(acls)} ACLs of {', '.join(SERVICE_PRINCIPALS)} on {settings.topic_prefix}.*")
-        return 0
-    if args.name in SERVICE_PRINCIPALS or not args.name.replace("-", "").isalnum():
-        parser.error("an integrator's name: letters, digits and '-', not a service principal")
-    password = new_password()
-    await upsert_scram_user(settings, args.name, password)
-    topic = await create_intake_topic(settings, args.name)
-    await create_acls(settings, integrator_acls(settings.topic_prefix, args.name))
-    print(f"principal={args.name}")
-    print(f"password={password}")
-    print(f"intake_topic={topic}")
+    acls = service_acls(settings.topic_prefix)
+    await create_acls(settings, acls)
+    print(f"{len(acls)} ACLs of {', '.join(SERVICE_PRINCIPALS)} on {settings.topic_prefix}.*")
     return 0
 
 

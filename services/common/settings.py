@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # the service's own. CreateTime only for replays and simulated-time tests: the topic keeps the
     # timestamps its producer copied from the original log (or the scenario's instants).
     kafka_commands_timestamp_type: Literal["LogAppendTime", "CreateTime"] = "LogAppendTime"
+    # The intake relay of the dispatcher process (services/dispatcher/intake.py): integrating
+    # services' commands from their intake topics, checked against their granted accounts.
+    intake_enabled: bool = True
     # Kafka static membership (group.instance.id) of this dispatcher process: a restarted process
     # with the same id gets its partitions back at once instead of after the session timeout.
     # Must be unique per process; unset means dynamic membership (docs/dispatcher.md).

@@ -1,0 +1,132 @@
+"""Per-account trust for integrating services, against the real broker, Postgres and processor:
+an integrator (a SCRAM principal that may write only its intake topic) acting for an account it
+was granted is decided, as that principal; acting for another account, or forging delivery
+outcomes, it is answered with a rejected result and nothing is decided
+(services/dispatcher/intake.py, core/trust.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
+
+from schemas import Actor, CreateDraft, RecordDeliveryOutcomes
+from schemas.wire import CommandRecord
+from services.commands.integrators import create, grant, revoke
+from services.common.kafka import client_options
+from services.common.kafka_admin import intake_topic
+from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from tests.integration.processor_harness import CONTENT, Stack, ids, record
+
+GRANTED = "acct-a"
+
+
+class Integrator:
+    def __init__(self, stack: Stack, name: str, password: str) -> None:
+        self.name = name
+        self.topic = intake_topic(stack.settings.topic_prefix, name)
+        settings = stack.settings.model_copy(
+            update={"kafka_username": name, "kafka_password": SecretStr(password)}
+        )
+        self.options: dict[str, Any] = client_options(settings)
+
+    async def publish(self, *items: CommandRecord) -> None:
+        producer = AIOKafkaProducer(**self.options, acks="all")
+        await producer.start()
+        try:
+            for item in items:
+                await producer.send_and_wait(
+                    self.topic,
+                    value=item.model_dump_json().encode(),
+                    key=str(item.command.message_id).encode(),
+                )
+        finally:
+            await producer.stop()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    stack = Stack(kafka_bootstrap, tmp_path)
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        await stack.close()
+
+
+@pytest.fixture
+async def integrator(stack: Stack, db: asyncpg.Connection) -> Integrator:
+    """A new integrator granted acct-a, then the dispatcher (processor and relay)."""
+    name = f"itg-{uuid.uuid4().hex[:8]}"
+    password, _ = await create(stack.settings, name)
+    await grant(db, name, GRANTED)
+    stack.spawn()
+    return Integrator(stack, name, password)
+
+
+def acting_for(account: str) -> Actor:
+    return Actor(kind="service", account_id=account, service="whatever-it-claims")
+
+
+async def test_an_integrator_acting_for_a_granted_account_is_decided_as_itself(
+    stack: Stack, integrator: Integrator
+) -> None:
+    """Given an integrator granted acct-a, when it publishes a CreateDraft for acct-a on its
+    intake topic, then the command is decided, and the history names the integrator's
+    principal as the actor, whatever service name the record claimed."""
+    message = ids()
+    command = CreateDraft(command_id=ids(), message_id=message, content=CONTENT)
+
+    await integrator.publish(record(command, actor=acting_for(GRANTED)))
+
+    result = await stack.result_of(command.command_id)
+    assert result.outcome == "accepted" and result.decided
+    [created] = await stack.events_of(message)
+    assert created.actor == Actor(kind="service", account_id=GRANTED, service=integrator.name)
+
+
+async def test_an_integrator_acting_for_another_account_is_rejected_with_a_result(
+    stack: Stack, integrator: Integrator, db: asyncpg.Connection
+) -> None:
+    """Given an integrator granted acct-a only, when it publishes a command for acct-b, or
+    delivery outcomes for acct-a, or a command for acct-a after its grant was revoked, then
+    each is answered rejected (forbidden, with the reason) and nothing is decided."""
+    other = CreateDraft(command_id=ids(), message_id=ids(), content=CONTENT)
+    forged = RecordDeliveryOutcomes(command_id=ids(), message_id=ids(), delivered=("c1",))
+
+    await integrator.publish(
+        record(other, actor=acting_for("acct-b")), record(forged, actor=acting_for(GRANTED))
+    )
+
+    refused = await stack.result_of(other.command_id)
+    assert refused.outcome == "rejected" and not refused.decided
+    assert refused.rejection is not None and refused.rejection.code == "forbidden"
+    assert "acct-b" in refused.rejection.message
+    assert refused.rejection.field == "actor.account_id"
+    outcomes = await stack.result_of(forged.command_id)
+    assert outcomes.rejection is not None and outcomes.rejection.code == "forbidden"
+    assert "delivery service" in outcomes.rejection.message
+    assert await stack.events_of(other.message_id) == []
+
+    await revoke(db, integrator.name, GRANTED)
+    late = CreateDraft(command_id=ids(), message_id=ids(), content=CONTENT)
+    await integrator.publish(record(late, actor=acting_for(GRANTED)))
+    answer = await stack.result_of(late.command_id)
+    assert answer.rejection is not None and answer.rejection.code == "forbidden"
+    assert await stack.events_of(late.message_id) == []
