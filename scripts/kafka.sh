@@ -82,9 +82,14 @@ probe() {
   fi
 }
 
-# apply_acls: the service principals' ACLs for the default topic prefix (idempotent).
+# apply_acls: the service principals' ACLs for the default topic prefix (idempotent). Skipped
+# when the ACLs of this very definition (by hash of kafka_admin.py) were applied to this data
+# directory already; a format removes the stamp.
+KAFKA_ACLS_STAMP="$KAFKA_STATE/acls-applied"
 apply_acls() {
-  local venv_python="$ROOT_DIR/.venv/bin/python"
+  local venv_python="$ROOT_DIR/.venv/bin/python" stamp
+  stamp=$(sha256sum "$ROOT_DIR/services/common/kafka_admin.py" | cut -d' ' -f1)
+  [[ $(cat "$KAFKA_ACLS_STAMP" 2>/dev/null) == "$stamp" ]] && return 0
   [[ -x $venv_python ]] || die "no $venv_python to apply the ACLs with (run scripts/venv.sh)"
   (
     cd "$ROOT_DIR"
@@ -93,6 +98,7 @@ apply_acls() {
       KAFKA_PASSWORD="$(password $KAFKA_ADMIN_USER)" PYTHONPATH="$ROOT_DIR" \
       "$venv_python" -m services.common.kafka_admin apply-service-acls
   ) >>"$KAFKA_OUT" 2>&1 || { tail -n 20 "$KAFKA_OUT" >&2; die "applying the ACLs failed, see $KAFKA_OUT"; }
+  echo "$stamp" >"$KAFKA_ACLS_STAMP"
   log "service ACLs applied"
 }
 
@@ -215,7 +221,7 @@ ensure_formatted() {
     rm -rf "$KAFKA_DATA"
   fi
   [[ -n $cluster_id ]] || { cluster_id=$(new_cluster_id); echo "$cluster_id" >"$KAFKA_CLUSTER_ID_FILE"; }
-  rm -f "$KAFKA_FORMATTED_BY"
+  rm -f "$KAFKA_FORMATTED_BY" "$KAFKA_ACLS_STAMP"
   java_opts
   log "formatting $KAFKA_DATA (cluster $cluster_id)"
   # The SCRAM users go into the metadata log at format time: the broker's own inter-broker
@@ -264,12 +270,14 @@ cmd_start() {
   take_lock
   if pid=$(our_kafka_pid); then
     if probe "$LOCAL_BOOTSTRAP" --timeout 2 >/dev/null 2>&1; then
+      apply_acls  # a checkout with other ACLs than the running broker has
       log "reusing running Kafka $KAFKA_VERSION (pid $pid) at $LOCAL_BOOTSTRAP, checked in $(elapsed_since "$t0")"
       return 0
     fi
     # Still starting (another caller launched it) or wedged: give it the start-up timeout.
     log "Kafka (pid $pid) is running but not answering yet; waiting"
     if wait_ready "$pid"; then
+      apply_acls
       log "Kafka $KAFKA_VERSION (pid $pid) ready at $LOCAL_BOOTSTRAP in $(elapsed_since "$t0")"
       return 0
     fi

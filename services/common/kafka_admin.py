@@ -169,6 +169,8 @@ def integrator_acls(prefix: str, principal: str) -> list[Acl]:
     return [
         *_topic(principal, intake_topic(prefix, principal), Op.WRITE),
         *_topic(principal, f"{prefix}.command-results", Op.READ),
+        # Its own consumer groups, named `<principal>-...`, to read the results.
+        Acl(principal, Resource.GROUP, f"{principal}-", Pattern.PREFIXED, Op.READ),
     ]
 
 

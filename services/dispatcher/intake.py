@@ -49,6 +49,9 @@ DISCOVERY_MS = 5_000
 #: The pause after a failed batch before it is read again (Postgres or Kafka away).
 RETRY_S = 1.0
 
+#: The pause before the relay starts again after it failed as a whole.
+RESTART_S = 5.0
+
 
 class NotACommandError(ValueError):
     """Raised when an intake record is a tick or a copied event: an intake carries commands."""
@@ -82,12 +85,26 @@ class IntakeRelay:
         instance = settings.dispatcher_instance_id or uuid.uuid4().hex[:12]
         self.transactional_id = f"{topics.prefix}-intake-{instance}"
         self.running = False
+        self.error: str | None = None
         self.forwarded = 0
         self.refused = 0
         self._db: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop`. A failure of the relay itself (its group not authorised, Kafka
+        gone) never ends the process: the processor beside it goes on deciding the service's
+        own commands; /health shows the relay red with the reason, and it starts again."""
+        while not stop.is_set():
+            try:
+                await self._consume(stop)
+            except Exception as error:
+                self.error = f"{type(error).__name__}: {error}"
+                log.exception("intake relay failed; restarting it", retry_in_s=RESTART_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RESTART_S)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
             **client_options(self.settings),
             group_id=self.group,
@@ -98,9 +115,10 @@ class IntakeRelay:
             max_partition_fetch_bytes=self.settings.max_record_bytes,
         )
         consumer.subscribe(pattern=f"^{re.escape(self.topics.prefix)}\\.intake\\..+")
-        await consumer.start()
-        self.running = True
         try:
+            await consumer.start()
+            self.running = True
+            self.error = None
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
                 for tp, records in batches.items():
@@ -120,9 +138,11 @@ class IntakeRelay:
         finally:
             self.running = False
             await self._drop_producer()
-            await consumer.stop()
-            if self._db is not None:
-                await self._db.close()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
 
     async def _producer_ready(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -231,8 +251,13 @@ class IntakeRelay:
         log.warning("intake record sent to the dead-letter topic", topic=record.topic)
 
     def status(self) -> dict[str, Any]:
-        return {"running": self.running, "forwarded": self.forwarded, "refused": self.refused}
+        return {
+            "running": self.running,
+            "error": self.error,
+            "forwarded": self.forwarded,
+            "refused": self.refused,
+        }
 
     async def check(self) -> None:
         if not self.running:
-            raise RuntimeError("the intake relay is not consuming")
+            raise RuntimeError(f"the intake relay is not consuming: {self.error or 'starting'}")
