@@ -6,10 +6,12 @@ outcomes, it is answered with a rejected result and nothing is decided
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -36,16 +38,13 @@ class Integrator:
         )
         self.options: dict[str, Any] = client_options(settings)
 
-    async def publish(self, *items: CommandRecord) -> None:
+    async def publish(self, *items: CommandRecord | bytes) -> None:
         producer = AIOKafkaProducer(**self.options, acks="all")
         await producer.start()
         try:
             for item in items:
-                await producer.send_and_wait(
-                    self.topic,
-                    value=item.model_dump_json().encode(),
-                    key=str(item.command.message_id).encode(),
-                )
+                value = item if isinstance(item, bytes) else item.model_dump_json().encode()
+                await producer.send_and_wait(self.topic, value=value, key=b"any")
         finally:
             await producer.stop()
 
@@ -106,12 +105,20 @@ async def test_an_integrator_acting_for_another_account_is_rejected_with_a_resul
 ) -> None:
     """Given an integrator granted acct-a only, when it publishes a command for acct-b, or
     delivery outcomes for acct-a, or a command for acct-a after its grant was revoked, then
-    each is answered rejected (forbidden, with the reason) and nothing is decided."""
+    each is answered rejected (forbidden, with the reason) and nothing is decided; a record
+    that does not decode but whose ids can be read is answered too (invalid)."""
     other = CreateDraft(command_id=ids(), message_id=ids(), content=CONTENT)
     forged = RecordDeliveryOutcomes(command_id=ids(), message_id=ids(), delivered=("c1",))
+    sloppy = record(
+        CreateDraft(command_id=ids(), message_id=ids(), content=CONTENT),
+        actor=acting_for(GRANTED),
+    ).model_dump(mode="json")
+    sloppy["command"]["colour"] = "red"
 
     await integrator.publish(
-        record(other, actor=acting_for("acct-b")), record(forged, actor=acting_for(GRANTED))
+        record(other, actor=acting_for("acct-b")),
+        record(forged, actor=acting_for(GRANTED)),
+        json.dumps(sloppy).encode(),
     )
 
     refused = await stack.result_of(other.command_id)
@@ -123,6 +130,9 @@ async def test_an_integrator_acting_for_another_account_is_rejected_with_a_resul
     assert outcomes.rejection is not None and outcomes.rejection.code == "forbidden"
     assert "delivery service" in outcomes.rejection.message
     assert await stack.events_of(other.message_id) == []
+    invalid = await stack.result_of(UUID(sloppy["command"]["command_id"]))
+    assert invalid.rejection is not None and invalid.rejection.code == "invalid"
+    assert "colour" in invalid.rejection.message
 
     await revoke(db, integrator.name, GRANTED)
     late = CreateDraft(command_id=ids(), message_id=ids(), content=CONTENT)

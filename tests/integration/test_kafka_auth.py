@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TICK = Tick(tick_id=uuid.uuid4(), at="2026-12-01T00:00:00Z").model_dump_json().encode()  # type: ignore[arg-type]
+TICK = Tick(tick_id=uuid.uuid4(), at=datetime(2026, 12, 1, tzinfo=UTC)).model_dump_json().encode()
 
 
 @pytest.fixture
