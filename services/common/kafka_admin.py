@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -114,7 +115,7 @@ def _topic(principal: str, name: str, *ops: Op) -> list[Acl]:
 
 def intake_topic(prefix: str, principal: str) -> str:
     """The one topic an integrating service may write: its commands, for the intake relay."""
-    return f"{prefix}.intake.{principal}"
+    return Topics(prefix).intake(principal)
 
 
 def service_acls(prefix: str) -> list[Acl]:
@@ -149,6 +150,9 @@ def service_acls(prefix: str) -> list[Acl]:
     # Its intake relay (services/dispatcher/intake.py) reads every integrator's intake topic in
     # its own group, and forwards or answers in its own transactions.
     acls.append(Acl(DISPATCHER, Resource.TOPIC, f"{prefix}.intake.", Pattern.PREFIXED, Op.READ))
+    acls.append(
+        Acl(DISPATCHER, Resource.TOPIC, f"{prefix}.intake-results.", Pattern.PREFIXED, Op.WRITE)
+    )
     acls.append(Acl(DISPATCHER, Resource.GROUP, f"{prefix}-intake", Pattern.LITERAL, Op.READ))
     # Delivery: reads the sends, reports outcomes as commands (the only writer of
     # RecordDeliveryOutcomes: the intake relay refuses them from integrators).
@@ -164,11 +168,11 @@ def service_acls(prefix: str) -> list[Acl]:
 
 
 def integrator_acls(prefix: str, principal: str) -> list[Acl]:
-    """An integrating service writes its own intake topic and nothing else; it reads the
-    results topic for its answers (docs/integrators.md says what that shows it)."""
+    """An integrating service writes its own intake topic and nothing else, and reads the
+    answers to its own commands (never the results topic, which holds every account's)."""
     return [
         *_topic(principal, intake_topic(prefix, principal), Op.WRITE),
-        *_topic(principal, f"{prefix}.command-results", Op.READ),
+        *_topic(principal, Topics(prefix).intake_results(principal), Op.READ),
         # Its own consumer groups, named `<principal>-...`, to read the results.
         Acl(principal, Resource.GROUP, f"{principal}-", Pattern.PREFIXED, Op.READ),
     ]
@@ -311,22 +315,22 @@ async def _until_visible(admin: AIOKafkaAdminClient, acls: list[Acl]) -> None:
 
 
 async def create_intake_topic(settings: Settings, principal: str) -> str:
-    """The integrator's intake topic, with the service's partition count and history config."""
-    topic = intake_topic(settings.topic_prefix, principal)
-    config = topic_configs(settings, Topics(settings.topic_prefix))[
-        f"{settings.topic_prefix}.events"
-    ]
+    """The integrator's intake topic and its answers' topic, with the service's partition count
+    (answers are written at their message's partition number) and history config. Returns the
+    intake topic."""
+    topics = Topics(settings.topic_prefix)
+    config = topic_configs(settings, topics)[topics.events]  # history kept, no timestamp rule
     admin = _admin(settings)
     await admin.start()
     try:
-        await admin.create_topics(
-            [NewTopic(topic, settings.kafka_partitions, 1, topic_configs=config)]
-        )
-    except TopicAlreadyExistsError:
-        pass
+        for topic in (topics.intake(principal), topics.intake_results(principal)):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(topic, settings.kafka_partitions, 1, topic_configs=config)]
+                )
     finally:
         await admin.close()
-    return topic
+    return topics.intake(principal)
 
 
 async def upsert_scram_user(settings: Settings, name: str, password: str) -> None:

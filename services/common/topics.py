@@ -63,6 +63,15 @@ class Topics:
     def all(self) -> tuple[str, ...]:
         return (self.commands, self.events, self.results, self.dead_letter, self.sends)
 
+    def intake(self, principal: str) -> str:
+        """The one topic an integrating service may write: its commands, for the intake relay."""
+        return f"{self.prefix}.intake.{principal}"
+
+    def intake_results(self, principal: str) -> str:
+        """The answers to an integrating service's commands, and only to its own (the one
+        results topic holds every account's): written by the dispatcher, read by it alone."""
+        return f"{self.prefix}.intake-results.{principal}"
+
     @property
     def delivery_group(self) -> str:
         """The consumer group of the delivery workers that share the sends topic's partitions."""

@@ -11,7 +11,10 @@ transaction together with the batch's input offsets:
   Postgres `integrator_accounts`; never delivery outcomes) to `<prefix>.commands`, keyed and
   partitioned by its message id, acting as the principal;
 * answers each refused one with a rejected `CommandResult` (code `forbidden`, `decided: false`)
-  on `<prefix>.command-results`, where its caller waits;
+  on the principal's own answers topic `<prefix>.intake-results.<principal>`; a forwarded
+  command carries the principal in a header, and the processor writes its result there too, so
+  an integrator reads the answers to its own commands and never the results topic, which holds
+  every account's;
 * dead-letters what does not decode (answered too when its ids can be read).
 
 A batch that fails (Kafka, Postgres) is aborted and read again from the committed offset by a new
@@ -37,9 +40,15 @@ from core.trust import Admitted, admit
 from schemas.wire import CommandRecord, CommandResult, DeadLetter, Rejection, decode_input
 from services.commands.integrators import accounts_of
 from services.common.kafka import client_options
+from services.common.kafka_admin import create_intake_topic
 from services.common.settings import Settings
 from services.common.topics import Topics
-from services.dispatcher.processor import dead_letter_result, key_of, partition_of
+from services.dispatcher.processor import (
+    INTAKE_HEADER,
+    dead_letter_result,
+    key_of,
+    partition_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +98,8 @@ class IntakeRelay:
         self.forwarded = 0
         self.refused = 0
         self._db: asyncpg.Pool | None = None
+        # Principals whose answers topic is known to exist (created if missing, see _relay).
+        self._answerable: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -171,6 +182,11 @@ class IntakeRelay:
     async def _relay(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
         principal = principal_of(self.topics, tp.topic)
         accounts = await self._accounts(principal)
+        if principal not in self._answerable:
+            # Before the first forward: the processor answers on this topic in its own
+            # transaction, where a missing topic would fail every batch of its partition.
+            await create_intake_topic(self.settings, principal)
+            self._answerable.add(principal)
         producer = await self._producer_ready()
         async with producer.transaction():
             for record in records:
@@ -206,13 +222,14 @@ class IntakeRelay:
                 value=verdict.record.model_dump_json().encode(),
                 key=key,
                 partition=partition,
+                headers=[(INTAKE_HEADER, principal.encode())],
             )
             self.forwarded += 1
             bound.info("intake command forwarded")
             return
         result = refusal(item, verdict.reason, verdict.field)
         await producer.send(
-            self.topics.results,
+            self.topics.intake_results(principal),
             value=result.model_dump_json().encode(),
             key=key,
             partition=partition,
@@ -242,7 +259,7 @@ class IntakeRelay:
         if result is not None:
             key = key_of(result.message_id)
             await producer.send(
-                self.topics.results,
+                self.topics.intake_results(principal_of(self.topics, record.topic)),
                 value=result.model_dump_json().encode(),
                 key=key,
                 partition=partition_of(key, self.settings.kafka_partitions),

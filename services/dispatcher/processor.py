@@ -100,6 +100,19 @@ class MisroutedRecordError(ValueError):
     would give the message a second writer."""
 
 
+#: The header the intake relay puts on a command it forwards: the integrating principal, whose
+#: answers topic also gets the command's result. Only service principals write the commands
+#: topic, so the header is the relay's word, not a publisher's.
+INTAKE_HEADER = "intake-principal"
+
+
+def intake_principal(record: ConsumerRecord[Any, Any]) -> str | None:
+    for name, value in record.headers or ():
+        if name == INTAKE_HEADER:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
 class UntrustedTimeError(ValueError):
     """Raised when a command's record is not stamped the way the commands topic is set to
     stamp it (KAFKA_COMMANDS_TIMESTAMP_TYPE): its timestamp is a publisher's clock."""
@@ -397,7 +410,7 @@ class Processor:
         first = part.results.get(command.command_id)
         if first is not None:
             # A retry (the caller did not see the first answer): the same answer, nothing decided.
-            await self._send_result(part, first)
+            await self._send_result(part, first, intake_principal(record))
             bound.info("command repeated", outcome=first.outcome)
             return
         try:
@@ -434,7 +447,7 @@ class Processor:
                     await self._forward(part, command.command_id, event)
             result = result_for(item, part.messages.get(command.message_id), events)
         part.results[command.command_id] = result
-        await self._send_result(part, result)
+        await self._send_result(part, result, intake_principal(record))
         self.decided += 1
         bound.info(
             "command decided",
@@ -530,14 +543,24 @@ class Processor:
             headers=[("type", event.type.encode())],
         )
 
-    async def _send_result(self, part: Partition, result: CommandResult) -> None:
-        await part.producer.send(
-            self.topics.results,
-            value=result.model_dump_json().encode(),
-            key=key_of(result.message_id),
-            partition=part.number,
-            headers=[("command_id", str(result.command_id).encode())],
-        )
+    async def _send_result(
+        self, part: Partition, result: CommandResult, integrator: str | None = None
+    ) -> None:
+        # A command an integrator sent through the intake relay is also answered on that
+        # integrator's own answers topic (the relay made sure it exists), in this transaction.
+        value = result.model_dump_json().encode()
+        headers = [("command_id", str(result.command_id).encode())]
+        topics = [self.topics.results]
+        if integrator is not None:
+            topics.append(self.topics.intake_results(integrator))
+        for topic in topics:
+            await part.producer.send(
+                topic,
+                value=value,
+                key=key_of(result.message_id),
+                partition=part.number,
+                headers=headers,
+            )
 
     async def _send_content(
         self, part: Partition, state: MessageState, event: SendingStarted
@@ -623,7 +646,7 @@ class Processor:
         # stays its only answer.
         answered = result is not None and result.command_id not in part.results
         if result is not None and answered:
-            await self._send_result(part, result)
+            await self._send_result(part, result, intake_principal(record))
         log.warning(
             "record sent to the dead-letter topic",
             partition=record.partition,

@@ -19,11 +19,12 @@ from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from schemas import Actor, CreateDraft, RecordDeliveryOutcomes
-from schemas.wire import CommandRecord
+from schemas.wire import CommandRecord, CommandResult
 from services.commands.integrators import create, grant, revoke
 from services.common.kafka import client_options
 from services.common.kafka_admin import intake_topic
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.common.reading import read_range
 from tests.integration.processor_harness import CONTENT, Stack, ids, record
 
 GRANTED = "acct-a"
@@ -32,7 +33,9 @@ GRANTED = "acct-a"
 class Integrator:
     def __init__(self, stack: Stack, name: str, password: str) -> None:
         self.name = name
+        self.stack = stack
         self.topic = intake_topic(stack.settings.topic_prefix, name)
+        self.answers_topic = stack.topics.intake_results(name)
         settings = stack.settings.model_copy(
             update={"kafka_username": name, "kafka_password": SecretStr(password)}
         )
@@ -47,6 +50,20 @@ class Integrator:
                 await producer.send_and_wait(self.topic, value=value, key=b"any")
         finally:
             await producer.stop()
+
+    async def answer(self, command_id: UUID) -> CommandResult:
+        """The answer on the integrator's own answers topic (read as the admin)."""
+
+        async def check() -> CommandResult | None:
+            for number in range(self.stack.settings.kafka_partitions):
+                async for r in read_range(self.stack.settings, self.answers_topic, number):
+                    result = CommandResult.model_validate_json(r.value)
+                    if result.command_id == command_id:
+                        return result
+            return None
+
+        found: CommandResult = await self.stack.wait_for(f"the answer to {command_id}", check)
+        return found
 
 
 @pytest.fixture
@@ -96,6 +113,8 @@ async def test_an_integrator_acting_for_a_granted_account_is_decided_as_itself(
 
     result = await stack.result_of(command.command_id)
     assert result.outcome == "accepted" and result.decided
+    # The same result on the integrator's own answers topic.
+    assert await integrator.answer(command.command_id) == result
     [created] = await stack.events_of(message)
     assert created.actor == Actor(kind="service", account_id=GRANTED, service=integrator.name)
 
@@ -121,22 +140,22 @@ async def test_an_integrator_acting_for_another_account_is_rejected_with_a_resul
         json.dumps(sloppy).encode(),
     )
 
-    refused = await stack.result_of(other.command_id)
+    refused = await integrator.answer(other.command_id)
     assert refused.outcome == "rejected" and not refused.decided
     assert refused.rejection is not None and refused.rejection.code == "forbidden"
     assert "acct-b" in refused.rejection.message
     assert refused.rejection.field == "actor.account_id"
-    outcomes = await stack.result_of(forged.command_id)
+    outcomes = await integrator.answer(forged.command_id)
     assert outcomes.rejection is not None and outcomes.rejection.code == "forbidden"
     assert "delivery service" in outcomes.rejection.message
     assert await stack.events_of(other.message_id) == []
-    invalid = await stack.result_of(UUID(sloppy["command"]["command_id"]))
+    invalid = await integrator.answer(UUID(sloppy["command"]["command_id"]))
     assert invalid.rejection is not None and invalid.rejection.code == "invalid"
     assert "colour" in invalid.rejection.message
 
     await revoke(db, integrator.name, GRANTED)
     late = CreateDraft(command_id=ids(), message_id=ids(), content=CONTENT)
     await integrator.publish(record(late, actor=acting_for(GRANTED)))
-    answer = await stack.result_of(late.command_id)
+    answer = await integrator.answer(late.command_id)
     assert answer.rejection is not None and answer.rejection.code == "forbidden"
     assert await stack.events_of(late.message_id) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
@@ -83,6 +83,16 @@ async def write(options: dict[str, Any], topic: str, value: bytes = TICK) -> Non
         await producer.stop()
 
 
+async def visible_topics(options: dict[str, Any]) -> set[str]:
+    """The topics the broker shows this principal (Metadata lists only those it may describe)."""
+    consumer = AIOKafkaConsumer(**options, request_timeout_ms=10_000)
+    await consumer.start()
+    try:
+        return set(await consumer.topics())
+    finally:
+        await consumer.stop()
+
+
 async def test_an_unauthenticated_producer_is_refused_by_the_broker(admin: Settings) -> None:
     """Given the broker the scripts run, when a producer connects without SASL, or with a wrong
     password, then it cannot even start: nothing reaches the commands topic."""
@@ -99,7 +109,8 @@ async def test_a_principal_that_is_not_a_service_cannot_write_the_commands_topic
     admin: Settings,
 ) -> None:
     """Given an authenticated integrator (a SCRAM user with its intake topic), when it writes
-    the commands topic, then the broker refuses it; it may write its own intake topic only."""
+    the commands topic, then the broker refuses it; it may write its own intake topic only,
+    and read its own answers but not the results topic."""
     topics = Topics(admin.topic_prefix)
     name = f"itest-{uuid.uuid4().hex[:8]}"
     password = new_password()
@@ -113,6 +124,10 @@ async def test_a_principal_that_is_not_a_service_cannot_write_the_commands_topic
     with pytest.raises(TopicAuthorizationFailedError):
         await write(integrator, intake_topic(admin.topic_prefix, "someone-else"))
     await write(integrator, intake_topic(admin.topic_prefix, name))
+    # It sees (and may read) its own answers, not the results of every account.
+    visible = await visible_topics(integrator)
+    assert topics.intake_results(name) in visible
+    assert topics.results not in visible and topics.commands not in visible
 
 
 async def test_only_the_dispatcher_writes_events_results_and_sends(admin: Settings) -> None:
