@@ -7,6 +7,8 @@ outcomes, it is answered with a rejected result and nothing is decided
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,10 +24,17 @@ from schemas import Actor, CreateDraft, RecordDeliveryOutcomes
 from schemas.wire import CommandRecord, CommandResult
 from services.commands.integrators import create, grant, revoke
 from services.common.kafka import client_options
-from services.common.kafka_admin import intake_topic
+from services.common.kafka_admin import (
+    DISPATCHER,
+    Resource,
+    create_acls,
+    intake_topic,
+    service_acls,
+)
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.reading import read_range
-from tests.integration.processor_harness import CONTENT, Stack, ids, record
+from tests.integration.kafka_env import service_password
+from tests.integration.processor_harness import CONTENT, Stack, free_port, ids, record
 
 GRANTED = "acct-a"
 
@@ -159,3 +168,49 @@ async def test_an_integrator_acting_for_another_account_is_rejected_with_a_resul
     answer = await integrator.answer(late.command_id)
     assert answer.rejection is not None and answer.rejection.code == "forbidden"
     assert await stack.events_of(late.message_id) == []
+
+
+def health(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except OSError:
+        return 0, {}
+
+
+async def test_a_relay_that_cannot_run_turns_health_red_and_the_processor_goes_on(
+    stack: Stack, db: asyncpg.Connection
+) -> None:
+    """Given the dispatcher running as its own principal on a prefix whose ACLs lack the relay's
+    consumer group, and an intake topic to relay, then the relay fails as a whole: /health
+    answers 503 with the intake check naming the refusal, while the processor still decides
+    the service's own commands."""
+    prefix = stack.settings.topic_prefix
+    acls = [
+        acl
+        for acl in service_acls(prefix)
+        if not (acl.resource is Resource.GROUP and acl.name == f"{prefix}-intake")
+    ]
+    await create_acls(stack.settings, acls)
+    await create(stack.settings, f"itg-{uuid.uuid4().hex[:8]}")
+    port = free_port()
+    stack.spawn(
+        DISPATCHER_HEALTH_PORT=str(port),
+        KAFKA_USERNAME=DISPATCHER,
+        KAFKA_PASSWORD=service_password(DISPATCHER),
+    )
+
+    command = CreateDraft(command_id=ids(), message_id=ids(), content=CONTENT)
+    [result] = await stack.decide(record(command))
+    assert result.outcome == "accepted"
+
+    async def relay_red() -> dict[str, Any] | None:
+        code, body = health(port)
+        intake = body.get("checks", {}).get("intake", {})
+        return body if code == 503 and intake.get("ok") is False else None
+
+    body = await stack.wait_for("the relay's check to fail", relay_red)
+    assert "GroupAuthorizationFailed" in body["checks"]["intake"]["error"]
+    assert body["checks"]["processor"]["ok"] is True

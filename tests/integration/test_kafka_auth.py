@@ -6,11 +6,9 @@ own, as the admin principal the tests run as."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +32,8 @@ from services.common.kafka_admin import (
 )
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
+from tests.integration.kafka_env import service_password
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TICK = Tick(tick_id=uuid.uuid4(), at=datetime(2026, 12, 1, tzinfo=UTC)).model_dump_json().encode()
 
 
@@ -58,20 +56,6 @@ def as_principal(settings: Settings, name: str, password: str) -> Settings:
     return settings.model_copy(
         update={"kafka_username": name, "kafka_password": SecretStr(password)}
     )
-
-
-def service_password(name: str) -> str:
-    """The dev password scripts/kafka.sh generated for a service principal."""
-    out = subprocess.run(
-        ["bash", "scripts/kafka.sh", "password", name],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    password = out.stdout.strip()
-    assert password, f"no dev password for {name}"
-    return password
 
 
 async def write(options: dict[str, Any], topic: str, value: bytes = TICK) -> None:
