@@ -173,8 +173,10 @@ def integrator_acls(prefix: str, principal: str) -> list[Acl]:
     return [
         *_topic(principal, intake_topic(prefix, principal), Op.WRITE),
         *_topic(principal, Topics(prefix).intake_results(principal), Op.READ),
-        # Its own consumer groups, named `<principal>-...`, to read the results.
-        Acl(principal, Resource.GROUP, f"{principal}-", Pattern.PREFIXED, Op.READ),
+        # Its own consumer groups, named `<principal>.<anything>`, to read its answers. The dot
+        # is not allowed in principal names, so the prefix covers no other integrator's groups
+        # ("crm." is not a prefix of "crm-eu.x") and no service group ("<prefix>-dispatcher").
+        Acl(principal, Resource.GROUP, f"{principal}.", Pattern.PREFIXED, Op.READ),
     ]
 
 
