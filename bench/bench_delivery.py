@@ -44,6 +44,7 @@ from schemas import (
 from schemas.sends import send_records_json
 from services.dispatcher.processor import key_of, partition_of
 from tests.integration.delivery_harness import DeliveryStack
+from tests.integration.kafka_env import kafka_options
 from tests.integration.processor_harness import ids, record
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
@@ -65,7 +66,10 @@ def _audience(n: int) -> tuple[Contact, ...]:
 
 
 async def _lso(topic: str, partition: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        **kafka_options(BOOTSTRAP),
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
@@ -80,7 +84,9 @@ async def _first_event(
     """The first event of `event_type` committed at or after `start`: its record timestamp (when
     the processor wrote it) and when a read_committed reader saw it (after its commit)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, isolation_level="read_committed", auto_offset_reset="earliest"
+        **kafka_options(BOOTSTRAP),
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
@@ -118,7 +124,7 @@ async def release(recipients: int, tmp: Path) -> None:
             )
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=BOOTSTRAP,
+            **kafka_options(BOOTSTRAP),
             transactional_id=f"{stack.settings.topic_prefix}-baseline",
             max_request_size=stack.settings.max_record_bytes,
         )

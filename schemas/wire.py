@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field, TypeAdapter
@@ -23,17 +24,21 @@ __all__ = [
     "DeadLetter",
     "EventRef",
     "InputRecord",
+    "ReadableIds",
     "Rejection",
     "decode_input",
+    "readable_ids",
 ]
 
 
 class CommandRecord(Record):
     """A command as published on `mailctl.commands`, keyed by its message id.
 
-    The envelope carries what the core's context needs and must not fetch: who acts, when the
-    command was issued (the processor decides with this instant, never with its own clock, so a
-    replay decides the same), the correlation id and the account's default time zone.
+    The envelope carries what the core's context needs and must not fetch: who acts, the
+    correlation id and the account's default time zone. `issued_at` is the publisher's clock and
+    is information only: the processor decides at the record's timestamp, which the broker
+    stamps on append (a LogAppendTime topic), so the service's clock is the only one in the
+    history and a replay of the log decides the same (docs/dispatcher.md).
     """
 
     type: Literal["CommandRecord"] = "CommandRecord"
@@ -66,6 +71,45 @@ def decode_input(value: bytes) -> CommandRecord | Tick | CopiedEvent:
     return _INPUT.validate_json(value)
 
 
+class ReadableIds(Record):
+    """What a command record that cannot be decided still tells about itself: enough to answer
+    its caller (who waits for a result by command id) with a rejection."""
+
+    command_id: UUID
+    message_id: UUID
+    command_type: str = Field(default="unknown", max_length=200)
+    correlation_id: UUID | None = None
+
+
+def readable_ids(value: bytes | None) -> ReadableIds | None:
+    """The command id and message id of a raw `CommandRecord`-shaped value, read leniently (the
+    rest of the record may be invalid); None when they cannot be read: not JSON, not an object,
+    no `command` object, an id that is not a UUID."""
+    if value is None:
+        return None
+    try:
+        raw: Any = json.loads(value)
+        command = raw.get("command") if isinstance(raw, dict) else None
+        if not isinstance(command, dict):
+            return None
+        kind = command.get("type")
+        return ReadableIds(
+            command_id=command.get("command_id"),
+            message_id=command.get("message_id"),
+            command_type=kind if isinstance(kind, str) and 0 < len(kind) <= 200 else "unknown",
+            correlation_id=_uuid_or_none(raw.get("correlation_id")),
+        )
+    except (ValueError, RecursionError):  # not JSON or UTF-8, too deep, ids that are not UUIDs
+        return None
+
+
+def _uuid_or_none(value: Any) -> UUID | None:
+    try:
+        return UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 class EventRef(Record):
     """Which event a command produced (the events themselves are on `mailctl.events`)."""
 
@@ -77,9 +121,10 @@ class EventRef(Record):
 
 class Rejection(Record):
     """Why a command was refused. ``code`` maps to HTTP: not_found 404, not_allowed and
-    already_exists 409, invalid 422."""
+    already_exists 409, invalid 422, forbidden 403 (an integrator acting for an account it was
+    not granted, core/trust.py)."""
 
-    code: Literal["not_found", "not_allowed", "already_exists", "invalid"]
+    code: Literal["not_found", "not_allowed", "already_exists", "invalid", "forbidden"]
     message: str
     status: str | None = None
     allowed: tuple[str, ...] | None = None
@@ -105,6 +150,11 @@ class CommandResult(Record):
     )
     events: tuple[EventRef, ...] = ()
     rejection: Rejection | None = None
+    decided: bool = Field(
+        default=True,
+        description="False for the answer to a dead-lettered record: nothing was decided, so "
+        "the command id may still be decided by a later, valid record",
+    )
 
 
 class DeadLetter(Record):

@@ -7,6 +7,12 @@
 #   scripts/kafka.sh stop      stop the broker started by start
 #   scripts/kafka.sh status    exit 0 when the broker answers Kafka requests
 #   scripts/kafka.sh version   print the pinned Kafka version
+#   scripts/kafka.sh password NAME   print the dev password of principal NAME (.state only)
+#
+# The broker requires SASL/SCRAM-SHA-256 and authorises with ACLs (docs/kafka.md). The principals'
+# dev passwords are generated once into $STATE_DIR/kafka/credentials (mode 600, never committed)
+# and created as SCRAM users when the data directory is formatted; the service principals' ACLs
+# are (re)applied after every start by services/common/kafka_admin.py.
 #
 # External mode: when KAFKA_BOOTSTRAP_SERVERS is set, start/status only wait for / check that
 # server and nothing is started or stopped here.
@@ -24,6 +30,10 @@ KAFKA_DATA="$KAFKA_STATE/data"
 KAFKA_CONFIG="$KAFKA_STATE/server.properties"
 KAFKA_CLUSTER_ID_FILE="$KAFKA_STATE/cluster.id"
 KAFKA_FORMATTED_BY="$KAFKA_STATE/formatted-by"
+# format_stamp: what the data directory's format holds: the Kafka version and the SCRAM users of
+# the credentials file (by hash). A directory formatted otherwise (by another version, before
+# authentication, or for other passwords) is reformatted.
+format_stamp() { echo "$KAFKA_VERSION+scram:$(sha256sum "$KAFKA_CREDENTIALS" | cut -c1-16)"; }
 KAFKA_PIDFILE="$RUN_DIR/kafka.pid"
 KAFKA_LOCK="$RUN_DIR/kafka.lock"
 KAFKA_LOG="$LOG_DIR/kafka.log"
@@ -35,7 +45,62 @@ KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 PYTHON="${PYTHON:-python3}"
 LOCAL_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 
-probe() { "$PYTHON" "$KAFKA_INFRA/probe.py" "$@"; }
+# The principals of the local broker (docs/kafka.md). The admin is a super user (scripts, tests);
+# the services' ACLs are in services/common/kafka_admin.py; `controller` is the broker itself.
+PRINCIPALS=(mailctl-admin mailctl-api mailctl-dispatcher mailctl-delivery mailctl-projections controller)
+KAFKA_ADMIN_USER=mailctl-admin
+
+# ensure_credentials: one random password per principal, generated once.
+ensure_credentials() {
+  local name missing=0
+  mkdir -p "$KAFKA_STATE"
+  for name in "${PRINCIPALS[@]}"; do
+    grep -q "^$name " "$KAFKA_CREDENTIALS" 2>/dev/null || missing=1
+  done
+  (( missing )) || return 0
+  (
+    umask 077
+    for name in "${PRINCIPALS[@]}"; do
+      grep "^$name " "$KAFKA_CREDENTIALS" 2>/dev/null ||
+        echo "$name $(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+    done >"$KAFKA_CREDENTIALS.tmp"
+    mv "$KAFKA_CREDENTIALS.tmp" "$KAFKA_CREDENTIALS"
+  )
+}
+
+password() { kafka_password "$1"; }
+
+# probe and the ACL step talk to the local broker as its admin; in external mode they use
+# whatever KAFKA_SECURITY_PROTOCOL / KAFKA_USERNAME / KAFKA_PASSWORD the environment sets.
+probe() {
+  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+    "$PYTHON" "$KAFKA_INFRA/probe.py" "$@"
+  else
+    KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-256 \
+      KAFKA_USERNAME=$KAFKA_ADMIN_USER KAFKA_PASSWORD="$(password $KAFKA_ADMIN_USER)" \
+      "$PYTHON" "$KAFKA_INFRA/probe.py" "$@"
+  fi
+}
+
+# apply_acls: the service principals' ACLs for the default topic prefix (idempotent). Skipped
+# when the ACLs of this very definition (by hash of kafka_admin.py) were applied to this data
+# directory already; a format removes the stamp.
+KAFKA_ACLS_STAMP="$KAFKA_STATE/acls-applied"
+apply_acls() {
+  local venv_python="$ROOT_DIR/.venv/bin/python" stamp
+  stamp=$(sha256sum "$ROOT_DIR/services/common/kafka_admin.py" | cut -d' ' -f1)
+  [[ $(cat "$KAFKA_ACLS_STAMP" 2>/dev/null) == "$stamp" ]] && return 0
+  [[ -x $venv_python ]] || die "no $venv_python to apply the ACLs with (run scripts/venv.sh)"
+  (
+    cd "$ROOT_DIR"
+    KAFKA_BOOTSTRAP_SERVERS=$LOCAL_BOOTSTRAP KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT \
+      KAFKA_SASL_MECHANISM=SCRAM-SHA-256 KAFKA_USERNAME=$KAFKA_ADMIN_USER \
+      KAFKA_PASSWORD="$(password $KAFKA_ADMIN_USER)" PYTHONPATH="$ROOT_DIR" \
+      "$venv_python" -m services.common.kafka_admin apply-service-acls
+  ) >>"$KAFKA_OUT" 2>&1 || { tail -n 20 "$KAFKA_OUT" >&2; die "applying the ACLs failed, see $KAFKA_OUT"; }
+  echo "$stamp" >"$KAFKA_ACLS_STAMP"
+  log "service ACLs applied"
+}
 
 # Serialises start/stop: two callers (make targets, engineers) starting at once must not launch
 # two brokers on one data directory.
@@ -92,10 +157,13 @@ fetch_libs() {
 
 render_config() {
   mkdir -p "$KAFKA_STATE"
-  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+  (umask 077; sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
     -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
     -e "s|@KAFKA_DATA_DIR@|$KAFKA_DATA|g" \
-    "$KAFKA_INFRA/server.properties.template" >"$KAFKA_CONFIG.tmp"
+    -e "s|@KAFKA_ADMIN_USER@|$KAFKA_ADMIN_USER|g" \
+    -e "s|@KAFKA_ADMIN_PASSWORD@|$(password $KAFKA_ADMIN_USER)|g" \
+    -e "s|@KAFKA_CONTROLLER_PASSWORD@|$(password controller)|g" \
+    "$KAFKA_INFRA/server.properties.template" >"$KAFKA_CONFIG.tmp")
   mv "$KAFKA_CONFIG.tmp" "$KAFKA_CONFIG"
 }
 
@@ -140,8 +208,8 @@ ensure_formatted() {
       reason="data dir belongs to cluster '$found', expected '$cluster_id'"
     elif [[ $(meta_value node.id) != 1 ]]; then
       reason="data dir belongs to node $(meta_value node.id), expected 1"
-    elif [[ $(cat "$KAFKA_FORMATTED_BY" 2>/dev/null) != "$KAFKA_VERSION" ]]; then
-      reason="data dir formatted by Kafka $(cat "$KAFKA_FORMATTED_BY" 2>/dev/null || echo '?'), pinned is $KAFKA_VERSION"
+    elif [[ $(cat "$KAFKA_FORMATTED_BY" 2>/dev/null) != "$(format_stamp)" ]]; then
+      reason="data dir formatted as $(cat "$KAFKA_FORMATTED_BY" 2>/dev/null || echo '?'), needed is $(format_stamp) (Kafka version, SCRAM users)"
     else
       return 0
     fi
@@ -153,13 +221,20 @@ ensure_formatted() {
     rm -rf "$KAFKA_DATA"
   fi
   [[ -n $cluster_id ]] || { cluster_id=$(new_cluster_id); echo "$cluster_id" >"$KAFKA_CLUSTER_ID_FILE"; }
-  rm -f "$KAFKA_FORMATTED_BY"
+  rm -f "$KAFKA_FORMATTED_BY" "$KAFKA_ACLS_STAMP"
   java_opts
   log "formatting $KAFKA_DATA (cluster $cluster_id)"
+  # The SCRAM users go into the metadata log at format time: the broker's own inter-broker
+  # login (the admin) must exist before the broker can start.
+  local scram=() name
+  for name in "${PRINCIPALS[@]}"; do
+    [[ $name == controller ]] && continue  # PLAIN, on the controller listener only
+    scram+=(--add-scram "SCRAM-SHA-256=[name=$name,password=$(password "$name")]")
+  done
   java "${JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool \
-    format --cluster-id "$cluster_id" --config "$KAFKA_CONFIG" >>"$KAFKA_OUT" 2>&1 ||
+    format --cluster-id "$cluster_id" --config "$KAFKA_CONFIG" "${scram[@]}" >>"$KAFKA_OUT" 2>&1 ||
     { tail -n 20 "$KAFKA_OUT" >&2; die "formatting failed, see $KAFKA_OUT"; }
-  echo "$KAFKA_VERSION" >"$KAFKA_FORMATTED_BY"
+  echo "$(format_stamp)" >"$KAFKA_FORMATTED_BY"
 }
 
 # wait_ready PID: until the broker answers Kafka requests; fails fast when the JVM exits.
@@ -195,12 +270,14 @@ cmd_start() {
   take_lock
   if pid=$(our_kafka_pid); then
     if probe "$LOCAL_BOOTSTRAP" --timeout 2 >/dev/null 2>&1; then
+      apply_acls  # a checkout with other ACLs than the running broker has
       log "reusing running Kafka $KAFKA_VERSION (pid $pid) at $LOCAL_BOOTSTRAP, checked in $(elapsed_since "$t0")"
       return 0
     fi
     # Still starting (another caller launched it) or wedged: give it the start-up timeout.
     log "Kafka (pid $pid) is running but not answering yet; waiting"
     if wait_ready "$pid"; then
+      apply_acls
       log "Kafka $KAFKA_VERSION (pid $pid) ready at $LOCAL_BOOTSTRAP in $(elapsed_since "$t0")"
       return 0
     fi
@@ -215,6 +292,7 @@ cmd_start() {
     fi
   done
   fetch_libs
+  ensure_credentials
   render_config
   ensure_formatted
   java_opts
@@ -227,6 +305,7 @@ cmd_start() {
   echo "$pid" >"$KAFKA_PIDFILE"
   log "Kafka $KAFKA_VERSION starting (pid $pid), log $KAFKA_LOG"
   wait_ready "$pid" || die "Kafka did not become ready; the broker is left running for inspection (scripts/kafka.sh stop)"
+  apply_acls
   log "Kafka $KAFKA_VERSION ready at $LOCAL_BOOTSTRAP in $(elapsed_since "$t0")"
 }
 
@@ -265,5 +344,6 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   version) echo "$KAFKA_VERSION" ;;
-  *) echo "usage: $0 start|stop|status|version" >&2; exit 2 ;;
+  password) [[ -n ${2:-} ]] || die "usage: $0 password NAME"; password "$2" ;;
+  *) echo "usage: $0 start|stop|status|version|password NAME" >&2; exit 2 ;;
 esac

@@ -81,10 +81,30 @@ start_detached() {
   echo $! >"$pidfile"
 }
 
+# kafka_password NAME: the dev password of a principal of the broker the scripts run, generated
+# once by scripts/kafka.sh into $STATE_DIR/kafka/credentials (mode 600, ignored by git).
+KAFKA_CREDENTIALS="$STATE_DIR/kafka/credentials"
+kafka_password() {
+  sed -n "s/^$1 //p" "$KAFKA_CREDENTIALS" 2>/dev/null | head -n 1
+}
+
 # export_server_env: the servers' addresses for the processes about to run (services, tests,
 # benchmarks): the ones the scripts started, unless the environment names others (external mode).
 # Call it only after the start scripts ran: they read these variables to choose external mode.
+#
+# The broker the scripts run requires SASL/SCRAM (docs/kafka.md): its clients log in as the admin
+# principal (a super user: tests, benchmarks, CLIs), or as MAILCTL_KAFKA_PRINCIPAL when set
+# (scripts/services.sh gives each service its own). A Kafka named by the environment is used
+# with whatever KAFKA_SECURITY_PROTOCOL / KAFKA_USERNAME / KAFKA_PASSWORD the environment sets
+# (PLAINTEXT when none). MAILCTL_LOCAL_KAFKA remembers the choice across nested calls.
 export_server_env() {
+  if [[ -z ${KAFKA_BOOTSTRAP_SERVERS:-} || ${MAILCTL_LOCAL_KAFKA:-} == 1 ]]; then
+    export MAILCTL_LOCAL_KAFKA=1
+    export KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT KAFKA_SASL_MECHANISM=SCRAM-SHA-256
+    export KAFKA_USERNAME="${MAILCTL_KAFKA_PRINCIPAL:-mailctl-admin}"
+    KAFKA_PASSWORD="$(kafka_password "$KAFKA_USERNAME")"
+    export KAFKA_PASSWORD
+  fi
   export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
   export DATABASE_URL="${DATABASE_URL:-postgresql://mailctl:mailctl@127.0.0.1:$PG_PORT/mailctl}"
   export SMTP_HOST="${SMTP_HOST:-127.0.0.1}" SMTP_PORT

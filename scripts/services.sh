@@ -13,19 +13,20 @@ DELIVERY_HEALTH_PORT="${DELIVERY_HEALTH_PORT:-8082}"
 PROJECTIONS_HEALTH_PORT="${PROJECTIONS_HEALTH_PORT:-8083}"
 HEALTH_TIMEOUT="${SERVICES_HEALTH_TIMEOUT:-90}"
 
-# name|python module|port; start order (all start at once, then each is waited for).
+# name|python module|port|Kafka principal (services/common/kafka_admin.py: each service logs in
+# as its own, with only its ACLs); start order (all start at once, then each is waited for).
 SERVICES=(
-  "projections|services.projections|$PROJECTIONS_HEALTH_PORT"
-  "commands|services.commands|$COMMANDS_PORT"
-  "dispatcher|services.dispatcher|$DISPATCHER_HEALTH_PORT"
-  "delivery|services.dispatcher.delivery|$DELIVERY_HEALTH_PORT"
+  "projections|services.projections|$PROJECTIONS_HEALTH_PORT|mailctl-projections"
+  "commands|services.commands|$COMMANDS_PORT|mailctl-api"
+  "dispatcher|services.dispatcher|$DISPATCHER_HEALTH_PORT|mailctl-dispatcher"
+  "delivery|services.dispatcher.delivery|$DELIVERY_HEALTH_PORT|mailctl-delivery"
 )
 
 pidfile() { echo "$RUN_DIR/$1.pid"; }
 health_url() { echo "http://127.0.0.1:$1/health"; }
 
 launch() {
-  local name=$1 module=$2 port=$3
+  local name=$1 module=$2 port=$3 principal=$4
   if pid_alive "$(pidfile "$name")"; then
     return 0  # running: its health is checked with the others below
   fi
@@ -38,22 +39,22 @@ launch() {
     # once. One process of each kind here, so one id each.
     export DISPATCHER_INSTANCE_ID="${DISPATCHER_INSTANCE_ID:-dispatcher-1}"
     export DELIVERY_INSTANCE_ID="${DELIVERY_INSTANCE_ID:-delivery-1}"
-    export_server_env
+    MAILCTL_KAFKA_PRINCIPAL=$principal export_server_env
     start_detached "$(pidfile "$name")" "$LOG_DIR/$name.log" "$PYTHON" -m "$module"
   )
   log "$name: started (pid $(cat "$(pidfile "$name")"), log $LOG_DIR/$name.log)"
 }
 
 start() {
-  local t0 entry name module port failed=0
+  local t0 entry name module port principal failed=0
   t0=$(now_ms)
   [[ -x $PYTHON ]] || die "no Python at $PYTHON (run scripts/venv.sh or set PYTHON)"
   for entry in "${SERVICES[@]}"; do
-    IFS='|' read -r name module port <<<"$entry"
-    launch "$name" "$module" "$port"
+    IFS='|' read -r name module port principal <<<"$entry"
+    launch "$name" "$module" "$port" "$principal"
   done
   for entry in "${SERVICES[@]}"; do
-    IFS='|' read -r name module port <<<"$entry"
+    IFS='|' read -r name module port _ <<<"$entry"
     if wait_until "$HEALTH_TIMEOUT" "$name health" http_ok "$(health_url "$port")"; then
       log "$name: healthy at $(health_url "$port")"
     elif ! pid_alive "$(pidfile "$name")"; then
@@ -71,7 +72,7 @@ start() {
 stop() {
   local entry name module port
   for entry in "${SERVICES[@]}"; do
-    IFS='|' read -r name module port <<<"$entry"
+    IFS='|' read -r name module port _ <<<"$entry"
     stop_pidfile "$name" "$(pidfile "$name")"
   done
 }
@@ -79,7 +80,7 @@ stop() {
 status() {
   local entry name module port rc=0
   for entry in "${SERVICES[@]}"; do
-    IFS='|' read -r name module port <<<"$entry"
+    IFS='|' read -r name module port _ <<<"$entry"
     if ! pid_alive "$(pidfile "$name")"; then
       log "$name: not running"; rc=1
     elif http_ok "$(health_url "$port")"; then

@@ -7,18 +7,30 @@ is registered, i.e. clients can work.
 
     python3 infra/kafka/probe.py HOST:PORT [--timeout S] [--api-versions]
 
+It logs in the way the services do, from the same environment variables: with
+KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or SASL_SSL it authenticates with SASL/SCRAM (or PLAIN)
+as KAFKA_USERNAME / KAFKA_PASSWORD (KAFKA_SASL_MECHANISM, default SCRAM-SHA-256); with SSL or
+SASL_SSL it speaks TLS (KAFKA_SSL_CAFILE, default the system's CAs).
+
 Exit 0 and print "cluster=<id> brokers=<n> controller=<id>" when ready, exit 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
+import os
 import socket
+import ssl
 import struct
 import sys
 
 API_VERSIONS = 18
 METADATA = 3
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
 # Metadata v4..v7 share the request layout used below and the response prefix parsed below
 # (v8 adds fields, v9 switches to the flexible encoding).
 METADATA_VERSIONS = range(4, 8)
@@ -114,6 +126,82 @@ def metadata(sock: socket.socket, versions: dict[int, tuple[int, int]]) -> tuple
     return cluster_id, brokers, controller_id
 
 
+def _bytes(value: bytes) -> bytes:
+    return struct.pack(">i", len(value)) + value
+
+
+def _read_bytes(reader: Reader) -> bytes:
+    length = reader.take(">i")
+    value = reader.data[reader.pos : reader.pos + max(length, 0)]
+    reader.pos += max(length, 0)
+    return value
+
+
+def _authenticate_step(sock: socket.socket, correlation: int, payload: bytes) -> bytes:
+    # SaslAuthenticate v1 (non-flexible): auth_bytes in; error, message, auth_bytes, lifetime out.
+    reader = _call(sock, SASL_AUTHENTICATE, 1, correlation, _bytes(payload))
+    error = reader.take(">h")
+    message = reader.string()
+    if error:
+        raise ConnectionError(f"authentication failed (error {error}: {message})")
+    return _read_bytes(reader)
+
+
+def sasl_login(sock: socket.socket, mechanism: str, username: str, password: str) -> None:
+    """SaslHandshake v1, then SCRAM-SHA-256/512 (RFC 5802) or PLAIN over SaslAuthenticate."""
+    name = mechanism.encode()
+    reader = _call(sock, SASL_HANDSHAKE, 1, 10, struct.pack(">h", len(name)) + name)
+    error = reader.take(">h")
+    if error:
+        raise ConnectionError(f"the broker refused SASL mechanism {mechanism} (error {error})")
+    if mechanism == "PLAIN":
+        _authenticate_step(sock, 11, b"\0" + username.encode() + b"\0" + password.encode())
+        return
+    digest = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+    nonce = base64.b64encode(os.urandom(18)).decode()
+    first_bare = f"n={username},r={nonce}"
+    server_first = _authenticate_step(sock, 11, f"n,,{first_bare}".encode()).decode()
+    fields = dict(item.split("=", 1) for item in server_first.split(","))
+    if not fields["r"].startswith(nonce):
+        raise ConnectionError("SCRAM: the server's nonce does not extend ours")
+    salted = hashlib.pbkdf2_hmac(
+        digest, password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
+    )
+    client_key = hmac.new(salted, b"Client Key", digest).digest()
+    stored_key = hashlib.new(digest, client_key).digest()
+    without_proof = f"c=biws,r={fields['r']}"
+    auth_message = f"{first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, digest).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    final = f"{without_proof},p={base64.b64encode(proof).decode()}"
+    server_final = _authenticate_step(sock, 12, final.encode()).decode()
+    server_key = hmac.new(salted, b"Server Key", digest).digest()
+    expected = base64.b64encode(hmac.new(server_key, auth_message, digest).digest()).decode()
+    if server_final != f"v={expected}":
+        raise ConnectionError("SCRAM: the server's signature does not verify")
+
+
+def connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A connection logged in as the environment says (see the module docstring)."""
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        if protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(cafile=os.environ.get("KAFKA_SSL_CAFILE") or None)
+            sock = context.wrap_socket(sock, server_hostname=host)
+        if protocol.startswith("SASL_"):
+            sasl_login(
+                sock,
+                os.environ.get("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
+                os.environ.get("KAFKA_USERNAME", ""),
+                os.environ.get("KAFKA_PASSWORD", ""),
+            )
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bootstrap", help="HOST:PORT")
@@ -124,10 +212,10 @@ def main() -> int:
     args = parser.parse_args()
     host, _, port = args.bootstrap.split(",")[0].rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=args.timeout) as sock:
+        with connect(host, int(port), args.timeout) as sock:
             versions = api_versions(sock)
             cluster_id, brokers, controller_id = metadata(sock, versions)
-    except (OSError, ValueError, struct.error) as error:
+    except (OSError, ValueError, KeyError, struct.error) as error:
         print(f"not ready: {error}", file=sys.stderr)
         return 1
     if args.api_versions:

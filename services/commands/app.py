@@ -58,7 +58,7 @@ class Adapters:
 
 def real_adapters(settings: Settings) -> Adapters:
     postgres = PostgresStore(settings.database_url)
-    kafka = KafkaCheck(settings.kafka_bootstrap_servers)
+    kafka = KafkaCheck(settings)
     postgres_check = PostgresCheck(settings.database_url)
     views = PostgresViews(settings.database_url)
     ui = UiStore(

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.wire import CommandRecord, CommandResult
+from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
 
@@ -67,7 +68,7 @@ class KafkaCommandBus:
         # The API may be the first process up: the topics it writes and reads must exist.
         await ensure_topics(self.settings)
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             enable_idempotence=True,
             acks="all",
             max_request_size=self.settings.max_record_bytes,
@@ -76,7 +77,7 @@ class KafkaCommandBus:
         await producer.start()
         # The listener is placed before the bus is ready: no command is published before it.
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="latest",

@@ -30,6 +30,7 @@ __all__ = [
 
 ProblemCode = Literal[
     "unauthenticated",
+    "forbidden",
     "not_found",
     "not_allowed",
     "already_exists",
@@ -41,6 +42,7 @@ ProblemCode = Literal[
 
 _STATUS: dict[str, int] = {
     "unauthenticated": 401,
+    "forbidden": 403,
     "not_found": 404,
     "not_allowed": 409,
     "already_exists": 409,

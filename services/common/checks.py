@@ -17,6 +17,9 @@ import aiosmtplib
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.common.kafka import client_options
+from services.common.settings import Settings
+
 
 class DependencyError(Exception):
     """Raised when a dependency answers, but not with what a working one answers."""
@@ -25,8 +28,8 @@ class DependencyError(Exception):
 class KafkaCheck:
     """Kafka is reachable: the broker answers a metadata request and lists at least one broker."""
 
-    def __init__(self, bootstrap_servers: str, *, request_timeout_ms: int = 5000) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, settings: Settings, *, request_timeout_ms: int = 5000) -> None:
+        self.settings = settings
         self.request_timeout_ms = request_timeout_ms
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
@@ -36,7 +39,7 @@ class KafkaCheck:
             try:
                 if self._admin is None:
                     admin = AIOKafkaAdminClient(
-                        bootstrap_servers=self.bootstrap_servers,
+                        **client_options(self.settings),
                         request_timeout_ms=self.request_timeout_ms,
                     )
                     self._admin = admin

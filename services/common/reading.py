@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from services.common.kafka import client_options
 from services.common.settings import Settings
 
 
@@ -19,7 +20,7 @@ async def read_range(
     if end is not None and start >= end:
         return  # nothing to read (and a consumer stopped right after its start can fail)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         isolation_level="read_committed",
         enable_auto_commit=False,
         # assign() starts an offset reset of its own with this policy; with "latest" it can

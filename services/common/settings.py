@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,16 @@ class Settings(BaseSettings):
 
     # The servers.
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # How every Kafka client of the process authenticates (services/common/kafka.py,
+    # docs/kafka.md). PLAINTEXT (none) is the default for a Kafka named by the environment; the
+    # broker the scripts start requires SASL_PLAINTEXT with SCRAM, and the scripts export each
+    # process's principal (scripts/lib.sh).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-256"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    # The CA bundle that signs the brokers' certificates (SSL, SASL_SSL); unset: the system's.
+    kafka_ssl_cafile: Path | None = None
     database_url: str = "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 10025
@@ -39,6 +50,14 @@ class Settings(BaseSettings):
     tick_interval_s: float = 1.0
     # Off only for replays and simulated-time tests, whose ticks come from the log itself.
     clock_enabled: bool = True
+    # Whose clock stamps a record of the commands topic, hence the instant the processor decides
+    # the command at (docs/dispatcher.md, "Time is the service's"). LogAppendTime: the broker's,
+    # the service's own. CreateTime only for replays and simulated-time tests: the topic keeps the
+    # timestamps its producer copied from the original log (or the scenario's instants).
+    kafka_commands_timestamp_type: Literal["LogAppendTime", "CreateTime"] = "LogAppendTime"
+    # The intake relay of the dispatcher process (services/dispatcher/intake.py): integrating
+    # services' commands from their intake topics, checked against their granted accounts.
+    intake_enabled: bool = True
     # Kafka static membership (group.instance.id) of this dispatcher process: a restarted process
     # with the same id gets its partitions back at once instead of after the session timeout.
     # Must be unique per process; unset means dynamic membership (docs/dispatcher.md).

@@ -3,17 +3,26 @@
 Every topic has the same partition count, so a message id lands in the same partition number of
 each (co-partitioning), and keeps its records forever: `retention.ms=-1`, `cleanup.policy=delete`
 (never compacted: history is kept for audits and replays).
+
+The commands topic also stamps its records with the broker's clock
+(`message.timestamp.type=LogAppendTime`): the processor decides each command at its record's
+timestamp, so the time of a decision is the service's and is in the log (a replay agrees), never
+the publisher's `issued_at`. `ensure_topics` corrects an existing commands topic that says
+otherwise (docs/dispatcher.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from services.common.kafka import client_options
 from services.common.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -54,6 +63,15 @@ class Topics:
     def all(self) -> tuple[str, ...]:
         return (self.commands, self.events, self.results, self.dead_letter, self.sends)
 
+    def intake(self, principal: str) -> str:
+        """The one topic an integrating service may write: its commands, for the intake relay."""
+        return f"{self.prefix}.intake.{principal}"
+
+    def intake_results(self, principal: str) -> str:
+        """The answers to an integrating service's commands, and only to its own (the one
+        results topic holds every account's): written by the dispatcher, read by it alone."""
+        return f"{self.prefix}.intake-results.{principal}"
+
     @property
     def delivery_group(self) -> str:
         """The consumer group of the delivery workers that share the sends topic's partitions."""
@@ -69,15 +87,32 @@ class Topics:
         return f"{self.prefix}-dispatcher-{partition}"
 
 
-async def ensure_topics(settings: Settings) -> Topics:
-    """Create the topics that are missing; check the partition count of those that exist."""
-    topics = Topics(settings.topic_prefix)
-    config = {
+#: The topic config that says whose clock stamps a record.
+TIMESTAMP_TYPE = "message.timestamp.type"
+
+
+def topic_configs(settings: Settings, topics: Topics) -> dict[str, dict[str, str]]:
+    """The config every topic is created with (and the commands topic is corrected to)."""
+    common = {
         "retention.ms": "-1",
         "cleanup.policy": "delete",
         "max.message.bytes": str(settings.max_record_bytes),
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    configs = {topic: dict(common) for topic in topics.all}
+    configs[topics.commands][TIMESTAMP_TYPE] = settings.kafka_commands_timestamp_type
+    if settings.kafka_commands_timestamp_type == "CreateTime":
+        # A replay or a simulated scenario stamps its commands at any instant, later ones too:
+        # Kafka 4 refuses a CreateTime more than an hour ahead of the broker's clock by default.
+        configs[topics.commands]["message.timestamp.after.max.ms"] = str(2**63 - 1)
+    return configs
+
+
+async def ensure_topics(settings: Settings) -> Topics:
+    """Create the topics that are missing; check the partition count of those that exist, and
+    the timestamp type of the commands topic."""
+    topics = Topics(settings.topic_prefix)
+    configs = topic_configs(settings, topics)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -86,7 +121,7 @@ async def ensure_topics(settings: Settings) -> Topics:
             try:
                 await admin.create_topics(
                     [
-                        NewTopic(t, settings.kafka_partitions, 1, topic_configs=config)
+                        NewTopic(t, settings.kafka_partitions, 1, topic_configs=configs[t])
                         for t in missing
                     ]
                 )
@@ -111,6 +146,50 @@ async def ensure_topics(settings: Settings) -> Topics:
                     f"{settings.kafka_partitions} (KAFKA_PARTITIONS): co-partitioning needs "
                     "them equal"
                 )
+        await _correct_timestamp_type(admin, topics.commands, configs[topics.commands])
     finally:
         await admin.close()
     return topics
+
+
+async def _correct_timestamp_type(
+    admin: AIOKafkaAdminClient, topic: str, wanted: dict[str, str]
+) -> None:
+    """A commands topic created before the service stamped commands itself (or by hand) is set
+    to the wanted timestamp type. AlterConfigs replaces the topic's whole dynamic config, so it
+    is given the service's full set (the one it creates topics with)."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={TIMESTAMP_TYPE: None})
+    (described,) = await admin.describe_configs([resource])
+    current = _config_value(described.to_object(), topic, TIMESTAMP_TYPE)
+    if current == wanted[TIMESTAMP_TYPE]:
+        return
+    corrected = ConfigResource(ConfigResourceType.TOPIC, topic, configs=wanted)
+    (altered,) = await admin.alter_configs([corrected])
+    for entry in altered.to_object()["resources"]:
+        if entry["error_code"]:
+            raise TopicLayoutError(
+                f"{topic}: cannot set {TIMESTAMP_TYPE}={wanted[TIMESTAMP_TYPE]} "
+                f"(error {entry['error_code']}: {entry['error_message']})"
+            )
+    log.warning(
+        "commands topic timestamp type corrected",
+        topic=topic,
+        was=current,
+        now=wanted[TIMESTAMP_TYPE],
+    )
+
+
+def _config_value(response: dict[str, Any], topic: str, name: str) -> str | None:
+    for resource in response["resources"]:
+        if resource["resource_name"] != topic:
+            continue
+        if resource["error_code"]:
+            raise TopicLayoutError(
+                f"{topic}: cannot read its config (error {resource['error_code']}: "
+                f"{resource['error_message']})"
+            )
+        for entry in resource["config_entries"]:
+            if entry["config_names"] == name:
+                value: str | None = entry["config_value"]
+                return value
+    return None

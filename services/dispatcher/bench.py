@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas import Actor, AddRecipients, Contact, Content, CreateDraft
 from schemas.wire import CommandRecord
+from services.common.kafka import client_options
 from services.common.settings import REPO_ROOT, Settings
 from services.common.topics import ensure_topics
 
@@ -85,7 +86,7 @@ async def _owns_all(port: int, partitions: int, within: float = 60) -> None:
 async def _count_results(settings: Settings, expected: int, within: float = 600) -> float:
     """Wait until `expected` results are committed; return when the last one was seen."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         isolation_level="read_committed",
         auto_offset_reset="earliest",
     )
@@ -140,7 +141,7 @@ async def bench(messages: int, adds: int, contacts: int) -> None:
     first = _spawn(settings, workdir / "first.log", port)
     try:
         await _owns_all(port, settings.kafka_partitions)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+        producer = AIOKafkaProducer(**client_options(settings), linger_ms=5)
         await producer.start()
         counting = asyncio.create_task(_count_results(settings, len(records)))
         started = time.perf_counter()

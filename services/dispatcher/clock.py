@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas import Tick
+from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.common.topics import Topics
 
@@ -54,7 +55,7 @@ class Clock:
         self.wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        producer = AIOKafkaProducer(**client_options(self.settings))
         await producer.start()
         try:
             while not stop.is_set():

@@ -8,7 +8,13 @@ offsets:
 * decides each command with the core (`decide`) and writes its events and its result;
 * plans each tick with the core (`plan`) for the partition's active messages;
 * appends the events a copy forwarded to the new message's partition;
-* writes anything it cannot decode to the dead-letter topic, and goes on.
+* writes anything it cannot decode to the dead-letter topic, and goes on; a dead-lettered
+  command whose ids can be read still gets a rejected result, so its caller is answered.
+
+Time is the service's: a command is decided at its record's timestamp, which the broker stamps
+when it appends the record (the commands topic is `LogAppendTime`, services/common/topics.py).
+That instant is in the log, so a rebuild or a replay decides the same; the publisher's
+`issued_at` is kept in the record as information only.
 
 Its state (every message of the partition, folded with `evolve`, and the result of every command
 already decided) is a cache of the committed log: built on assignment from `<prefix>.events` and
@@ -22,6 +28,7 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -56,7 +63,9 @@ from schemas.wire import (
     EventRef,
     Rejection,
     decode_input,
+    readable_ids,
 )
+from services.common.kafka import client_options
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -91,6 +100,24 @@ class MisroutedRecordError(ValueError):
     would give the message a second writer."""
 
 
+#: The header the intake relay puts on a command it forwards: the integrating principal, whose
+#: answers topic also gets the command's result. Only service principals write the commands
+#: topic, so the header is the relay's word, not a publisher's.
+INTAKE_HEADER = "intake-principal"
+
+
+def intake_principal(record: ConsumerRecord[Any, Any]) -> str | None:
+    for name, value in record.headers or ():
+        if name == INTAKE_HEADER:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+class UntrustedTimeError(ValueError):
+    """Raised when a command's record is not stamped the way the commands topic is set to
+    stamp it (KAFKA_COMMANDS_TIMESTAMP_TYPE): its timestamp is a publisher's clock."""
+
+
 class TransactionInDoubtError(Exception):
     """A transaction did not end within TRANSACTION_DEADLINE_S: committed or not is unknown."""
 
@@ -98,6 +125,22 @@ class TransactionInDoubtError(Exception):
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for `key` (murmur2, as the Java client)."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+#: aiokafka's ConsumerRecord.timestamp_type values (Kafka's TimestampType ids).
+TIMESTAMP_TYPES = {"CreateTime": 0, "LogAppendTime": 1}
+
+
+def decision_time(record: ConsumerRecord[Any, Any], expected: str) -> datetime:
+    """The instant a command is decided at: its record's timestamp. On the service's commands
+    topic the broker stamps it on append (LogAppendTime), so it is the service's clock and it is
+    in the log. A record stamped otherwise carries a publisher's clock and is refused."""
+    if record.timestamp_type != TIMESTAMP_TYPES[expected] or record.timestamp is None:
+        raise UntrustedTimeError(
+            f"the record's timestamp is not of type {expected} (topic config "
+            "message.timestamp.type): a command is decided at the service's time only"
+        )
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
 def key_of(message_id: UUID) -> bytes:
@@ -117,6 +160,33 @@ def rejection(error: DomainError) -> Rejection:
     if isinstance(error, MessageNotFoundError):
         return Rejection(code="not_found", message=str(error))
     return Rejection(code="invalid", message=str(error))
+
+
+def dead_letter_result(
+    value: bytes | None, letter: DeadLetter, error: Exception
+) -> CommandResult | None:
+    """The rejected result of a command record that was dead-lettered, when its command id and
+    message id can be read from the raw value: its caller waits for a result by command id and
+    would otherwise wait forever. The reason is the dead letter's error. None when the ids
+    cannot be read (nobody can be waiting for that record by id)."""
+    ids = readable_ids(value)
+    if ids is None:
+        return None
+    field = None
+    if isinstance(error, ValidationError) and error.errors():
+        # pydantic's path into the record (union tags included), e.g. command.CreateDraft.content.
+        field = ".".join(str(part) for part in error.errors()[0]["loc"])[:200] or None
+    return CommandResult(
+        command_id=ids.command_id,
+        message_id=ids.message_id,
+        command_type=ids.command_type,
+        correlation_id=ids.correlation_id,
+        outcome="rejected",
+        rejection=Rejection(
+            code="invalid", message=f"dead-lettered: {letter.error}"[:2000], field=field
+        ),
+        decided=False,
+    )
 
 
 def result_for(
@@ -202,7 +272,7 @@ class Processor:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             group_id=self.topics.group,
             # Static membership: a restarted process with the same id is given its partitions
             # back without waiting for the session of its dead predecessor to time out.
@@ -340,12 +410,18 @@ class Processor:
         first = part.results.get(command.command_id)
         if first is not None:
             # A retry (the caller did not see the first answer): the same answer, nothing decided.
-            await self._send_result(part, first)
+            await self._send_result(part, first, intake_principal(record))
             bound.info("command repeated", outcome=first.outcome)
+            return
+        try:
+            now = decision_time(record, self.settings.kafka_commands_timestamp_type)
+        except UntrustedTimeError as error:
+            await self._dead_letter(part, record, error)
             return
         state = part.messages.get(command.message_id)
         ctx = Context(
-            now=item.issued_at,
+            # The log's instant, never the publisher's issued_at (see the module docstring).
+            now=now,
             actor=item.actor,
             default_time_zone=item.default_time_zone,
             correlation_id=item.correlation_id,
@@ -371,7 +447,7 @@ class Processor:
                     await self._forward(part, command.command_id, event)
             result = result_for(item, part.messages.get(command.message_id), events)
         part.results[command.command_id] = result
-        await self._send_result(part, result)
+        await self._send_result(part, result, intake_principal(record))
         self.decided += 1
         bound.info(
             "command decided",
@@ -467,14 +543,24 @@ class Processor:
             headers=[("type", event.type.encode())],
         )
 
-    async def _send_result(self, part: Partition, result: CommandResult) -> None:
-        await part.producer.send(
-            self.topics.results,
-            value=result.model_dump_json().encode(),
-            key=key_of(result.message_id),
-            partition=part.number,
-            headers=[("command_id", str(result.command_id).encode())],
-        )
+    async def _send_result(
+        self, part: Partition, result: CommandResult, integrator: str | None = None
+    ) -> None:
+        # A command an integrator sent through the intake relay is also answered on that
+        # integrator's own answers topic (the relay made sure it exists), in this transaction.
+        value = result.model_dump_json().encode()
+        headers = [("command_id", str(result.command_id).encode())]
+        topics = [self.topics.results]
+        if integrator is not None:
+            topics.append(self.topics.intake_results(integrator))
+        for topic in topics:
+            await part.producer.send(
+                topic,
+                value=value,
+                key=key_of(result.message_id),
+                partition=part.number,
+                headers=headers,
+            )
 
     async def _send_content(
         self, part: Partition, state: MessageState, event: SendingStarted
@@ -553,11 +639,20 @@ class Processor:
             key=record.key,
             partition=part.number,
         )
+        # In the letter's transaction: the caller's answer exists if and only if the letter does.
+        result = dead_letter_result(record.value, letter, error)
+        # Not kept for dedupe (nothing was decided: a valid record with the same command id is
+        # decided later), and not sent for a command id already decided, whose first result
+        # stays its only answer.
+        answered = result is not None and result.command_id not in part.results
+        if result is not None and answered:
+            await self._send_result(part, result, intake_principal(record))
         log.warning(
             "record sent to the dead-letter topic",
             partition=record.partition,
             offset=record.offset,
             error=letter.error[:500],
+            answered=str(result.command_id) if answered and result is not None else None,
         )
 
     # ------------------------------------------------------------------ ownership
@@ -568,7 +663,7 @@ class Processor:
         consumer starts there by itself, and a second seek would make it read records twice."""
         started = time.perf_counter()
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             transactional_id=self.topics.transactional_id(number),
             max_request_size=self.settings.max_record_bytes,
         )
@@ -659,8 +754,10 @@ class Processor:
             events += 1
         async for record in read_range(self.settings, self.topics.results, part.number):
             result = CommandResult.model_validate_json(record.value)
-            # A result re-sent for a retry equals the first one: keep the first.
-            part.results.setdefault(result.command_id, result)
+            # A result re-sent for a retry equals the first one: keep the first. The answer to
+            # a dead-lettered record decided nothing: not a result to repeat.
+            if result.decided:
+                part.results.setdefault(result.command_id, result)
             results += 1
         return events, results
 

@@ -26,6 +26,7 @@ from aiokafka.partitioner import murmur2
 from pydantic_core import PydanticSerializationError
 
 from schemas import decode_event, encode
+from services.common.kafka import client_options
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -65,7 +66,7 @@ __all__ = [
 
 
 async def partition_count(settings: Settings, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])

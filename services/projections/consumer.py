@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from core import EventOutOfOrderError
 from schemas import decode_event
+from services.common.kafka import client_options
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -267,7 +268,7 @@ class ViewsWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             group_id=self.group,
             isolation_level="read_committed",
             enable_auto_commit=False,

@@ -95,7 +95,7 @@ def metrics_text(worker: ViewsWorker) -> str:
 
 async def serve(settings: Settings) -> None:
     status = SchemaStatus()
-    kafka = KafkaCheck(settings.kafka_bootstrap_servers)
+    kafka = KafkaCheck(settings)
     postgres = PostgresCheck(settings.database_url)
     worker = ViewsWorker(
         settings, Topics(settings.topic_prefix), max_batch_rows=settings.projections_max_batch_rows

@@ -15,6 +15,7 @@ from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 
 EXPECTED = {
     "unauthenticated": 401,
+    "forbidden": 403,
     "not_found": 404,
     "not_allowed": 409,
     "already_exists": 409,

@@ -46,10 +46,19 @@ async def delivery_stack(
     smtp_address: tuple[str, int],
     smtp_sink_url: str,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[DeliveryStack]:
     """The sending path on topics of the test's own (tests/integration/delivery_harness.py);
-    the test spawns the processes it needs."""
-    stack = DeliveryStack(kafka_bootstrap, database_url, smtp_address, smtp_sink_url, tmp_path)
+    the test spawns the processes it needs. A module that sets `SIMULATED_TIME = True` gets a
+    CreateTime commands topic whose records carry their issued_at (processor_harness.Stack)."""
+    stack = DeliveryStack(
+        kafka_bootstrap,
+        database_url,
+        smtp_address,
+        smtp_sink_url,
+        tmp_path,
+        simulated_time=getattr(request.module, "SIMULATED_TIME", False),
+    )
     await stack.start()
     try:
         yield stack

@@ -37,14 +37,22 @@ from schemas import (
 )
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.dispatcher.clock import TICK_KEY
+from tests.integration.kafka_env import kafka_options
 from tests.integration.processor_harness import Stack, record
 
 
 class DeliveryStack(Stack):
     def __init__(
-        self, bootstrap: str, database_url: str, smtp: tuple[str, int], sink_url: str, tmp: Path
+        self,
+        bootstrap: str,
+        database_url: str,
+        smtp: tuple[str, int],
+        sink_url: str,
+        tmp: Path,
+        *,
+        simulated_time: bool = False,
     ) -> None:
-        super().__init__(bootstrap, tmp)
+        super().__init__(bootstrap, tmp, simulated_time=simulated_time)
         self.database_url = database_url
         self.smtp = smtp
         self.sink_url = sink_url
@@ -246,7 +254,7 @@ def released(events: list[Event]) -> list[str]:
 async def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[Any]]:
     """Every committed record of `topic` up to its current end, by partition, in log order."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(bootstrap),
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

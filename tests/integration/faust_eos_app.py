@@ -36,6 +36,8 @@ from typing import Any
 
 import faust
 
+from tests.integration.kafka_env import kafka_options
+
 
 def _env(name: str, default: str | None = None) -> str:
     value = os.environ.get(f"FAUST_EOS_{name}", default)
@@ -60,9 +62,23 @@ SESSION_TIMEOUT = float(_env("SESSION_TIMEOUT", "10"))
 HEARTBEAT_INTERVAL = float(_env("HEARTBEAT_INTERVAL", "1"))
 GROUP_INSTANCE_ID = _env("GROUP_INSTANCE_ID", "") or None
 
+
+def _credentials() -> faust.SASLCredentials | None:
+    """faust's form of the login every Kafka client of the project uses (client_options)."""
+    options = kafka_options(BROKER)
+    if "sasl_mechanism" not in options:
+        return None
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        mechanism=options["sasl_mechanism"],
+    )
+
+
 app = faust.App(
     APP_ID,
     broker=f"kafka://{BROKER}",
+    broker_credentials=_credentials(),
     processing_guarantee="exactly_once",
     store="memory://",
     datadir=DATADIR,

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from core import fold
 from schemas import Actor, Command, Contact, Content, Event, decode_event
 from schemas.wire import CommandRecord, CommandResult, DeadLetter
+from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
 
@@ -54,12 +55,19 @@ class Log:
 class Stack:
     """One processor (or several) on topics of its own."""
 
-    def __init__(self, bootstrap: str, tmp: Path, partitions: int = 4) -> None:
+    def __init__(
+        self, bootstrap: str, tmp: Path, partitions: int = 4, *, simulated_time: bool = False
+    ) -> None:
         self.bootstrap = bootstrap
+        # Simulated time (replays, scenarios with the clock off): the commands topic keeps the
+        # producer's timestamps (CreateTime) and `publish` stamps each record with its
+        # issued_at, so the processor decides at the scenario's instants. Otherwise the broker
+        # stamps every record (LogAppendTime) and issued_at is information only.
         self.settings = Settings(
             kafka_bootstrap_servers=bootstrap,
             topic_prefix=f"t{uuid.uuid4().hex[:10]}",
             kafka_partitions=partitions,
+            kafka_commands_timestamp_type="CreateTime" if simulated_time else "LogAppendTime",
         )
         self.topics = Topics(self.settings.topic_prefix)
         self.tmp = tmp
@@ -70,14 +78,14 @@ class Stack:
     async def start(self) -> None:
         await ensure_topics(self.settings)
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.settings),
             acks="all",
             max_request_size=self.settings.max_record_bytes,
         )
         await self.producer.start()
         for topic in (self.topics.events, self.topics.results, self.topics.dead_letter):
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+                **client_options(self.settings),
                 isolation_level="read_committed",
                 auto_offset_reset="earliest",  # see services/dispatcher/processor.py _read_all
             )
@@ -103,6 +111,7 @@ class Stack:
                 "DISPATCHER_HEALTH_PORT": str(free_port()),
                 "DELIVERY_HEALTH_PORT": str(free_port()),
                 "TICK_INTERVAL_S": "0.2",
+                "KAFKA_COMMANDS_TIMESTAMP_TYPE": self.settings.kafka_commands_timestamp_type,
                 "LOG_FORMAT": "json",
                 **env,
             },
@@ -140,6 +149,8 @@ class Stack:
                 self.topics.commands,
                 value=item.model_dump_json().encode(),
                 key=str(item.command.message_id).encode(),
+                # Used only on a CreateTime topic (simulated time); the broker overwrites it.
+                timestamp_ms=int(item.issued_at.timestamp() * 1000),
             )
         await self.producer.flush()
 

@@ -117,8 +117,15 @@ async def test_a_replay_of_the_commands_log_writes_the_same_sends_in_the_same_or
     first.wait(timeout=30)
 
     parts = stack.settings.kafka_partitions
+    # The replay's commands topic keeps the timestamps copied from the original log
+    # (CreateTime): the original's broker stamped them, and every decision was taken at them.
     replay = DeliveryStack(
-        kafka_bootstrap, stack.database_url, stack.smtp, stack.sink_url, tmp_path
+        kafka_bootstrap,
+        stack.database_url,
+        stack.smtp,
+        stack.sink_url,
+        tmp_path,
+        simulated_time=True,
     )
     await replay.start()
     try:
@@ -132,6 +139,7 @@ async def test_a_replay_of_the_commands_log_writes_the_same_sends_in_the_same_or
                     key=r.key,
                     partition=partition,
                     headers=r.headers,
+                    timestamp_ms=r.timestamp,
                 )
         await replay.producer.flush()
         replay.spawn_dispatcher(CLOCK_ENABLED="false")

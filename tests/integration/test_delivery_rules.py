@@ -1,8 +1,9 @@
 """The spec's rules of sending, checked at the SMTP sink, with time under the test's control.
 
 The processor runs with its clock off (CLOCK_ENABLED=false) and the test writes the ticks, as
-the clock would, at the instants the scenario needs: the log alone decides every release, so a
-day of time zones or an hour of throttle slots takes seconds. Delivery is real: the worker, the
+the clock would, at the instants the scenario needs, and stamps its commands with the scenario's
+instants (a CreateTime commands topic, SIMULATED_TIME): the log alone decides every release, so
+a day of time zones or an hour of throttle slots takes seconds. Delivery is real: the worker, the
 Postgres ledger and the SMTP sink.
 """
 
@@ -36,6 +37,9 @@ from tests.integration.processor_harness import ids, record
 # Tomorrow, midnight UTC: late November, so no zone of the scenario changes its offset.
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
 ZONES = ("Asia/Kolkata", "Europe/Berlin", "UTC", "America/New_York")
+
+
+SIMULATED_TIME = True
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.integration.kafka_env import kafka_options
+
 APP_PATH = Path(__file__).with_name("faust_eos_app.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEYS = 6
@@ -173,7 +175,7 @@ class CommittedOutput:
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka_options(bootstrap),
             isolation_level="read_committed",
             enable_auto_commit=False,
             # assign() resets offsets with this policy, possibly after the seek below.
@@ -258,7 +260,7 @@ class Run:
         return f"{self.app_id}-counts-changelog"
 
     async def create_topics(self, *names: str) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_options(self.bootstrap))
         await admin.start()
         try:
             await admin.create_topics(
@@ -274,7 +276,9 @@ class Run:
         """Produce (key, seq) records; the key decides the partition, as it will for the
         outputs. Returns seq -> input partition."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all"
+            **kafka_options(self.bootstrap),
+            enable_idempotence=True,
+            acks="all",
         )
         await producer.start()
         try:
@@ -289,7 +293,7 @@ class Run:
             await producer.stop()
 
     async def produce_tick(self, partition: int) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        producer = AIOKafkaProducer(**kafka_options(self.bootstrap))
         await producer.start()
         try:
             await producer.send_and_wait(self.ticks, b"tick", key=b"tick", partition=partition)
@@ -298,7 +302,7 @@ class Run:
 
     async def committed_inputs(self) -> int:
         """Input offsets the app's group has committed (through its transactions)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_options(self.bootstrap))
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(self.app_id)
@@ -307,7 +311,7 @@ class Run:
         return sum(o.offset for tp, o in offsets.items() if tp.topic == self.input and o.offset > 0)
 
     async def committed_by_partition(self) -> dict[int, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_options(self.bootstrap))
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(self.app_id)
@@ -317,7 +321,7 @@ class Run:
 
     async def partition_ends(self, topic: str) -> dict[int, int]:
         """Partition -> high watermark (the offset after the last record)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        consumer = AIOKafkaConsumer(**kafka_options(self.bootstrap))
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(self.partitions)]
@@ -329,7 +333,8 @@ class Run:
         """Sum over partitions of the high watermark (read_uncommitted) or the last stable
         offset (read_committed): records in a still-open transaction sit between the two."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, isolation_level=isolation_level
+            **kafka_options(self.bootstrap),
+            isolation_level=isolation_level,
         )
         await consumer.start()
         try:

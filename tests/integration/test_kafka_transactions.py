@@ -23,6 +23,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.integration.kafka_env import kafka_options
+
 # Generous for a loaded 2-core machine: the first transaction on a fresh broker also creates the
 # internal __transaction_state and __consumer_offsets topics.
 DEADLINE_S = 60.0
@@ -57,7 +59,8 @@ class Kafka:
 
     async def transactional_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, transactional_id=unique("txn")
+            **kafka_options(self.bootstrap),
+            transactional_id=unique("txn"),
         )
         await producer.start()
         self.clients.append(producer)
@@ -66,7 +69,7 @@ class Kafka:
     async def reader(self, topic: str, isolation_level: str) -> AIOKafkaConsumer:
         """A group-less consumer of partition 0 from the beginning."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **kafka_options(self.bootstrap),
             group_id=None,
             isolation_level=isolation_level,
             auto_offset_reset="earliest",
@@ -81,7 +84,7 @@ class Kafka:
         """A subscribed group member, as the dispatcher is: offsets only move by transaction."""
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=self.bootstrap,
+            **kafka_options(self.bootstrap),
             group_id=group_id,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
@@ -104,7 +107,7 @@ class Kafka:
 
 @pytest.fixture
 async def kafka(kafka_bootstrap: str) -> AsyncIterator[Kafka]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(kafka_bootstrap))
     await admin.start()
     kafka = Kafka(kafka_bootstrap, admin)
     try:

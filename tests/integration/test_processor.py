@@ -27,6 +27,7 @@ from schemas import (
     ScheduleMessage,
     SendingStarted,
 )
+from schemas.wire import CommandResult
 from tests.integration.processor_harness import (
     CONTENT,
     STRANGER,
@@ -160,16 +161,29 @@ async def test_a_bad_record_goes_to_the_dead_letter_topic_and_the_next_one_is_pr
     sloppy["command"]["colour"] = "red"
     await stack.publish_raw(key, __import__("json").dumps(sloppy).encode())
 
-    [result] = await stack.decide(good)
+    await stack.publish(good)
 
+    async def two_results() -> list[CommandResult] | None:
+        found = (await stack.results()).get(good.command.command_id, [])
+        return found if len(found) >= 2 else None
+
+    answer, result = await stack.wait_for("both answers", two_results)
     letters = await stack.wait_for("three dead letters", lambda: _at_least(stack.dead_letters, 3))
-    assert result.outcome == "accepted"
+    assert result.outcome == "accepted" and result.decided
+    # The sloppy record's ids could be read: its caller is answered, rejected with the reason,
+    # and since nothing was decided the same command id, valid this time, is decided.
+    assert answer.outcome == "rejected" and not answer.decided
+    assert answer.rejection is not None and answer.rejection.code == "invalid"
+    assert "colour" in answer.rejection.message
+    assert answer.message_id == message and answer.command_type == "CreateDraft"
     assert [letter.value for letter in letters][:2] == [
         "{not json",
         '{"type": "Mystery", "schema_version": 1}',
     ]
     assert all(letter.error and letter.topic == stack.topics.commands for letter in letters)
     assert "colour" in letters[2].error
+    # Records whose ids cannot be read answer nobody.
+    assert set(await stack.results()) == {good.command.command_id}
 
 
 async def test_a_command_under_another_key_is_refused_as_misrouted(stack: Stack) -> None:
@@ -180,7 +194,11 @@ async def test_a_command_under_another_key_is_refused_as_misrouted(stack: Stack)
     [letter] = await stack.wait_for("a dead letter", lambda: _at_least(stack.dead_letters, 1))
 
     assert "MisroutedRecordError" in letter.error
-    assert command.command_id not in await stack.results()
+    # Its caller is answered: rejected, with the reason; no event.
+    answer = await stack.result_of(command.command_id)
+    assert answer.outcome == "rejected" and not answer.decided
+    assert answer.rejection is not None and "MisroutedRecordError" in answer.rejection.message
+    assert await stack.events_of(command.message_id) == []
 
 
 async def test_a_copy_excluding_delivered_contacts_creates_the_new_message_in_its_own_stream(

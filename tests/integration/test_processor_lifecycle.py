@@ -179,6 +179,7 @@ async def test_health_lists_the_owned_partitions(stack: Stack) -> None:
     assert set(body["checks"]) == {
         "kafka",
         "processor",
+        "intake",
         "partition-0",
         "partition-1",
         "partition-2",

@@ -39,7 +39,7 @@ SERVICES = [
         "dispatcher",
         "services.dispatcher",
         "DISPATCHER_HEALTH_PORT",
-        frozenset({"kafka", "processor"}),
+        frozenset({"kafka", "processor", "intake"}),
     ),
     Service(
         "delivery",

@@ -15,6 +15,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas import Event, encode
+from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.projections.audit import Comparison, compare
 from services.projections.consumer import LIVE
@@ -71,7 +72,7 @@ def spawn_projections(
 async def produce(settings: Settings, events: Iterable[Event]) -> int:
     """Write events to `<prefix>.events`, keyed by message id, in order (idempotent producer)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         max_request_size=settings.max_record_bytes,
@@ -92,9 +93,7 @@ async def produce(settings: Settings, events: Iterable[Event]) -> int:
 
 async def end_offsets(settings: Settings) -> dict[int, int]:
     """The last stable offset of every partition of the events topic."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, isolation_level="read_committed"
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings), isolation_level="read_committed")
     await consumer.start()
     try:
         topic = f"{settings.topic_prefix}.events"

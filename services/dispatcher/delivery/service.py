@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 
 
 async def serve(settings: Settings) -> None:
-    kafka = KafkaCheck(settings.kafka_bootstrap_servers)
+    kafka = KafkaCheck(settings)
     postgres = PostgresCheck(settings.database_url)
     smtp = SmtpCheck(settings.smtp_host, settings.smtp_port)
     worker = DeliveryWorker(settings, Topics(settings.topic_prefix))

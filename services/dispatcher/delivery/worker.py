@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from schemas import MAX_CHUNK, Actor, Content, FailedRecipient, RecordDeliveryOutcomes
 from schemas.sends import MailContent, SendRecord, decode_send_topic
 from schemas.wire import CommandRecord, DeadLetter
+from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.dispatcher.delivery.ledger import (
@@ -107,14 +108,14 @@ class DeliveryWorker:
             settings.smtp_host, settings.smtp_port, settings.smtp_pool_size, settings.smtp_timeout_s
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             acks="all",
             enable_idempotence=True,
             max_request_size=settings.max_record_bytes,
         )
         await self._producer.start()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             group_id=self.topics.delivery_group,
             group_instance_id=settings.delivery_instance_id,
             session_timeout_ms=settings.kafka_session_timeout_ms,
