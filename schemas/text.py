@@ -55,7 +55,8 @@ def is_stored(info: ValidationInfo | None) -> bool:
 
 def _name(char: str) -> str:
     names = {"\x00": "NUL", "\t": "TAB", "\n": "LF", "\r": "CR", "\x7f": "DEL", "\x85": "NEL"}
-    return names.get(char) or unicodedata.name(char, "control character")
+    known = names.get(char)
+    return known if known is not None else unicodedata.name(char, "control character")
 
 
 def first_unsafe(value: str, *, multiline: bool) -> str | None:
@@ -72,7 +73,7 @@ def first_unsafe(value: str, *, multiline: bool) -> str | None:
     return f"{rule} (found U+{ord(char):04X} {_name(char)} at position {found.start()})"
 
 
-def check_one_line(value: str, info: ValidationInfo | None = None) -> str:
+def check_one_line(value: str, info: ValidationInfo) -> str:
     """The one-line rule as a pydantic validator (skipped for stored records)."""
     if not is_stored(info):
         reason = first_unsafe(value, multiline=False)
@@ -81,7 +82,7 @@ def check_one_line(value: str, info: ValidationInfo | None = None) -> str:
     return value
 
 
-def check_text(value: str, info: ValidationInfo | None = None) -> str:
+def check_text(value: str, info: ValidationInfo) -> str:
     """The text rule as a pydantic validator (skipped for stored records)."""
     if not is_stored(info):
         reason = first_unsafe(value, multiline=True)

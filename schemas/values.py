@@ -126,6 +126,7 @@ def _check_attributes(
             raise ValueError(f"attribute {key!r} {reason}")
     return value
 
+
 DeliveryMode = Literal["fixed", "recipient_timezone"]
 MissedZonePolicy = Literal["send_on_resume", "skip"]
 #: Why a recipient was not released. Each reason is decided by the planner:
@@ -145,11 +146,9 @@ class Contact(Record):
     contact_id: ContactId
     email: EmailAddress
     time_zone: TimeZoneName | None = None
-    attributes: Annotated[
-        dict[str, AttributeValue],
-        Field(default_factory=dict, max_length=100),
-        AfterValidator(_check_attributes),
-    ]
+    attributes: Annotated[dict[str, AttributeValue], AfterValidator(_check_attributes)] = Field(
+        default_factory=dict, max_length=100
+    )
 
 
 class Content(Record):
