@@ -307,3 +307,15 @@ def test_fold_helpers_keep_encoded_words_whole_characters() -> None:
         base64.b64decode(word).decode()  # each word decodes on its own
     assert all(len(line) <= MAX_LINE for line in folded.split("\r\n"))
     assert fold_phrase("From", None, "a@example.org") == "From: a@example.org"
+
+
+def test_a_multi_line_smtp_reply_becomes_a_one_line_reason_the_outcome_command_accepts() -> None:
+    s = Settings()
+    said = Answer("failed", "550-5.1.1 first line\n550 5.1.1 second line\x00")
+    outcome = outcome_for("x", said, 0, s, "{}")
+    assert outcome.detail == "550-5.1.1 first line 550 5.1.1 second line "
+    message = str(uuid.uuid4())
+    row = Reportable("s1", message, "a", "c1\x00", "failed", "550-a\r\n550 b")
+    command = outcomes_command(message, [row])
+    assert command.failed[0].reason == "550-a  550 b"
+    assert command.failed[0].contact_id == "c1\x00"  # by reference, as the history names it
