@@ -31,9 +31,11 @@ from services.common.settings import Settings
 from services.dispatcher.delivery.smtp import NO_SMTPUTF8
 from services.dispatcher.delivery.worker import OUTCOMES_NAMESPACE
 from services.dispatcher.processor import key_of, partition_of
+from services.projections.reader import PostgresViews
 from services.smtp_sink.app import SinkRuntime
 from tests.integration.delivery_harness import DeliveryStack
 from tests.integration.processor_harness import OPERATOR, STRANGER, free_port, ids, record
+from tests.projections.live import drop_schema, new_schema, spawn_projections, with_schema
 
 ZOE = "zoë@bücher.example"
 
@@ -102,13 +104,27 @@ def stack(delivery_stack: DeliveryStack) -> DeliveryStack:
     return delivery_stack
 
 
+@pytest.fixture
+async def views(stack: DeliveryStack) -> AsyncIterator[PostgresViews]:
+    """The projections on the stack's topics, writing views into a schema of the test's own."""
+    schema = await new_schema(stack.database_url)
+    dsn = with_schema(stack.database_url, schema)
+    spawn_projections(stack, dsn)
+    reader = PostgresViews(dsn)
+    try:
+        yield reader
+    finally:
+        await reader.close()
+        await drop_schema(stack.database_url, schema)
+
+
 async def test_an_internationalized_address_is_delivered_with_smtputf8_as_given(
-    stack: DeliveryStack,
+    stack: DeliveryStack, views: PostgresViews
 ) -> None:
     """Given a sink that offers SMTPUTF8, when a message goes to zoë@bücher.example and to an
-    ASCII local part at an IDN domain, then both are delivered: Zoë's envelope and To header
-    carry her address byte for byte (UTF-8), the other's domain goes as punycode, the ledger
-    and the events name both as given; another account's message follows."""
+    ASCII local part at an IDN domain, then both are delivered: Zoë's envelope carries her
+    address byte for byte (UTF-8), the other's domain goes as punycode, and the events and the
+    recipients view show both as given; another account's message follows."""
     stack.spawn_delivery()
     first, then = same_partition(stack, 2)
     zoe = Contact(contact_id="zoë", email=ZOE, attributes={"first_name": "Zoë"})
@@ -129,6 +145,16 @@ async def test_an_internationalized_address_is_delivered_with_smtputf8_as_given(
         for c in e.contacts
     ]
     assert [c.email.encode() for c in added] == [ZOE.encode(), "ada@bücher.example".encode()]
+
+    async def shown() -> dict[str, tuple[str, str]] | None:
+        page = await views.recipients(OPERATOR.account_id, first, None, after=None, limit=10)
+        found = {r["contact_id"]: (r["email"], r["state"]) for r in page}
+        return found if {s for _, s in found.values()} == {"delivered"} else None
+
+    assert await stack.wait_for("the recipients view", shown) == {
+        "ada": ("ada@bücher.example", "delivered"),
+        "zoë": (ZOE, "delivered"),
+    }
     await another_account_is_still_mailed(stack, then)
 
 
