@@ -239,3 +239,14 @@ async def test_internationalized_addresses_are_accepted_and_published_as_given(a
     assert answer.status_code == 200, answer.text
     (contact,) = api.bus.published[-1].command.contacts  # type: ignore[union-attr]
     assert contact.email == "zoë@bücher.example" and contact.attributes == {"n": "a\tb\r\nc"}
+
+
+@pytest.mark.parametrize("header", ["X-Actor-User", "Idempotency-Key"])
+async def test_a_control_character_in_a_header_is_422_naming_the_header(
+    api: Api, header: str
+) -> None:
+    answer = await api.call("POST", "/v1/messages", {"content": CONTENT}, **{header: "a\tb"})
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"]["field"] == header
+    assert api.bus.published == []
