@@ -11,13 +11,15 @@ from email import message_from_bytes, policy
 from email.header import decode_header
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import send_id
 from core.ids import send_ids
 from core.render import render
 from schemas import Contact, Content
 from schemas.sends import SendRecord, decode_send_topic, send_records_json
-from schemas.text import STORED
+from schemas.text import STORED, breaks_one_line
 from services.common.settings import Settings
 from services.dispatcher.delivery.ledger import Reportable
 from services.dispatcher.delivery.mail import (
@@ -203,18 +205,18 @@ def test_no_header_is_written_with_a_line_break_whatever_the_builder_is_given(
 ) -> None:
     # Values that no input accepts today, but an old history may hand to delivery.
     good = {"from_name": "News", "subject": "Hi", "email": "a@example.org", "sender": "n@e.org"}
-    given = {**good, field: good[field][:1] + bad + good[field][1:]}
+    values = {**good, field: good[field][:1] + bad + good[field][1:]}
     content = Content.model_validate(
         {
             "name": "N",
-            "from_address": given["sender"],
-            "from_name": given["from_name"],
-            "subject": given["subject"],
+            "from_address": values["sender"],
+            "from_name": values["from_name"],
+            "subject": values["subject"],
             "body": "",
         },
         context=STORED,
     )
-    contact = Contact.model_validate({"contact_id": "c", "email": given["email"]}, context=STORED)
+    contact = Contact.model_validate({"contact_id": "c", "email": values["email"]}, context=STORED)
     with pytest.raises(UnsafeHeaderError, match=f"the {header} header is refused"):
         compose(
             send_id=uuid.uuid4(),
@@ -319,3 +321,37 @@ def test_a_multi_line_smtp_reply_becomes_a_one_line_reason_the_outcome_command_a
     command = outcomes_command(message, [row])
     assert command.failed[0].reason == "550-a  550 b"
     assert command.failed[0].contact_id == "c1\x00"  # by reference, as the history names it
+
+
+ONE_LINE_TEXT = st.text(min_size=1, max_size=998).filter(lambda s: breaks_one_line(s) is None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ONE_LINE_TEXT)
+def test_any_one_line_subject_is_folded_within_the_limits_and_reads_back_as_given(
+    subject: str,
+) -> None:
+    header = fold_unstructured("Subject", subject)
+    assert all(len(line) <= MAX_LINE for line in header.split("\r\n")), header
+    words = re.findall(r"=\?[^?]+\?b\?[^?]*\?=", header)
+    assert all(len(word) <= MAX_ENCODED_WORD for word in words)
+    parsed = message_from_bytes(f"{header}\r\n\r\n".encode(), policy=policy.default)
+    assert parsed["Subject"] == subject
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=200).filter(lambda s: breaks_one_line(s) is None))
+def test_any_one_line_sender_name_is_folded_within_the_limits_and_reads_back_as_given(
+    name: str,
+) -> None:
+    header = fold_phrase("From", name, "news@example.org")
+    assert all(len(line) <= MAX_LINE for line in header.split("\r\n")), header
+    data = f"{header}\r\n\r\n".encode()
+    parsed = message_from_bytes(data, policy=policy.default)
+    assert parsed["From"].addresses[0].addr_spec == "news@example.org"
+    raw = message_from_bytes(data, policy=policy.compat32)["From"]
+    decoded = "".join(
+        part.decode(charset or "ascii") if isinstance(part, bytes) else part
+        for part, charset in decode_header(raw.replace("\r\n", ""))
+    )
+    assert decoded == f"{name} <news@example.org>"

@@ -139,10 +139,12 @@ def fold_unstructured(name: str, value: str) -> str:
     """The header ``name: value`` (unstructured, as Subject), folded, without the final CRLF.
 
     ASCII text is folded at its spaces when every word fits a line; otherwise (non-ASCII, a word
-    too long to fit, or a ``=?`` a reader could decode) the whole value is encoded words."""
+    too long to fit, a ``=?`` a reader could decode, a space at either end) the whole value is
+    encoded words."""
     _checked(name, value)
     head = f"{name}: "
-    if value.isascii() and "=?" not in value:
+    # Spaces at either end would be read as folding, not text: such a value is encoded too.
+    if value.isascii() and "=?" not in value and value.strip(" ") == value:
         if len(head) + len(value) <= MAX_LINE:
             return head + value
         tokens = _TOKENS.findall(value)
