@@ -355,3 +355,25 @@ def test_any_one_line_sender_name_is_folded_within_the_limits_and_reads_back_as_
         for part, charset in decode_header(raw.replace("\r\n", ""))
     )
     assert decoded == f"{name} <news@example.org>"
+
+
+def test_every_line_ending_of_the_body_is_one_crlf_and_a_nul_is_encoded() -> None:
+    content = Content.model_validate(
+        {
+            "name": "N",
+            "from_address": "n@example.org",
+            "subject": "S",
+            "body": "a\rb\r\nc\nd\x00",
+        },
+        context=STORED,
+    )
+    mail = compose(
+        send_id=uuid.uuid4(),
+        message_id=uuid.uuid4(),
+        content=content,
+        contact=ADA,
+        domain="example.test",
+    )
+    _, _, body = mail.data.partition(b"\r\n\r\n")
+    assert body == b"a\r\nb\r\nc\r\nd=00"
+    assert b"\r" not in body.replace(b"\r\n", b"")

@@ -196,7 +196,9 @@ def compose(
         f"X-Mailctl-Send: {send_id}\r\n"
         "\r\n"
     )
-    body = binascii.b2a_qp(rendered.body.replace("\r\n", "\n").encode(), istext=True)
+    # Every line ending (CRLF, LF, a lone CR) becomes one CRLF: a bare CR never reaches DATA.
+    text = rendered.body.replace("\r\n", "\n").replace("\r", "\n")
+    body = binascii.b2a_qp(text.encode(), istext=True)
     return Mail(
         mail_from=sender,
         rcpt_to=rcpt,
