@@ -14,6 +14,7 @@ from schemas.sends import SendRecord
 from schemas.text import STORED
 from services.common.settings import Settings
 from services.common.topics import Topics
+from services.dispatcher.delivery.ledger import Reportable
 from services.dispatcher.delivery.mail import Mail
 from services.dispatcher.delivery.smtp import Answer, SmtpPool
 from services.dispatcher.delivery.worker import DeliveryWorker
@@ -84,3 +85,28 @@ async def test_a_helper_step_that_raises_is_counted_and_the_loop_goes_on() -> No
     assert calls == [0, 1]
     assert worker.status()["helper_errors"] == 1
     assert worker.status()["last_helper_error"] == "RuntimeError: one bad row"
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[None]:
+        self.sent.append(key)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_outcomes_that_cannot_be_published_never_hold_up_another_message() -> None:
+    worker = DeliveryWorker(Settings(), Topics("t"))
+    producer = RecordingProducer()
+    worker._producer = producer  # type: ignore[assignment]
+    bad, good = str(uuid.uuid4()), str(uuid.uuid4())
+    await worker._publish_outcomes(
+        {
+            (bad, "acct\x01"): [Reportable("s1", bad, "acct\x01", "c1", "delivered", None)],
+            (good, "acct-b"): [Reportable("s2", good, "acct-b", "c2", "delivered", None)],
+        }
+    )
+    assert producer.sent == [good.encode()]

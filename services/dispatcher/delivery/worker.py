@@ -340,12 +340,23 @@ class DeliveryWorker:
         assert self._producer is not None
         futures = []
         for (message_id, account_id), group in by_message.items():
-            command = outcomes_command(message_id, group)
-            item = CommandRecord(
-                command=command,
-                actor=Actor(kind="service", account_id=account_id, service=DELIVERY),
-                issued_at=datetime.now(UTC),
-            )
+            try:
+                item = CommandRecord(
+                    command=outcomes_command(message_id, group),
+                    actor=Actor(kind="service", account_id=account_id, service=DELIVERY),
+                    issued_at=datetime.now(UTC),
+                )
+            except ValidationError as error:
+                # Only a history written around the input rules holds such a message (an
+                # account id with a control character): the processor would refuse the command
+                # anyway. Dropped with a trace, so that it never holds up other messages' rows.
+                log.error(
+                    "outcomes cannot be published",
+                    message_id=message_id,
+                    sends=[row.send_id for row in group],
+                    error=str(error)[:500],
+                )
+                continue
             futures.append(
                 await self._producer.send(
                     self.topics.commands,
