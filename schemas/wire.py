@@ -75,13 +75,15 @@ _INPUT: TypeAdapter[CommandRecord | Tick | CopiedEvent] = TypeAdapter(InputRecor
 
 
 def decode_input(value: bytes) -> CommandRecord | Tick | CopiedEvent:
-    """Decode a record of `mailctl.commands`; raises pydantic.ValidationError (or ValueError for
-    a value that is no JSON) for bad input.
+    """Decode a record of `mailctl.commands`; raises pydantic.ValidationError for bad input.
 
     A command is input: the text rules (schemas/text.py) apply. A copied event is the processor's
     own record of a history (a copy of an old draft holds the old draft's text), so it decodes as
     a stored record."""
-    raw = from_json(value)
+    try:
+        raw = from_json(value)
+    except (ValueError, TypeError):
+        return _INPUT.validate_json(value)  # raises the ValidationError naming what is wrong
     if isinstance(raw, dict) and raw.get("type") == "CopiedEvent":
         return _INPUT.validate_python(raw, context=STORED)
     return _INPUT.validate_python(raw)

@@ -288,3 +288,10 @@ def test_input_rules_describe_the_character_and_reasons_are_made_one_line() -> N
         ),
         CommandRecord,
     )
+
+
+@pytest.mark.parametrize("value", [None, b"", b"{", b"[1]", b"\xff", b'"\x00"'])
+def test_a_command_topic_value_that_is_no_record_is_a_validation_error(value: bytes) -> None:
+    # The processor dead-letters a ValidationError; any other exception would end it.
+    with pytest.raises(ValidationError):
+        decode_input(value)
