@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid5
 
+import httpx
 import pytest
 
 from core import MessageStatus, RecipientStatus, send_id
@@ -27,12 +28,14 @@ from schemas import (
     ScheduleMessage,
 )
 from schemas.sends import MailContent, SendRecord
+from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
 from services.dispatcher.delivery.smtp import NO_SMTPUTF8
 from services.dispatcher.delivery.worker import OUTCOMES_NAMESPACE
 from services.dispatcher.processor import key_of, partition_of
 from services.projections.reader import PostgresViews
 from services.smtp_sink.app import SinkRuntime
+from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 from tests.integration.delivery_harness import DeliveryStack
 from tests.integration.processor_harness import OPERATOR, STRANGER, free_port, ids, record
 from tests.projections.live import drop_schema, new_schema, spawn_projections, with_schema
@@ -155,6 +158,25 @@ async def test_an_internationalized_address_is_delivered_with_smtputf8_as_given(
         "ada": ("ada@bücher.example", "delivered"),
         "zoë": (ZOE, "delivered"),
     }
+    # The read API over these views (real Postgres): the addresses as given, and a NUL in a
+    # query parameter is a 422 naming it (Postgres text cannot hold one: it was a 500).
+    app = create_app(
+        Settings(),
+        Adapters(bus=FakeBus(), store=FakeStore(), keys=FakeKeys({"key-a": "acct-a"}), views=views),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
+    ):
+        api.headers["Authorization"] = "Bearer key-a"
+        page = await api.get(f"/v1/messages/{first}/recipients")
+        after = await api.get(f"/v1/messages/{first}/recipients", params={"after": "a\x00"})
+        search = await api.get("/v1/views/sent", params={"q": "Launch\x00"})
+    assert page.status_code == 200, page.text
+    assert ZOE.encode() in page.content  # the JSON carries the address byte for byte
+    assert [i["email"] for i in page.json()["items"]] == ["ada@bücher.example", ZOE]
+    assert (after.status_code, after.json()["detail"]["field"]) == (422, "after")
+    assert (search.status_code, search.json()["detail"]["field"]) == (422, "q")
     await another_account_is_still_mailed(stack, then)
 
 
