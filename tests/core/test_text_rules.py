@@ -9,7 +9,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from core import MessageStatus, fold
@@ -30,7 +33,7 @@ from schemas import (
     encode,
 )
 from schemas.sends import MailContent, SendRecord, decode_send_topic
-from schemas.text import first_unsafe, one_line
+from schemas.text import STORED, first_unsafe, one_line
 from schemas.wire import CommandRecord, decode_input
 
 from .dsl import CONTENT, MESSAGE, OPERATOR, T0, cmd, ctx, ev, given, new_id
@@ -295,3 +298,25 @@ def test_a_command_topic_value_that_is_no_record_is_a_validation_error(value: by
     # The processor dead-letters a ValidationError; any other exception would end it.
     with pytest.raises(ValidationError):
         decode_input(value)
+
+
+ADDRESS_LIKE = st.from_regex(r"\A[ a-zA-Z0-9.@_+\-\"(),:;<>\[\]\\]{1,80}\Z") | st.builds(
+    lambda local, domain: f"{local}@{domain}",
+    st.from_regex(r"\A[a-zA-Z0-9._+\-]{0,70}\Z"),
+    st.from_regex(r"\A[a-zA-Z0-9.\-]{0,70}\Z"),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@hypothesis.given(ADDRESS_LIKE)
+def test_the_fast_check_of_an_ascii_address_agrees_with_the_full_one(address: str) -> None:
+    def verdict(context: object) -> str | None:
+        try:
+            return Contact.model_validate(
+                {"contact_id": "c", "email": address}, context=context
+            ).email
+        except ValidationError:
+            return None
+
+    # Input takes the one-expression path for ASCII; a stored record the general one.
+    assert verdict(None) == verdict(STORED)
