@@ -102,16 +102,17 @@ def is_valid_time_zone(name: str) -> bool:
 
 def _check_zone(value: str) -> str:
     if not is_valid_time_zone(value):
-        raise ValueError(f"unknown IANA time zone {value!r}")
+        # No zone name holds a control character, so the one-line rule needs no check of its
+        # own on the way in (a validator call less per contact); it only words the refusal.
+        reason = first_unsafe(value, multiline=False)
+        raise ValueError(reason or f"unknown IANA time zone {value!r}")
     return value
 
 
 #: One line of text (schemas/text.py): no control character, no line break.
 OneLine = Annotated[str, ONE_LINE]
 EmailAddress = Annotated[str, Field(min_length=3, max_length=300), AfterValidator(_check_email)]
-TimeZoneName = Annotated[
-    str, Field(min_length=1, max_length=64), ONE_LINE, AfterValidator(_check_zone)
-]
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_zone)]
 #: A contact id as the audience's owner gives it (one line).
 ContactId = Annotated[str, Field(min_length=1, max_length=200), ONE_LINE]
 #: A contact id the service refers to again (released, delivered, failed): it was checked when it
