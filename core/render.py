@@ -63,10 +63,10 @@ def _fill(template: str, contact: Contact, escape: bool) -> str:
 
 
 def render(content: Content, contact: Contact) -> RenderedMail:
-    """The message as ``contact`` receives it. The subject never contains a line break (a header
-    cannot carry one): any CR or LF a merge value brings is replaced by a space."""
+    """The message as ``contact`` receives it, merge values as they are. A subject is a header
+    and cannot carry a line break: a merge value that brings one (or another control character)
+    into it is not rewritten here but refused by the mail builder, so that send fails with that
+    reason instead of going out with a subject its author never wrote."""
     as_html = is_html(content.body)
     subject = _fill(content.subject, contact, escape=False)
-    if "\r" in subject or "\n" in subject:
-        subject = " ".join(subject.splitlines())
     return RenderedMail(subject=subject, body=_fill(content.body, contact, as_html), html=as_html)

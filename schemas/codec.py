@@ -16,6 +16,7 @@ from pydantic_core import from_json
 
 from schemas.commands import Command
 from schemas.events import Event
+from schemas.text import STORED
 
 __all__ = [
     "UPCASTERS",
@@ -89,13 +90,15 @@ def decode_event(record: bytes | str | Mapping[str, Any]) -> Event:
     """Decode any event, of any version still readable, into today's model.
 
     Raises ``pydantic.ValidationError`` (or :class:`UnknownRecordVersionError`) for bad input;
-    the shell sends such records to the dead-letter topic.
+    the shell sends such records to the dead-letter topic. Events are stored records: the text
+    rules of inputs (schemas/text.py) do not apply, so an old history still decodes.
     """
-    return _EVENTS.validate_python(upcast(_raw(record)))
+    return _EVENTS.validate_python(upcast(_raw(record)), context=STORED)
 
 
 def decode_command(record: bytes | str | Mapping[str, Any]) -> Command:
-    """Decode any command into its model (same upcasting rules as events)."""
+    """Decode any command into its model (same upcasting rules as events). A command is input:
+    the text rules (schemas/text.py) apply."""
     return _COMMANDS.validate_python(upcast(_raw(record)))
 
 

@@ -13,7 +13,8 @@ from uuid import UUID
 from pydantic import AwareDatetime, Field, NaiveDatetime, model_validator
 
 from schemas.base import MAX_CHUNK, CommandBase
-from schemas.values import Contact, ContactId, Content, DeliveryPlan, FailedRecipient
+from schemas.text import ONE_LINE
+from schemas.values import Contact, ContactId, ContactRef, Content, DeliveryPlan, FailedRecipient
 
 __all__ = [
     "AddRecipients",
@@ -97,7 +98,7 @@ class PauseMessage(CommandBase):
 
     type: Literal["PauseMessage"] = "PauseMessage"
     schema_version: Literal[1] = 1
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: Annotated[str, Field(max_length=1000), ONE_LINE] | None = None
 
 
 class ResumeMessage(CommandBase):
@@ -112,7 +113,7 @@ class CancelMessage(CommandBase):
 
     type: Literal["CancelMessage"] = "CancelMessage"
     schema_version: Literal[1] = 1
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: Annotated[str, Field(max_length=1000), ONE_LINE] | None = None
 
 
 class CopyMessage(CommandBase):
@@ -149,9 +150,11 @@ class RecordDeliveryOutcomes(CommandBase):
 
     type: Literal["RecordDeliveryOutcomes"] = "RecordDeliveryOutcomes"
     schema_version: Literal[1] = 1
-    delivered: tuple[ContactId, ...] = Field(default=(), max_length=MAX_CHUNK)
+    # Contacts by reference (ContactRef): outcomes name contacts the history already holds,
+    # whatever the text rules were when they came in.
+    delivered: tuple[ContactRef, ...] = Field(default=(), max_length=MAX_CHUNK)
     failed: tuple[FailedRecipient, ...] = Field(default=(), max_length=MAX_CHUNK)
-    unknown: tuple[ContactId, ...] = Field(default=(), max_length=MAX_CHUNK)
+    unknown: tuple[ContactRef, ...] = Field(default=(), max_length=MAX_CHUNK)
 
     @model_validator(mode="after")
     def _bounded(self) -> RecordDeliveryOutcomes:

@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, Field, NaiveDatetime
 from schemas.base import MAX_CHUNK, EventBase
 from schemas.values import (
     Contact,
-    ContactId,
+    ContactRef,
     Content,
     DeliveryPlan,
     FailedRecipient,
@@ -47,7 +47,9 @@ __all__ = [
     "SendingStarted",
 ]
 
-ContactChunk = tuple[ContactId, ...]
+#: Events name contacts by reference: the core writes them from its state, so an id from an old
+#: history (accepted before the text rules of schemas/text.py) must still be writable.
+ContactChunk = tuple[ContactRef, ...]
 
 
 class DraftCreated(EventBase):

@@ -21,6 +21,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, Field, TypeAdapter
 
 from schemas.base import Record
+from schemas.text import STORED
 from schemas.values import Contact, Content
 
 __all__ = ["MailContent", "SendRecord", "SendTopicRecord", "decode_send_topic", "send_records_json"]
@@ -56,8 +57,12 @@ _SENDS: TypeAdapter[MailContent | SendRecord] = TypeAdapter(SendTopicRecord)
 
 
 def decode_send_topic(value: bytes) -> MailContent | SendRecord:
-    """Decode a record of `<prefix>.sends`; raises pydantic.ValidationError for bad input."""
-    return _SENDS.validate_json(value)
+    """Decode a record of `<prefix>.sends`; raises pydantic.ValidationError for bad input.
+
+    Sends are written by the processor from its history, which may hold text accepted before the
+    text rules (schemas/text.py): they decode as stored records, and delivery fails a send it
+    cannot encode with its reason."""
+    return _SENDS.validate_json(value, context=STORED)
 
 
 def send_records_json(

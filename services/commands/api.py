@@ -39,7 +39,7 @@ from schemas import (
     ScheduleMessage,
     UnscheduleMessage,
 )
-from schemas.values import ContactId
+from schemas.values import ContactId, OneLine
 from schemas.wire import CommandRecord, CommandResult, EventRef
 from services.commands.errors import (
     ERROR_RESPONSES,
@@ -421,8 +421,10 @@ def command_routes(
     """The /v1 command routes; `account` is the authentication dependency."""
     router = APIRouter(prefix="/v1", tags=["messages"], responses=ERROR_RESPONSES)
     Account = Annotated[str, Depends(account)]
+    # Header values are text like any other input (schemas/text.py): one line, or a 422 naming
+    # the header (HTTP itself lets a TAB through).
     IdempotencyKey = Annotated[
-        str | None,
+        OneLine | None,
         Header(
             alias="Idempotency-Key",
             min_length=1,
@@ -433,7 +435,7 @@ def command_routes(
         ),
     ]
     ActorUser = Annotated[
-        str | None,
+        OneLine | None,
         Header(
             alias="X-Actor-User",
             min_length=1,

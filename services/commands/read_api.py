@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from core import MessageStatus, RecipientStatus
+from schemas.text import ONE_LINE, UnsafeTextError
 from services.commands.errors import ERROR_RESPONSES
 from services.projections.views import LISTS
 
@@ -29,6 +30,21 @@ MAX_WAIT_S = 30.0
 _POLL_S = 0.05
 
 ListName = Literal["sent", "scheduled", "drafts"]
+
+
+def _no_nul(value: str | None) -> str | None:
+    # Postgres text cannot hold NUL: such a value can match nothing, and asking would fail.
+    if value is not None and "\x00" in value:
+        raise UnsafeTextError("must not hold NUL (U+0000)")
+    return value
+
+
+#: A query parameter read as text: one line (schemas/text.py), so a NUL or a control character
+#: is a 422 naming the parameter, never a database error.
+SearchText = Annotated[str, ONE_LINE] | None
+#: `after` echoes a contact id the view gave: an old history may hold one with a control
+#: character (accepted before the input rules), so only NUL, which no view can hold, is refused.
+ContactCursor = Annotated[str | None, AfterValidator(_no_nul)]
 
 
 class ViewReader(Protocol):
@@ -228,7 +244,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
                 list[MessageStatus] | None,
                 Query(description=f"only these statuses (of: {', '.join(allowed)})"),
             ] = None,
-            q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+            q: Annotated[SearchText, Query(max_length=200, description="name contains")] = None,
             limit: Annotated[int, Query(ge=1, le=200)] = 50,
             offset: Annotated[int, Query(ge=0)] = 0,
             message_id: Annotated[
@@ -297,7 +313,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             bool, Query(description="who did not get it: every state but delivered")
         ] = False,
         after: Annotated[
-            str | None, Query(description="the last contact id of the previous page")
+            ContactCursor, Query(description="the last contact id of the previous page")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         q: Annotated[

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # Comma-separated fnmatch patterns of recipient addresses the sink refuses at RCPT TO.
     smtp_sink_fail_permanent: str = "*@fail-permanent.test"
     smtp_sink_fail_transient: str = "*@fail-transient.test"
+    # Whether the sink offers SMTPUTF8 (RFC 6531, internationalized addresses): on by default, off
+    # to meet a server without it (a send to a non-ASCII local part then fails with the reason).
+    smtp_sink_smtputf8: bool = True
 
     # Where `make run` keeps the development API key it prints (services.commands.apikeys).
     dev_api_key_file: Path = REPO_ROOT / ".state" / "dev-api-key"

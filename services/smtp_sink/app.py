@@ -95,7 +95,12 @@ class SinkRuntime:
         )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(handler, hostname="mailctl-smtp-sink", ident="mailctl SMTP sink"),
+            lambda: SMTP(
+                handler,
+                hostname="mailctl-smtp-sink",
+                ident="mailctl SMTP sink",
+                enable_SMTPUTF8=settings.smtp_sink_smtputf8,
+            ),
             settings.bind_host,
             settings.smtp_port,
         )
@@ -105,6 +110,7 @@ class SinkRuntime:
             db=str(settings.smtp_sink_db),
             fail_permanent=handler.fail_permanent,
             fail_transient=handler.fail_transient,
+            smtputf8=settings.smtp_sink_smtputf8,
         )
 
     async def close(self) -> None:

@@ -160,3 +160,93 @@ async def test_a_command_that_would_not_fit_a_record_is_413(build: Build) -> Non
         assert answer.status_code == 413, answer.text
         assert "smaller chunks" in answer.json()["detail"]["message"]
         assert api.bus.published == [] and api.store.rows == {}
+
+
+# ------------------------------------------------------------------ text rules (schemas/text.py)
+
+TEXT_CASES = [
+    ("POST", "/v1/messages", {"content": {**CONTENT, "name": "Ne\x00ws"}}, "content.name"),
+    ("POST", "/v1/messages", {"content": {**CONTENT, "subject": "H\ri"}}, "content.subject"),
+    ("POST", "/v1/messages", {"content": {**CONTENT, "body": "He\x00llo"}}, "content.body"),
+    (
+        "POST",
+        "/v1/messages",
+        {"content": {**CONTENT, "from_name": "Support\r\nBcc: someone@example.net"}},
+        "content.from_name",
+    ),
+    (
+        "POST",
+        "/v1/messages",
+        {"content": {**CONTENT, "from_address": "ne\x00ws@example.org"}},
+        "content.from_address",
+    ),
+    (
+        "PATCH",
+        "/v1/messages/{m}",
+        {"content": {**CONTENT, "subject": "Hi\u2028there"}},
+        "content.subject",
+    ),
+    (
+        "POST",
+        "/v1/messages/{m}/recipients",
+        {"contacts": [{"contact_id": "a\x00", "email": "a@example.org"}]},
+        "contacts.0.contact_id",
+    ),
+    (
+        "POST",
+        "/v1/messages/{m}/recipients",
+        {"contacts": [{"contact_id": "a", "email": "a\x00@example.org"}]},
+        "contacts.0.email",
+    ),
+    (
+        "POST",
+        "/v1/messages/{m}/recipients",
+        {"contacts": [{"contact_id": "a", "email": "a@example.org", "attributes": {"n": "\x00"}}]},
+        "contacts.0.attributes",
+    ),
+    ("DELETE", "/v1/messages/{m}/recipients", {"contact_ids": ["a\x00"]}, "contact_ids.0"),
+    ("POST", "/v1/messages/{m}/pause", {"reason": "why\x00"}, "reason"),
+    ("POST", "/v1/messages/{m}/cancel", {"reason": "line\nbreak"}, "reason"),
+    ("POST", "/v1/messages/a%00b/pause", None, "message_id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    TEXT_CASES,
+    ids=[f"{m} {p} {f}" for m, p, _, f in TEXT_CASES],
+)
+async def test_a_control_character_is_422_naming_the_field_and_nothing_is_published(
+    api: Api, method: str, path: str, body: Any, field: str
+) -> None:
+    message = await api.create()
+    published, rows = len(api.bus.published), len(api.store.rows)
+
+    answer = await api.call(method, path.format(m=message), body, key="k")
+
+    problem = answer.json()["detail"]
+    assert answer.status_code == 422, answer.text
+    assert (problem["code"], problem["field"]) == ("invalid", field), problem
+    assert len(api.bus.published) == published and len(api.store.rows) == rows
+
+
+async def test_internationalized_addresses_are_accepted_and_published_as_given(api: Api) -> None:
+    message = await api.create()
+    zoe = {"contact_id": "zoë", "email": "zoë@bücher.example", "attributes": {"n": "a\tb\r\nc"}}
+
+    answer = await api.call("POST", f"/v1/messages/{message}/recipients", {"contacts": [zoe]})
+
+    assert answer.status_code == 200, answer.text
+    (contact,) = api.bus.published[-1].command.contacts  # type: ignore[union-attr]
+    assert contact.email == "zoë@bücher.example" and contact.attributes == {"n": "a\tb\r\nc"}
+
+
+@pytest.mark.parametrize("header", ["X-Actor-User", "Idempotency-Key"])
+async def test_a_control_character_in_a_header_is_422_naming_the_header(
+    api: Api, header: str
+) -> None:
+    answer = await api.call("POST", "/v1/messages", {"content": CONTENT}, **{header: "a\tb"})
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"]["field"] == header
+    assert api.bus.published == []

@@ -277,3 +277,21 @@ async def test_the_openapi_document_lists_the_read_routes(client: httpx.AsyncCli
         assert "get" in paths[path]
     assert "get" in paths["/v1/messages/{message_id}"]
     assert "patch" in paths["/v1/messages/{message_id}"]  # the command route is still there
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/v1/views/drafts", {"q": "a\x00b"}, "q"),
+        ("/v1/views/sent", {"q": "line\nbreak"}, "q"),
+        ("/v1/views/scheduled", {"q": "esc\x1b"}, "q"),
+        ("/v1/messages/{m}/recipients", {"after": "c\x00"}, "after"),
+    ],
+)
+async def test_a_nul_or_control_character_in_a_query_parameter_is_422_naming_it(
+    client: httpx.AsyncClient, world: Any, path: str, params: dict[str, str], field: str
+) -> None:
+    _, m = world
+    answer = await client.get(path.format(m=m["sending"]), params=params)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"]["field"] == field

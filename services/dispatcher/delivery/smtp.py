@@ -6,7 +6,11 @@ what an SMTP answer means for a send (docs/delivery.md):
 * a 4xx reply, or a connection that fails before DATA is sent: **deferred** (the server did not
   take the mail, so trying again later cannot make a second copy);
 * the connection lost or timed out after DATA began, before the reply: **unknown** (the server
-  may have taken it; it is never sent again automatically).
+  may have taken it; it is never sent again automatically);
+* a mail that needs SMTPUTF8 (an address with a non-ASCII local part) to a server that does not
+  offer it, or anything else that cannot be handed over before DATA: **failed**, with the reason
+  (the server never saw the mail; asking again cannot change the answer). Nothing a single send
+  brings raises out of the pool: any other error after DATA began is **unknown**.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from services.dispatcher.delivery.mail import Mail
 log = structlog.get_logger(__name__)
 
 Verdict = Literal["delivered", "failed", "deferred", "unknown"]
+
+#: The reason a mail that needs SMTPUTF8 fails at a server without it.
+NO_SMTPUTF8 = (
+    "the mail server does not offer SMTPUTF8, which an internationalized address "
+    "(a non-ASCII local part) needs"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +96,13 @@ class SmtpPool:
     async def _conversation(self, client: aiosmtplib.SMTP, mail: Mail) -> Answer:
         try:
             await self._ready(client)
-            await client.mail(mail.mail_from)
-            await client.rcpt(mail.rcpt_to)
+            if mail.smtputf8 and not client.supports_extension("smtputf8"):
+                # Nothing was sent for this mail: the connection stays usable as it is.
+                return Answer("failed", NO_SMTPUTF8)
+            options = ["SMTPUTF8"] if mail.smtputf8 else []
+            encoding = "utf-8" if mail.smtputf8 else "ascii"
+            await client.mail(mail.mail_from, options=options, encoding=encoding)
+            await client.rcpt(mail.rcpt_to, encoding=encoding)
         except aiosmtplib.SMTPResponseException as error:
             await self._reset(client)
             return _refusal(error)
@@ -95,12 +110,17 @@ class SmtpPool:
             # Nothing of the message was sent: the server cannot have taken it.
             client.close()
             return Answer("deferred", f"before DATA: {type(error).__name__}: {error}")
+        except Exception as error:  # one send's fault must not end the worker
+            # Something of this mail could not be written to the conversation (an address that
+            # does not encode...): the server has not got the mail, and a retry would fail alike.
+            client.close()
+            return Answer("failed", f"cannot be handed to SMTP: {type(error).__name__}: {error}")
         try:
             response = await client.data(mail.data)
         except aiosmtplib.SMTPResponseException as error:
             await self._reset(client)
             return _refusal(error)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+        except Exception as error:  # DATA began: the server may have the mail
             client.close()
             return Answer("unknown", f"during DATA: {type(error).__name__}: {error}")
         return Answer("delivered", f"{response.code} {response.message}".strip())
@@ -108,6 +128,13 @@ class SmtpPool:
     async def _ready(self, client: aiosmtplib.SMTP) -> None:
         if not client.is_connected:
             await client.connect()
+        if client.is_ehlo_or_helo_needed:
+            # The server's extensions (SMTPUTF8) are known only after EHLO; aiosmtplib would
+            # send it lazily at MAIL, too late to decide the MAIL command's options.
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
 
     async def _reset(self, client: aiosmtplib.SMTP) -> None:
         # After a refusal the envelope must be reset before the connection is used again.
