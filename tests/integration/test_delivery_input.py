@@ -309,7 +309,10 @@ async def test_sends_only_an_old_history_could_hold_fail_with_their_reason(
 
     async def failed() -> dict[str, str] | None:
         rows = await stack.ledger(first)
-        return {k: r["detail"] for k, r in rows.items()} if "nul-address" in rows else None
+        # The row is written "claimed" first, its outcome after: wait for the outcome.
+        row = rows.get("nul-address")
+        done = row is not None and row["state"] != "claimed"
+        return {k: r["detail"] for k, r in rows.items()} if done else None
 
     found = await stack.wait_for("the NUL address failed", failed)
     assert (await stack.ledger(first))["nul-address"]["state"] == "failed"
