@@ -55,7 +55,7 @@ class CommandRecord(Record):
     def _actor_one_line(self) -> CommandRecord:
         # Actor itself has no text rule: the core writes actors from its state (a tick's planner
         # acts for the message's account). A command's actor is input, so it is checked here.
-        for name in ("account_id", "user_id", "service"):
+        for name in ("account_id", "user_id", "service", "display_name"):
             value = getattr(self.actor, name)
             reason = None if value is None else first_unsafe(value, multiline=False)
             if reason is not None:

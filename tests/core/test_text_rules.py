@@ -166,7 +166,7 @@ def test_a_body_or_attribute_value_may_hold_tab_lf_and_cr(
     decode_input(on_the_topic(body("\t\r\n")))
 
 
-@pytest.mark.parametrize("name", ["account_id", "user_id"])
+@pytest.mark.parametrize("name", ["account_id", "user_id", "display_name"])
 def test_the_actor_of_a_command_on_the_topic_is_one_line(name: str) -> None:
     actor = {**OPERATOR.model_dump(exclude_none=True), name: "ada\x00"}
     with pytest.raises(ValidationError, match=f"actor.{name} must be one line"):
