@@ -33,6 +33,7 @@ from schemas import (
     RecipientsOutcomeUnknown,
     RecipientsReleased,
     RecipientsRemoved,
+    RecipientsReturned,
     RecipientsSkipped,
     SendingStarted,
 )
@@ -75,7 +76,7 @@ def _apply(state: MessageState, event: Event) -> MessageState:
     book = state.book
     match event:
         case RecipientsReleased():
-            moved = book.release(event.contact_ids)
+            moved = book.release(event.contact_ids, event.sequence)
             remaining = state.batch_remaining
             if event.batch is not None:
                 remaining = max(0, remaining - moved)
@@ -92,6 +93,9 @@ def _apply(state: MessageState, event: Event) -> MessageState:
             return state
         case RecipientsOutcomeUnknown():
             book.record_outcome(event.contact_ids, RecipientStatus.UNKNOWN)
+            return state
+        case RecipientsReturned():
+            book.give_back(event.contact_ids)
             return state
         case RecipientsAdded():
             book.add(event.contacts, _due_function(state))

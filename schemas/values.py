@@ -20,6 +20,7 @@ __all__ = [
     "EmailAddress",
     "FailedRecipient",
     "MissedZonePolicy",
+    "ReturnedSend",
     "SkipReason",
     "Throttle",
     "TimeZoneName",
@@ -152,3 +153,13 @@ class FailedRecipient(Record):
 
     contact_id: ContactId
     reason: str = Field(min_length=1, max_length=1000)
+
+
+class ReturnedSend(Record):
+    """A released recipient the delivery worker did not hand to SMTP because the message was
+    paused or canceled (the fence, docs/delivery.md). ``release`` is the sequence number of the
+    ``RecipientsReleased`` event the send came from: a return for an older release of the same
+    contact (already returned and released again) is ignored."""
+
+    contact_id: ContactId
+    release: int = Field(ge=1)

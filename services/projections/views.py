@@ -40,6 +40,7 @@ from schemas import (
     RecipientsOutcomeUnknown,
     RecipientsReleased,
     RecipientsRemoved,
+    RecipientsReturned,
     RecipientsSkipped,
     normalize_address,
 )
@@ -445,6 +446,7 @@ def _named(state: MessageState | None, event: Event) -> Sequence[str]:
             | RecipientsSkipped()
             | RecipientsDelivered()
             | RecipientsOutcomeUnknown()
+            | RecipientsReturned()
             | RecipientsRemoved()
         ):
             return event.contact_ids

@@ -108,3 +108,24 @@ def test_contact_addresses_are_stored_stripped() -> None:
     assert contact("a", email="  a@example.org ").email == "a@example.org"
     added = RecipientsAdded.model_fields["contacts"]
     assert added.metadata  # chunk bounds are declared on the schema
+
+
+def test_an_outcomes_command_written_before_returns_existed_reads_the_same() -> None:
+    old = (
+        '{"type":"RecordDeliveryOutcomes","schema_version":1,'
+        '"command_id":"0b9b6a1e-2f53-4c1e-9a51-6f1b7d7d2c01",'
+        '"message_id":"b7a1f0de-51b2-4c38-8a57-0e6f3c2d9b22","delivered":["a"]}'
+    )
+    command = decode_command(old)
+    assert isinstance(command, RecordDeliveryOutcomes)
+    assert command.delivered == ("a",) and command.returned == ()
+
+
+def test_a_returned_send_is_an_outcome_and_round_trips() -> None:
+    sim = Sim(DeliveryPlan(release_rate=2), [contact("a"), contact("b")])
+    sim.do(cmd(ScheduleMessage, send_at=T0))
+    sim.tick(T0)
+    sim.do(cmd(PauseMessage))
+    events = sim.give_back("a")
+    assert [e.type for e in events] == ["RecipientsReturned"]
+    assert decode_event(encode(events[0])) == events[0]
