@@ -6,13 +6,16 @@ what an SMTP answer means for a send (docs/delivery.md):
 * a 4xx reply, or a connection that fails before DATA is sent: **deferred** (the server did not
   take the mail, so trying again later cannot make a second copy);
 * the connection lost or timed out after DATA began, before the reply: **unknown** (the server
-  may have taken it; it is never sent again automatically).
+  may have taken it; it is never sent again automatically);
+* the message was paused or canceled (the fence) when a connection was ready, or before DATA:
+  **returned** (nothing of it reached the server; the envelope is reset).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +26,12 @@ from services.dispatcher.delivery.mail import Mail
 
 log = structlog.get_logger(__name__)
 
-Verdict = Literal["delivered", "failed", "deferred", "unknown"]
+Verdict = Literal["delivered", "failed", "deferred", "unknown", "returned"]
+
+#: Asked right before a mail is handed over: True when its message was paused or canceled.
+Fence = Callable[[], bool]
+
+FENCED = "not handed to SMTP: the message was paused or canceled first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +84,20 @@ class SmtpPool:
                 aiosmtplib.SMTP(hostname=host, port=port, timeout=timeout, start_tls=False)
             )
 
-    async def deliver(self, mail: Mail) -> Answer:
+    async def deliver(self, mail: Mail, fence: Fence | None = None) -> Answer:
         client = await self._idle.get()
         try:
-            return await self._conversation(client, mail)
+            # The fence, once a connection is ready (the wait for one may be long) and again
+            # right before DATA: a pause or cancel that arrived meanwhile stops the hand-off.
+            if fence is not None and fence():
+                return Answer("returned", FENCED)
+            return await self._conversation(client, mail, fence)
         finally:
             self._idle.put_nowait(client)
 
-    async def _conversation(self, client: aiosmtplib.SMTP, mail: Mail) -> Answer:
+    async def _conversation(
+        self, client: aiosmtplib.SMTP, mail: Mail, fence: Fence | None = None
+    ) -> Answer:
         try:
             await self._ready(client)
             await client.mail(mail.mail_from)
@@ -95,6 +109,9 @@ class SmtpPool:
             # Nothing of the message was sent: the server cannot have taken it.
             client.close()
             return Answer("deferred", f"before DATA: {type(error).__name__}: {error}")
+        if fence is not None and fence():
+            await self._reset(client)
+            return Answer("returned", FENCED)
         try:
             response = await client.data(mail.data)
         except aiosmtplib.SMTPResponseException as error:

@@ -14,6 +14,13 @@ backoff is due, and final outcomes not yet reported are published to `<prefix>.c
 `RecordDeliveryOutcomes` commands (an outbox: the ledger row is marked reported only after the
 broker acknowledged the command; a repeat is a no-op in the core).
 
+The fence (docs/delivery.md): a reader of its own follows `<prefix>.control` (the pauses, resumes
+and cancels, written in the transactions of their events) into a message id -> status map, apart
+from the sends, so it is current however far behind the sends are. A send whose message was
+paused or canceled after its release is not handed off: before the claim it is recorded
+`returned` at once; after it, the pool asks the fence again once a connection is ready and right
+before DATA. Returned sends are reported like outcomes and go back to the message as not sent.
+
 Taking a partition bumps its owner epoch in Postgres and marks every send the previous owner left
 `claimed` as `unknown`: it may or may not have reached SMTP, and a second copy is worse than none.
 """
@@ -39,8 +46,15 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from schemas import MAX_CHUNK, Actor, Content, FailedRecipient, RecordDeliveryOutcomes
-from schemas.sends import MailContent, SendRecord, decode_send_topic
+from schemas import (
+    MAX_CHUNK,
+    Actor,
+    Content,
+    FailedRecipient,
+    RecordDeliveryOutcomes,
+    ReturnedSend,
+)
+from schemas.sends import FenceRecord, MailContent, SendRecord, decode_send_topic
 from schemas.wire import CommandRecord, DeadLetter
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -68,6 +82,66 @@ REPORT_INTERVAL_S = 0.2
 RETRY_POLL_S = 0.5
 #: A namespace for the outcome commands' ids (uuid5 of the send ids they report).
 OUTCOMES_NAMESPACE = uuid.UUID("5b0f6a4e-2f53-4c1e-9a51-6f1b7d7d2c01")
+#: How long the fence reader's fetch waits at most for a new record on the broker (the control
+#: topic is quiet: this is the extra delay before a pause reaches the worker, not a poll rate).
+FENCE_FETCH_WAIT_MS = 10
+
+
+class FenceReader:
+    """The latest fence of every message, read from `<prefix>.control` (all partitions, from the
+    beginning: one small record per pause, resume or cancel) with read_committed, so a fence
+    exists if and only if its event does. ``ready`` is set once the records committed before
+    the worker started have been read: the worker hands nothing off before that."""
+
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.fences: dict[str, FenceRecord] = {}
+        self.ready = asyncio.Event()
+        self.read = 0
+
+    def stops(self, send: SendRecord) -> bool:
+        """True when ``send`` must not be handed to SMTP: paused or canceled after its release."""
+        fence = self.fences.get(str(send.message_id))
+        return fence is not None and fence.stops(send.release_sequence)
+
+    def apply(self, fence: FenceRecord) -> None:
+        key = str(fence.message_id)
+        seen = self.fences.get(key)
+        if seen is None or seen.sequence < fence.sequence:
+            self.fences[key] = fence
+        self.read += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FENCE_FETCH_WAIT_MS,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topics.control, n) for n in range(settings.kafka_partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            self.apply(FenceRecord.model_validate_json(record.value))
+                        except ValidationError as error:
+                            log.warning("fence record unreadable", error=str(error)[:300])
+                if not self.ready.is_set() and all(
+                    [await consumer.position(tp) >= end[tp] for tp in tps]
+                ):
+                    self.ready.set()
+                    log.info("fences read", messages=len(self.fences), records=self.read)
+        finally:
+            await consumer.stop()
 
 
 @dataclass
@@ -91,6 +165,8 @@ class DeliveryWorker:
         self.running = False
         self.handed = 0
         self.reported = 0
+        self.returned = 0
+        self.fence = FenceReader(settings, topics)
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -113,6 +189,13 @@ class DeliveryWorker:
             max_request_size=settings.max_record_bytes,
         )
         await self._producer.start()
+        fences = asyncio.create_task(self.fence.run(stop))
+        ready = asyncio.create_task(self.fence.ready.wait())
+        # Nothing is handed off before the fences committed so far are known.
+        await asyncio.wait({fences, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if fences.done():
+            fences.result()  # the reader died before it was ready: end the process
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.topics.delivery_group,
@@ -127,6 +210,7 @@ class DeliveryWorker:
         consumer.subscribe([self.topics.sends], listener=_Listener(self))
         await consumer.start()
         helpers = [
+            fences,
             asyncio.create_task(self._every(stop, REPORT_INTERVAL_S, self.report_once)),
             asyncio.create_task(self._every(stop, RETRY_POLL_S, self.retry_once)),
         ]
@@ -215,25 +299,27 @@ class DeliveryWorker:
             return
         assert self._ledger is not None
         topic = self.topics.sends
+        # The fence before the claim: a send of a message paused or canceled since its release
+        # is recorded returned (unless it was claimed before: then it stays as it was).
+        stops = [self.fence.stops(send) for send, _ in chunk]
+        if any(stops):
+            stopped = [_claim(send) for (send, _), stop in zip(chunk, stops, strict=True) if stop]
+            returned = await self._ledger.claim(
+                topic, owned.number, owned.epoch, stopped, state="returned"
+            )
+            self.returned += len(returned)
+            chunk = [item for item, stop in zip(chunk, stops, strict=True) if not stop]
+            if not chunk:
+                return
         claimed = await self._ledger.claim(
-            topic,
-            owned.number,
-            owned.epoch,
-            [
-                Claim(
-                    send_id=str(send.send_id),
-                    message_id=str(send.message_id),
-                    contact_id=send.contact.contact_id,
-                    account_id=send.account_id,
-                )
-                for send, _ in chunk
-            ],
+            topic, owned.number, owned.epoch, [_claim(send) for send, _ in chunk]
         )
         todo = [(send, raw) for send, raw in chunk if str(send.send_id) in claimed]
         if not todo:
             return
         await self._limiter.take(len(todo))
         answers = await asyncio.gather(*(self._hand_off(send) for send, _ in todo))
+        self.returned += sum(1 for answer in answers if answer.verdict == "returned")
         outcomes = [
             outcome_for(str(send.send_id), answer, 0, self.settings, raw)
             for (send, raw), answer in zip(todo, answers, strict=True)
@@ -252,8 +338,9 @@ class DeliveryWorker:
             contact=send.contact,
             domain=self.settings.message_id_domain,
         )
-        answer = await self._pool.deliver(mail)
-        self.handed += 1
+        answer = await self._pool.deliver(mail, lambda: self.fence.stops(send))
+        if answer.verdict != "returned":
+            self.handed += 1
         return answer
 
     async def retry_once(self) -> None:
@@ -309,7 +396,7 @@ class DeliveryWorker:
                 )
             )
         await asyncio.gather(*futures)
-        await self._ledger.mark_reported([row.send_id for row in rows])
+        await self._ledger.mark_reported(rows)
         self.reported += len(rows)
         return len(rows)
 
@@ -387,7 +474,10 @@ class DeliveryWorker:
             "partitions": sorted(self.owned),
             "lag": lag,
             "handed_to_smtp": self.handed,
+            "returned": self.returned,
             "outcomes_reported": self.reported,
+            "fences": len(self.fence.fences),
+            "fences_ready": self.fence.ready.is_set(),
         }
 
     async def check(self) -> None:
@@ -423,6 +513,22 @@ def outcomes_command(message_id: str, rows: Sequence[Reportable]) -> RecordDeliv
             if r.state == "failed"
         ),
         unknown=tuple(r.contact_id for r in rows if r.state == "unknown"),
+        returned=tuple(
+            # A row claimed before the ledger had release numbers (0) cannot name its release.
+            ReturnedSend(contact_id=r.contact_id, release=max(1, r.release))
+            for r in rows
+            if r.state == "returned"
+        ),
+    )
+
+
+def _claim(send: SendRecord) -> Claim:
+    return Claim(
+        send_id=str(send.send_id),
+        message_id=str(send.message_id),
+        contact_id=send.contact.contact_id,
+        account_id=send.account_id,
+        release=send.release_sequence,
     )
 
 
