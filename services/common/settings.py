@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # Comma-separated fnmatch patterns of recipient addresses the sink refuses at RCPT TO.
     smtp_sink_fail_permanent: str = "*@fail-permanent.test"
     smtp_sink_fail_transient: str = "*@fail-transient.test"
+    # Seconds the sink waits after recording a mail before its 250 (a slow server; tests).
+    smtp_sink_data_delay_s: float = 0.0
 
     # Where `make run` keeps the development API key it prints (services.commands.apikeys).
     dev_api_key_file: Path = REPO_ROOT / ".state" / "dev-api-key"
