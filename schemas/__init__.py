@@ -48,6 +48,7 @@ from schemas.events import (
 )
 from schemas.ticks import Tick
 from schemas.values import (
+    IN_FLIGHT_SECONDS,
     Contact,
     Content,
     DeliveryMode,
@@ -62,6 +63,7 @@ from schemas.values import (
 )
 
 __all__ = [
+    "IN_FLIGHT_SECONDS",
     "MAX_CHUNK",
     "UPCASTERS",
     "Actor",

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from core import Context, decide
 from schemas import (
+    IN_FLIGHT_SECONDS,
     CreateDraft,
     DeliveryPlan,
     DraftCreated,
@@ -33,7 +34,8 @@ def test_a_version_1_draft_created_from_the_archive_reads_as_today_s_event() -> 
     assert event.schema_version == 2
     assert event.content.name == "Autumn sale"
     assert event.content.from_address == "shop@example.com"
-    assert event.plan == DeliveryPlan(mode="recipient_timezone")
+    # No in-flight window: the default added later does not change what the old event meant.
+    assert event.plan == DeliveryPlan(mode="recipient_timezone", max_in_flight=None)
     assert event.message_id == UUID("b7a1f0de-51b2-4c38-8a57-0e6f3c2d9b22")
 
 
@@ -108,6 +110,16 @@ def test_contact_addresses_are_stored_stripped() -> None:
     assert contact("a", email="  a@example.org ").email == "a@example.org"
     added = RecipientsAdded.model_fields["contacts"]
     assert added.metadata  # chunk bounds are declared on the schema
+
+
+def test_a_plan_without_a_window_gets_the_default_one_written_into_the_record() -> None:
+    plan = DeliveryPlan(release_rate=200)
+    assert plan.max_in_flight == IN_FLIGHT_SECONDS * 200
+    assert f'"max_in_flight":{IN_FLIGHT_SECONDS * 200}' in plan.model_dump_json()
+    # A stored plan says what it meant: an explicit null stays unbounded.
+    stored = DeliveryPlan.model_validate_json('{"release_rate":200,"max_in_flight":null}')
+    assert stored.max_in_flight is None
+    assert DeliveryPlan.model_validate_json(plan.model_dump_json()) == plan
 
 
 def test_an_outcomes_command_written_before_returns_existed_reads_the_same() -> None:
