@@ -501,8 +501,16 @@ def outcome_for(
 
 def outcomes_command(message_id: str, rows: Sequence[Reportable]) -> RecordDeliveryOutcomes:
     """One message's final outcomes as a command (at most MAX_CHUNK of them). Its id is derived
-    from the send ids, so publishing the same rows again repeats the same command."""
-    ids = sorted(row.send_id for row in rows)
+    from the send ids, so publishing the same rows again repeats the same command. A returned
+    send is reported again after its re-release (its delivery, say): its state and release
+    number are part of the id, else that second report would repeat the first's id and the
+    processor would answer it with the first result, dropping the outcome."""
+    ids = sorted(
+        # A row claimed before release numbers existed (0) keeps the id it had: a republish
+        # after the upgrade repeats the command published before it.
+        row.send_id if row.release == 0 else f"{row.send_id}:{row.state}:{row.release}"
+        for row in rows
+    )
     return RecordDeliveryOutcomes(
         command_id=uuid.uuid5(OUTCOMES_NAMESPACE, ",".join(ids)),
         message_id=uuid.UUID(message_id),
