@@ -95,7 +95,23 @@ def _apply(state: MessageState, event: Event) -> MessageState:
             book.record_outcome(event.contact_ids, RecipientStatus.UNKNOWN)
             return state
         case RecipientsReturned():
+            since = state.batch_started_in
+            back = 0
+            if since and state.batch is not None:
+                # Returned from the current batch: their places in it are free again, so the
+                # batch a pause interrupted still sends its full size on resume.
+                entries = book.entries
+                for cid in event.contact_ids:
+                    entry = entries.get(cid)
+                    if (
+                        entry is not None
+                        and entry.status is RecipientStatus.RELEASED
+                        and entry.released_in > since
+                    ):
+                        back += 1
             book.give_back(event.contact_ids)
+            if back:
+                return replace(state, batch_remaining=state.batch_remaining + back)
             return state
         case RecipientsAdded():
             book.add(event.contacts, _due_function(state))
@@ -112,6 +128,7 @@ def _apply(state: MessageState, event: Event) -> MessageState:
         case BatchStarted():
             return replace(
                 state,
+                batch_started_in=event.sequence,
                 batch=event.slot,
                 batch_remaining=event.size,
                 batch_until=state.slot_at(event.slot + 1),
@@ -134,6 +151,7 @@ def _apply(state: MessageState, event: Event) -> MessageState:
                 batch=None,
                 batch_remaining=0,
                 batch_until=None,
+                batch_started_in=0,
                 next_slot=0,
                 rate_clock=None,
             )

@@ -16,6 +16,7 @@ from schemas import (
     RemoveRecipients,
     ResumeMessage,
     ScheduleMessage,
+    Throttle,
 )
 
 from .dsl import T0, Sim, cmd, contact, contacts, fold_all, released_ids
@@ -194,3 +195,23 @@ def test_the_returned_list_keeps_the_queue_order_whatever_the_report_order() -> 
     assert [e.contact_id for e in queue.returned] == ["c00", "c02", "c05", "c07"]
     assert [e.contact_id for e in queue.live()] == ["c00", "c02", "c05", "c07", *IDS[8:]]
     assert book.pending == 8 and queue.pending == 8
+
+
+def test_a_throttled_batch_gets_back_the_places_of_its_returned_sends() -> None:
+    # Batches of 10 a minute at 5 a second: 5 released, the pause returns 3 of them; on resume
+    # the batch completes with its full 10 (the 3 again first), and the next waits for its slot.
+    plan = DeliveryPlan(release_rate=5, throttle=Throttle(batch_size=10, interval_seconds=60))
+    sim = Sim(plan, contacts(*IDS))
+    sim.do(cmd(ScheduleMessage, send_at=T0))
+    sim.tick(T0)
+    assert sim.released == IDS[:5]
+    sim.do(cmd(PauseMessage), now=T0 + timedelta(milliseconds=500))
+    sim.give_back("c01", "c03", "c04")
+    resume_at = T0 + timedelta(seconds=20)
+    sim.do(cmd(ResumeMessage), now=resume_at)
+    sim.run(until=resume_at + timedelta(seconds=10))
+    again = sim.released[5:]
+    assert again == ["c01", "c03", "c04", "c05", "c06", "c07", "c08", "c09"]
+    assert len(set(sim.released)) == 10
+    sim.run(until=T0 + timedelta(seconds=61))
+    assert set(sim.released) == set(IDS)
