@@ -1,4 +1,4 @@
-"""Issue 5's figures on the real Kafka, Postgres and SMTP sink (quoted in docs/delivery.md).
+"""Issues 5 and 12: figures on the real Kafka, Postgres and SMTP sink (docs/delivery.md).
 
     make bench        # or: scripts/with_env.sh .venv/bin/python -m bench.bench_delivery
 
@@ -16,6 +16,12 @@
 4. **restart of a large partition**: the dispatcher SIGKILLed and restarted while its partition
    holds a message of 1,000,000 recipients: how long until it owns the partition again (the
    rebuild reads and folds the partition's whole history).
+5. **fence** (issue 12): with the DEFAULT plan and the worker at its top rate, a pause and, on
+   another message, a cancel: mails that reach the sink after the command was committed (a
+   read_committed reader sees its event: then the API can answer) and after its event was
+   written, and the time to the last one (target: at most the pool size, within 0.5 s); and
+   the delivery throughput with the default in-flight window against none (the default before
+   issue 12; target: within 10 %).
 """
 
 from __future__ import annotations
@@ -24,16 +30,19 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from core import send_id
+from core import MessageState, send_id
 from schemas import (
     AddRecipients,
+    CancelMessage,
     Contact,
     CreateDraft,
     DeliveryPlan,
@@ -87,6 +96,7 @@ async def _first_event(
         **kafka_options(BOOTSTRAP),
         isolation_level="read_committed",
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
     )
     await consumer.start()
     try:
@@ -322,6 +332,112 @@ async def restart_large(recipients: int, tmp: Path) -> None:
         await stack.close()
 
 
+async def _throughput(stack: DeliveryStack, message: UUID, seconds: float = 8.0) -> float:
+    first = await stack.delivered_count(message)
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (await stack.delivered_count(message) - first) / (time.perf_counter() - t0)
+
+
+async def _stop_figures(
+    stack: DeliveryStack, message: UUID, command: PauseMessage | CancelMessage
+) -> str:
+    """Publish a pause or cancel; wait until every send released before it has an outcome or
+    came back (the worker returned it); then count the mails the sink got after it."""
+    partition = partition_of(key_of(message), stack.settings.kafka_partitions)
+    start = await _lso(stack.topics.events, partition)
+    kind = b"MessagePaused" if isinstance(command, PauseMessage) else b"MessageCanceled"
+    # A read_committed reader already waiting at the end of the events: the instant it sees the
+    # event is when the pause was committed, i.e. accepted (the API answers after that).
+    watcher = asyncio.create_task(_first_event(stack.topics.events, partition, start, kind))
+    await asyncio.sleep(1.0)  # the watcher is assigned and fetching
+    before = time.time()
+    await stack.publish(record(command))
+    written_at, accepted = await watcher
+
+    async def settled() -> MessageState | None:
+        await asyncio.sleep(0.5)
+        state = await stack.state(message)
+        return state if state.book.outstanding == 0 else None
+
+    state = await stack.wait_for("every release settled", settled, within=300)
+    arrivals = [a.timestamp() for a in await stack.arrivals()]
+    after_accepted = [a for a in arrivals if a > accepted]
+    after_written = [a for a in arrivals if a > written_at]
+    last = max(arrivals)
+    returned = sum(
+        len(e.contact_ids) for e in await stack.events_of(message) if e.type == "RecipientsReturned"
+    )
+    return (
+        f"committed_after={(accepted - before) * 1000:.0f}ms "
+        f"mails_after_accepted={len(after_accepted)} "
+        f"last_mail_after_accepted={last - accepted:+.3f}s "
+        f"(written: mails_after={len(after_written)} last={last - written_at:+.3f}s) "
+        f"returned={returned} pending_after={state.book.pending}"
+    )
+
+
+async def fence(
+    rate: int,
+    pool: int,
+    compare: list[int | None],
+    rounds: int,
+    tmp: Path,
+    skip_stops: bool = False,
+) -> None:
+    stack = _stack(tmp)
+    await stack.start()
+    try:
+        stack.spawn_dispatcher()
+        stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE=str(pool))
+        default = DeliveryPlan()
+        stops = () if skip_stops else (("pause", PauseMessage), ("cancel", CancelMessage))
+        for label, command in stops:
+            message = ids()
+            await stack.send_now(message, _audience(40_000), default)
+            await stack.wait_delivered(message, 3000, within=120)
+            achieved = await _throughput(stack, message, 4.0)
+            figures = await _stop_figures(
+                stack, message, command(command_id=ids(), message_id=message)
+            )
+            print(
+                f"fence    {label:<6} plan=default (max_in_flight={default.max_in_flight}, "
+                f"release_rate={default.release_rate}) worker_rate={rate}/s pool={pool} "
+                f"achieved={achieved:,.0f} mails/s {figures} "
+                f"(target: <= {pool} mails, <= 0.5s)",
+                flush=True,
+            )
+            if label == "pause":
+                await stack.decide(record(CancelMessage(command_id=ids(), message_id=message)))
+        # Alternating rounds on fresh messages, the median per window: the machine is shared,
+        # and a single run of each says more about what else ran then than about the window.
+        rates: dict[str, list[float]] = {str(w): [] for w in compare}
+        for _ in range(rounds):
+            for window in compare:
+                message = ids()
+                await stack.send_now(message, _audience(20_000), DeliveryPlan(max_in_flight=window))
+                await stack.wait_delivered(message, 2000, within=120)
+                rates[str(window)].append(await _throughput(stack, message, 6.0))
+                await stack.decide(record(CancelMessage(command_id=ids(), message_id=message)))
+
+                async def settled(message: UUID = message) -> bool:
+                    await asyncio.sleep(0.5)
+                    return (await stack.state(message)).book.outstanding == 0
+
+                await stack.wait_for("the canceled message settled", settled, within=300)
+        medians = {k: statistics.median(v) for k, v in rates.items()}
+        base = medians.get("None")
+        shown = " ".join(
+            f"max_in_flight={k}: {medians[k]:,.0f} mails/s "
+            f"[{', '.join(f'{x:,.0f}' for x in v)}]"
+            + (f" ({medians[k] / base - 1:+.1%} against none)" if base and k != "None" else "")
+            for k, v in rates.items()
+        )
+        print(f"fence    throughput (median of {rounds}) {shown} (target: default within -10%)")
+    finally:
+        await stack.close()
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.bench_delivery")
     parser.add_argument("--recipients", type=int, default=1_000_000)
@@ -329,13 +445,28 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--tick", type=float, default=1.0)
     parser.add_argument("--in-flight", type=int, default=1000)
     parser.add_argument("--large", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=("release", "pause", "restart-large"), default=None)
+    parser.add_argument("--pool", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-stops", action="store_true", help="fence: throughput only")
+    parser.add_argument(
+        "--compare",
+        default=f"none,{DeliveryPlan().max_in_flight}",
+        help="max_in_flight values whose throughput the fence part measures (none: unbounded)",
+    )
+    parser.add_argument(
+        "--only", choices=("release", "pause", "fence", "restart-large"), default=None
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "release"):
             asyncio.run(release(args.recipients, Path(tmp)))
         if args.only in (None, "pause"):
             asyncio.run(pause_and_restart(args.rate, args.tick, args.in_flight, Path(tmp)))
+        if args.only in (None, "fence"):
+            compare = [None if v == "none" else int(v) for v in args.compare.split(",")]
+            asyncio.run(
+                fence(args.rate, args.pool, compare, args.rounds, Path(tmp), args.skip_stops)
+            )
         if args.only in (None, "restart-large"):
             asyncio.run(restart_large(args.large, Path(tmp)))
 

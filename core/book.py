@@ -12,7 +12,11 @@ to the contacts it changes, never to the audience:
   A removed contact that is added again gets a new entry at the back of its queue; the old one
   stays removed;
 * counters per status and per queue are kept up to date on every transition;
-* dedupe by address is a set of the normalized addresses already released.
+* dedupe by address is a set of the normalized addresses already released;
+* a released contact that delivery gives back (a pause or cancel reached the worker before the
+  hand-off to SMTP) is pending again: it waits in its queue's ``returned`` list, kept in the
+  order the contacts joined the queue (each entry has its ordinal there), which the planner
+  reads before the rest of the queue, so the re-release keeps the original order.
 
 Ownership rule: the book is mutable and owned by the fold. :func:`core.evolve` updates it in place
 and returns a new frozen :class:`core.state.MessageState` that points to the same book; whoever
@@ -23,6 +27,7 @@ to compare two folds with.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from enum import StrEnum
@@ -67,9 +72,14 @@ class ZoneQueue:
 
     ``due`` is when the zone's recipients are due in ``recipient_timezone`` mode (set while the
     message is scheduled or later; ``None`` in a draft).
+
+    ``returned`` holds entries that were released and given back by delivery (pending again),
+    sorted by their ordinal in the queue. Entries are released from the head in order, so every
+    returned entry joined before every entry still in ``items`` from the head: reading
+    ``returned`` first, then ``items``, is the original order.
     """
 
-    __slots__ = ("due", "head", "items", "key", "pending")
+    __slots__ = ("added", "due", "head", "items", "key", "pending", "returned")
 
     def __init__(self, key: str, due: datetime | None) -> None:
         self.key = key
@@ -77,17 +87,30 @@ class ZoneQueue:
         self.head = 0
         self.pending = 0
         self.due = due
+        self.added = 0
+        self.returned: list[Entry] = []
 
     def live(self) -> Iterator[Entry]:
         """The pending entries in order, from the head, without changing anything."""
+        for entry in self.returned:
+            if entry.status is PENDING:
+                yield entry
         items = self.items
         for i in range(self.head, len(items)):
             entry = items[i]
-            if entry.status is PENDING:
+            # A pending entry released before is a returned one: it was read above.
+            if entry.status is PENDING and not entry.released_in:
                 yield entry
 
     def advance(self) -> None:
         """Move the head past entries that are no longer pending; compact now and then."""
+        returned = self.returned
+        if returned:
+            done = 0
+            while done < len(returned) and returned[done].status is not PENDING:
+                done += 1
+            if done:
+                del returned[:done]
         items = self.items
         head = self.head
         end = len(items)
@@ -100,16 +123,29 @@ class ZoneQueue:
 
 
 class Entry:
-    """One contact of the message: its data, normalized address, queue and visible status."""
+    """One contact of the message: its data, normalized address, queue and visible status.
 
-    __slots__ = ("address", "contact", "contact_id", "queue", "status")
+    ``order`` is its ordinal in its queue (the order it joined); ``released_in`` the sequence
+    number of the ``RecipientsReleased`` event of its latest release (0: never released), which
+    is the release number a delivery report names.
+    """
 
-    def __init__(self, contact: Contact, address: str, queue: ZoneQueue | None) -> None:
+    __slots__ = ("address", "contact", "contact_id", "order", "queue", "released_in", "status")
+
+    def __init__(
+        self, contact: Contact, address: str, queue: ZoneQueue | None, order: int = 0
+    ) -> None:
         self.contact_id = contact.contact_id
         self.contact = contact
         self.address = address
         self.queue = queue
         self.status = PENDING
+        self.order = order
+        self.released_in = 0
+
+    def __lt__(self, other: Entry) -> bool:
+        # Only entries of one queue are compared (its returned list is sorted by ordinal).
+        return self.order < other.order
 
 
 class RecipientBook:
@@ -222,7 +258,8 @@ class RecipientBook:
                 key = contact.time_zone or ""
                 if queue is None or queue.key != key:
                     queue = self._queue(key, due_for)
-                entry = Entry(contact, address, queue)
+                entry = Entry(contact, address, queue, queue.added)
+                queue.added += 1
                 queue.items.append(entry)
                 queue.pending += 1
                 added += 1
@@ -288,8 +325,9 @@ class RecipientBook:
             ids.extend(self.holders_of(address))
         self._leave_pending(ids, EXCLUDED)
 
-    def release(self, contact_ids: Iterable[str]) -> int:
+    def release(self, contact_ids: Iterable[str], sequence: int = 0) -> int:
         """Pending contacts are handed to delivery; their addresses count as sent. Returns count.
+        ``sequence`` is the release event's number (the release number of each send).
 
         The hot path of the planner: one dict lookup per contact.
         """
@@ -303,6 +341,7 @@ class RecipientBook:
             if entry is None or entry.status is not PENDING:
                 continue
             entry.status = RELEASED
+            entry.released_in = sequence
             add_address(entry.address)
             queue = entry.queue
             assert queue is not None  # a pending entry always waits in a queue
@@ -315,6 +354,37 @@ class RecipientBook:
         self.counts[RELEASED] += moved
         for queue in touched:
             queue.advance()
+        return moved
+
+    def is_current_release(self, contact_id: str, release: int) -> bool:
+        """True when the contact is released and ``release`` is its latest release's number."""
+        entry = self.entries.get(contact_id)
+        return entry is not None and entry.status is RELEASED and entry.released_in == release
+
+    def give_back(self, contact_ids: Iterable[str]) -> int:
+        """Released contacts that delivery did not hand to SMTP are pending again, in their
+        queue's original order (before every contact that was never released); their addresses
+        no longer count as sent. Returns how many moved."""
+        entries = self.entries
+        released_addresses = self.released_addresses
+        moved = 0
+        for cid in contact_ids:
+            entry = entries.get(cid)
+            if entry is None or entry.status is not RELEASED:
+                continue
+            queue = entry.queue
+            assert queue is not None  # a released entry came from a queue
+            entry.status = PENDING
+            released_addresses.discard(entry.address)
+            returned = queue.returned
+            if not returned or returned[-1].order < entry.order:
+                returned.append(entry)  # the common case: given back in release order
+            else:
+                insort(returned, entry)
+            queue.pending += 1
+            moved += 1
+        self.counts[RELEASED] -= moved
+        self.counts[PENDING] += moved
         return moved
 
     def skip(self, contact_ids: Iterable[str], reason: str) -> None:
@@ -352,13 +422,15 @@ class RecipientBook:
         """Everything that decides future behaviour, as plain data (O(audience))."""
         return {
             "entries": {
-                cid: (e.contact.model_dump(), e.address, str(e.status))
+                cid: (e.contact.model_dump(), e.address, str(e.status), e.order, e.released_in)
                 for cid, e in self.entries.items()
             },
             "reasons": dict(self.reasons),
             "queues": {
                 key: {
                     "live": [e.contact_id for e in q.live()],
+                    "returned": [e.contact_id for e in q.returned],
+                    "added": q.added,
                     "pending": q.pending,
                     "due": q.due,
                 }

@@ -57,6 +57,7 @@ from schemas import (
     RecipientsFailed,
     RecipientsOutcomeUnknown,
     RecipientsRemoved,
+    RecipientsReturned,
     RecordDeliveryOutcomes,
     RemoveRecipients,
     ResumeMessage,
@@ -344,10 +345,13 @@ def _remove(
 def _outcomes(
     command: RecordDeliveryOutcomes, state: MessageState, ctx: Context, emit: Emitter
 ) -> list[Event]:
-    """Released recipients get one final outcome each: delivered, failed (why) or unknown.
+    """Released recipients get one final outcome each: delivered, failed (why) or unknown; or
+    they are returned (delivery did not hand them to SMTP: paused or canceled first), which
+    makes them pending again (released again after a resume; "not sent, canceled" after a cancel).
 
     Outcomes are accepted in any status (mail handed over before a pause or cancel still
-    finishes); an outcome for a contact that is not waiting for one is ignored.
+    finishes); an outcome for a contact that is not waiting for one is ignored, and so is a
+    return for a release that is not the contact's latest.
     """
     entries = state.book.entries
     # The first outcome named for a contact counts (dict.fromkeys drops repeats within a list).
@@ -370,6 +374,16 @@ def _outcomes(
             failed.append(failure)
             failed_ids.discard(failure.contact_id)
     unknown = waiting(dict.fromkeys(command.unknown))
+    # A return names the release it is for: one for an older release (the contact was given
+    # back and released again since) is stale and ignored.
+    book = state.book
+    returned = waiting(
+        dict.fromkeys(
+            r.contact_id
+            for r in command.returned
+            if book.is_current_release(r.contact_id, r.release)
+        )
+    )
     events: list[Event] = []
     if delivered:
         events.append(emit(RecipientsDelivered, contact_ids=tuple(delivered)))
@@ -378,6 +392,8 @@ def _outcomes(
         events.append(emit(RecipientsFailed, failures=failures))
     if unknown:
         events.append(emit(RecipientsOutcomeUnknown, contact_ids=tuple(unknown)))
+    if returned:
+        events.append(emit(RecipientsReturned, contact_ids=tuple(returned)))
     return events
 
 

@@ -34,6 +34,7 @@ from schemas import (
     RecipientsOutcomeUnknown,
     RecipientsReleased,
     RecipientsRemoved,
+    RecipientsReturned,
     RecipientsSkipped,
     SendingStarted,
 )
@@ -76,7 +77,7 @@ def _apply(state: MessageState, event: Event) -> MessageState:
     book = state.book
     match event:
         case RecipientsReleased():
-            moved = book.release(event.contact_ids)
+            moved = book.release(event.contact_ids, event.sequence)
             remaining = state.batch_remaining
             if event.batch is not None:
                 remaining = max(0, remaining - moved)
@@ -94,6 +95,25 @@ def _apply(state: MessageState, event: Event) -> MessageState:
         case RecipientsOutcomeUnknown():
             book.record_outcome(event.contact_ids, RecipientStatus.UNKNOWN)
             return state
+        case RecipientsReturned():
+            since = state.batch_started_in
+            back = 0
+            if since and state.batch is not None:
+                # Returned from the current batch: their places in it are free again, so the
+                # batch a pause interrupted still sends its full size on resume.
+                entries = book.entries
+                for cid in event.contact_ids:
+                    entry = entries.get(cid)
+                    if (
+                        entry is not None
+                        and entry.status is RecipientStatus.RELEASED
+                        and entry.released_in > since
+                    ):
+                        back += 1
+            book.give_back(event.contact_ids)
+            if back:
+                return replace(state, batch_remaining=state.batch_remaining + back)
+            return state
         case RecipientsAdded():
             book.add(event.contacts, _due_function(state))
             return state
@@ -109,6 +129,7 @@ def _apply(state: MessageState, event: Event) -> MessageState:
         case BatchStarted():
             return replace(
                 state,
+                batch_started_in=event.sequence,
                 batch=event.slot,
                 batch_remaining=event.size,
                 batch_until=state.slot_at(event.slot + 1),
@@ -131,6 +152,7 @@ def _apply(state: MessageState, event: Event) -> MessageState:
                 batch=None,
                 batch_remaining=0,
                 batch_until=None,
+                batch_started_in=0,
                 next_slot=0,
                 rate_clock=None,
             )

@@ -28,6 +28,8 @@ Rules (see docs/core.md for the reasoning):
   was already released under another contact id is skipped (``duplicate_address``).
 * **Completion**: a sending message is sent when no recipient is pending and every released one
   has an outcome (delivered, failed or unknown).
+* **Returned** sends (not handed to SMTP because a pause or cancel reached delivery first) are
+  pending again and released before the rest of their queue, in their original order.
 * Nothing is released while paused, after cancel or once sent.
 """
 
@@ -111,9 +113,29 @@ class _Picker:
         target = len(released) + limit
         claimed = self.claimed
         already = self.book.released_addresses
+        if queue.returned and self._take_returned(queue, target):
+            return
         items = queue.items
         for i in range(queue.head, len(items)):
             entry = items[i]
+            if entry.status is not PENDING or entry.released_in:
+                continue  # not pending, or a returned entry (taken from queue.returned first)
+            address = entry.address
+            if address in already or address in claimed:
+                self.skipped.setdefault("duplicate_address", []).append(entry.contact_id)
+                continue
+            claimed.add(address)
+            released.append(entry.contact_id)
+            if len(released) >= target:
+                break
+
+    def _take_returned(self, queue: ZoneQueue, target: int) -> bool:
+        """Release returned entries first (they joined before the rest of the queue), in order;
+        True when ``target`` was reached."""
+        released = self.released
+        claimed = self.claimed
+        already = self.book.released_addresses
+        for entry in queue.returned:
             if entry.status is not PENDING:
                 continue
             address = entry.address
@@ -123,7 +145,8 @@ class _Picker:
             claimed.add(address)
             released.append(entry.contact_id)
             if len(released) >= target:
-                break
+                return True
+        return False
 
     def skip_all(self, queues: Iterable[ZoneQueue], reason: SkipReason) -> None:
         """Every pending contact of ``queues`` is skipped for ``reason``."""

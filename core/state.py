@@ -123,6 +123,9 @@ class MessageState:
     batch_remaining: int = 0
     batch_until: datetime | None = None
     next_slot: int = 0
+    #: The sequence of the current batch's BatchStarted: a recipient released after it and
+    #: returned by delivery gives its place in the batch back.
+    batch_started_in: int = 0
 
     def slot_at(self, slot: int) -> datetime:
         """When throttle slot ``slot`` opens: the send time plus ``slot`` intervals."""

@@ -44,17 +44,20 @@ from schemas.events import (
     RecipientsOutcomeUnknown,
     RecipientsReleased,
     RecipientsRemoved,
+    RecipientsReturned,
     RecipientsSkipped,
     SendingStarted,
 )
 from schemas.ticks import Tick
 from schemas.values import (
+    IN_FLIGHT_SECONDS,
     Contact,
     Content,
     DeliveryMode,
     DeliveryPlan,
     FailedRecipient,
     MissedZonePolicy,
+    ReturnedSend,
     SkipReason,
     Throttle,
     is_valid_time_zone,
@@ -62,6 +65,7 @@ from schemas.values import (
 )
 
 __all__ = [
+    "IN_FLIGHT_SECONDS",
     "MAX_CHUNK",
     "UPCASTERS",
     "Actor",
@@ -100,11 +104,13 @@ __all__ = [
     "RecipientsOutcomeUnknown",
     "RecipientsReleased",
     "RecipientsRemoved",
+    "RecipientsReturned",
     "RecipientsSkipped",
     "Record",
     "RecordDeliveryOutcomes",
     "RemoveRecipients",
     "ResumeMessage",
+    "ReturnedSend",
     "ScheduleMessage",
     "SendingStarted",
     "SkipReason",

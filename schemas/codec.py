@@ -51,7 +51,8 @@ def _draft_created_v1_to_v2(raw: RawRecord) -> RawRecord:
         "subject": raw["subject"],
         "body": raw["body"],
     }
-    out["plan"] = {"mode": raw.get("delivery_mode", "fixed")}
+    # No in-flight window: v1 had none, and the default of today must not change its meaning.
+    out["plan"] = {"mode": raw.get("delivery_mode", "fixed"), "max_in_flight": None}
     out["schema_version"] = 2
     return out
 

@@ -14,7 +14,15 @@ from pydantic import AwareDatetime, Field, NaiveDatetime, model_validator
 
 from schemas.base import MAX_CHUNK, CommandBase
 from schemas.text import ONE_LINE
-from schemas.values import Contact, ContactId, ContactRef, Content, DeliveryPlan, FailedRecipient
+from schemas.values import (
+    Contact,
+    ContactId,
+    ContactRef,
+    Content,
+    DeliveryPlan,
+    FailedRecipient,
+    ReturnedSend,
+)
 
 __all__ = [
     "AddRecipients",
@@ -155,10 +163,13 @@ class RecordDeliveryOutcomes(CommandBase):
     delivered: tuple[ContactRef, ...] = Field(default=(), max_length=MAX_CHUNK)
     failed: tuple[FailedRecipient, ...] = Field(default=(), max_length=MAX_CHUNK)
     unknown: tuple[ContactRef, ...] = Field(default=(), max_length=MAX_CHUNK)
+    #: Sends not handed to SMTP because of a pause or cancel: back to the message, not sent.
+    #: Optional with a default, so records written before it existed read the same.
+    returned: tuple[ReturnedSend, ...] = Field(default=(), max_length=MAX_CHUNK)
 
     @model_validator(mode="after")
     def _bounded(self) -> RecordDeliveryOutcomes:
-        total = len(self.delivered) + len(self.failed) + len(self.unknown)
+        total = len(self.delivered) + len(self.failed) + len(self.unknown) + len(self.returned)
         if total == 0 or total > MAX_CHUNK:
             raise ValueError(f"between 1 and {MAX_CHUNK} outcomes per command")
         return self

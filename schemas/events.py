@@ -43,6 +43,7 @@ __all__ = [
     "RecipientsOutcomeUnknown",
     "RecipientsReleased",
     "RecipientsRemoved",
+    "RecipientsReturned",
     "RecipientsSkipped",
     "SendingStarted",
 ]
@@ -233,6 +234,16 @@ class RecipientsOutcomeUnknown(EventBase):
     contact_ids: ContactChunk = Field(min_length=1, max_length=MAX_CHUNK)
 
 
+class RecipientsReturned(EventBase):
+    """These released contacts were not handed to the mail transport (the message was paused or
+    canceled first): they are pending again, released again after a resume in their original
+    order, and not sent if the message is canceled."""
+
+    type: Literal["RecipientsReturned"] = "RecipientsReturned"
+    schema_version: Literal[1] = 1
+    contact_ids: ContactChunk = Field(min_length=1, max_length=MAX_CHUNK)
+
+
 Event = Annotated[
     DraftCreated
     | DraftEdited
@@ -253,6 +264,7 @@ Event = Annotated[
     | RecipientsSkipped
     | RecipientsDelivered
     | RecipientsFailed
-    | RecipientsOutcomeUnknown,
+    | RecipientsOutcomeUnknown
+    | RecipientsReturned,
     Field(discriminator="type"),
 ]

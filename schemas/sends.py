@@ -8,6 +8,8 @@ same partition number as the message's commands and events (co-partitioned, keye
 * one :class:`SendRecord` per released recipient (``RecipientsReleased``), in release order, with
   its deterministic send id (``core.send_id``): the delivery ledger's unique key.
 
+And to `<prefix>.control`, one :class:`FenceRecord` per pause, resume or cancel (the fence).
+
 A replay of the same commands topic writes the same records in the same order.
 """
 
@@ -24,7 +26,15 @@ from schemas.base import Record
 from schemas.text import STORED
 from schemas.values import Contact, Content
 
-__all__ = ["MailContent", "SendRecord", "SendTopicRecord", "decode_send_topic", "send_records_json"]
+__all__ = [
+    "FenceRecord",
+    "FenceStatus",
+    "MailContent",
+    "SendRecord",
+    "SendTopicRecord",
+    "decode_send_topic",
+    "send_records_json",
+]
 
 
 class MailContent(Record):
@@ -49,6 +59,27 @@ class SendRecord(Record):
     released_at: AwareDatetime
     release_sequence: int = Field(description="the RecipientsReleased event's sequence number")
     contact: Contact
+
+
+FenceStatus = Literal["sending", "paused", "canceled"]
+
+
+class FenceRecord(Record):
+    """A record of `<prefix>.control`: the message's status after a pause, resume or cancel,
+    written in the transaction of that event. A delivery worker does not hand to SMTP a send
+    released before ``sequence`` while the status is ``paused`` or ``canceled``."""
+
+    type: Literal["Fence"] = "Fence"
+    schema_version: Literal[1] = 1
+    message_id: UUID
+    status: FenceStatus
+    sequence: int = Field(ge=1, description="the pause, resume or cancel event's sequence")
+
+    def stops(self, release_sequence: int) -> bool:
+        """True when a send of the release ``release_sequence`` must not be handed off: the
+        message was paused or canceled after that release (nothing is released while paused,
+        so a later release was made after a resume this worker has not read yet)."""
+        return self.status != "sending" and release_sequence < self.sequence
 
 
 SendTopicRecord = Annotated[MailContent | SendRecord, Field(discriminator="type")]

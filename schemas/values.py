@@ -14,6 +14,7 @@ from schemas.base import Record
 from schemas.text import ONE_LINE, TEXT, breaks_one_line, breaks_text, first_unsafe, is_stored
 
 __all__ = [
+    "IN_FLIGHT_SECONDS",
     "AttributeValue",
     "Contact",
     "ContactId",
@@ -25,6 +26,7 @@ __all__ = [
     "FailedRecipient",
     "MissedZonePolicy",
     "OneLine",
+    "ReturnedSend",
     "SkipReason",
     "Throttle",
     "TimeZoneName",
@@ -189,6 +191,10 @@ class Throttle(Record):
     end_at: AwareDatetime | None = None
 
 
+#: The default in-flight window, in seconds of the release rate (docs/delivery.md, "Flow control").
+IN_FLIGHT_SECONDS = 5
+
+
 class DeliveryPlan(Record):
     """How the message goes out (the send time itself comes with the schedule command).
 
@@ -202,10 +208,27 @@ class DeliveryPlan(Record):
     throttle: Throttle | None = None
     missed_zone_policy: MissedZonePolicy = "send_on_resume"
     release_rate: int = Field(default=1000, ge=1, le=10_000)
-    #: The most recipients released and still awaiting their delivery outcome: when set, the
-    #: planner releases no more until outcomes come back, so releases never outrun delivery
-    #: and a pause takes effect at the mail server within about max_in_flight / delivery rate.
+    #: The most recipients released and still awaiting their delivery outcome: the planner
+    #: releases no more until outcomes come back, so releases follow what delivery achieves and
+    #: the backlog of released sends stays small. Not given: IN_FLIGHT_SECONDS seconds of the
+    #: release rate (written into the record, so a stored plan never changes meaning); ``None``
+    #: (explicit, and in every plan stored before this default): no bound.
     max_in_flight: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_window(cls, data: object) -> object:
+        """``max_in_flight`` not given: the default window, written into the record explicitly
+        (so a stored plan never changes meaning when this default does)."""
+        if not isinstance(data, dict) or "max_in_flight" in data:
+            return data
+        try:
+            rate = int(data.get("release_rate", 1000))
+        except (TypeError, ValueError):
+            return data  # the field's own validation reports it
+        if rate < 1:
+            return data
+        return {**data, "max_in_flight": min(1_000_000, IN_FLIGHT_SECONDS * rate)}
 
     @model_validator(mode="after")
     def _sane(self) -> DeliveryPlan:
@@ -225,3 +248,13 @@ class FailedRecipient(Record):
 
     contact_id: ContactRef
     reason: Annotated[str, Field(min_length=1, max_length=1000), ONE_LINE]
+
+
+class ReturnedSend(Record):
+    """A released recipient the delivery worker did not hand to SMTP because the message was
+    paused or canceled (the fence, docs/delivery.md). ``release`` is the sequence number of the
+    ``RecipientsReleased`` event the send came from: a return for an older release of the same
+    contact (already returned and released again) is ignored."""
+
+    contact_id: ContactRef
+    release: int = Field(ge=1)

@@ -122,6 +122,7 @@ def service_acls(prefix: str) -> list[Acl]:
     """Every ACL of the service principals for the topics under `prefix`."""
     commands, events = f"{prefix}.commands", f"{prefix}.events"
     results, dead, sends = f"{prefix}.command-results", f"{prefix}.dead-letter", f"{prefix}.sends"
+    control = f"{prefix}.control"
     acls: list[Acl] = []
     for principal in SERVICE_PRINCIPALS:
         # Every service process runs ensure_topics at start: it may create the service's
@@ -143,6 +144,8 @@ def service_acls(prefix: str) -> list[Acl]:
     acls += _topic(DISPATCHER, events, Op.READ, Op.WRITE)
     acls += _topic(DISPATCHER, results, Op.READ, Op.WRITE)
     acls += _topic(DISPATCHER, sends, Op.WRITE)
+    # The fence: pauses, resumes and cancels, in the transactions of their events.
+    acls += _topic(DISPATCHER, control, Op.WRITE)
     acls += _topic(DISPATCHER, dead, Op.WRITE)
     acls.append(Acl(DISPATCHER, Resource.GROUP, f"{prefix}-dispatcher", Pattern.LITERAL, Op.READ))
     for txn in (f"{prefix}-dispatcher-", f"{prefix}-intake-"):
@@ -157,6 +160,7 @@ def service_acls(prefix: str) -> list[Acl]:
     # Delivery: reads the sends, reports outcomes as commands (the only writer of
     # RecordDeliveryOutcomes: the intake relay refuses them from integrators).
     acls += _topic(DELIVERY, sends, Op.READ)
+    acls += _topic(DELIVERY, control, Op.READ)
     acls += _topic(DELIVERY, commands, Op.WRITE)
     acls += _topic(DELIVERY, dead, Op.WRITE)
     acls.append(Acl(DELIVERY, Resource.GROUP, f"{prefix}-delivery", Pattern.LITERAL, Op.READ))

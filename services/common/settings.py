@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     # Whether the sink offers SMTPUTF8 (RFC 6531, internationalized addresses): on by default, off
     # to meet a server without it (a send to a non-ASCII local part then fails with the reason).
     smtp_sink_smtputf8: bool = True
+    # Seconds the sink waits after recording a mail before its 250 (a slow server; tests).
+    smtp_sink_data_delay_s: float = 0.0
 
     # Where `make run` keeps the development API key it prints (services.commands.apikeys).
     dev_api_key_file: Path = REPO_ROOT / ".state" / "dev-api-key"

@@ -60,8 +60,21 @@ class Topics:
         return f"{self.prefix}.sends"
 
     @property
+    def control(self) -> str:
+        """Fences: a message's pause, resume or cancel, for the delivery workers, written in the
+        transaction of the event (docs/delivery.md, "The fence"). Tiny: one record per command."""
+        return f"{self.prefix}.control"
+
+    @property
     def all(self) -> tuple[str, ...]:
-        return (self.commands, self.events, self.results, self.dead_letter, self.sends)
+        return (
+            self.commands,
+            self.events,
+            self.results,
+            self.dead_letter,
+            self.sends,
+            self.control,
+        )
 
     def intake(self, principal: str) -> str:
         """The one topic an integrating service may write: its commands, for the intake relay."""

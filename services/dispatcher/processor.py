@@ -54,7 +54,7 @@ from core import (
 )
 from core.ids import send_ids
 from schemas import DraftCreated, Event, RecipientsReleased, SendingStarted, Tick, decode_event
-from schemas.sends import MailContent, send_records_json
+from schemas.sends import FenceRecord, FenceStatus, MailContent, send_records_json
 from schemas.wire import (
     CommandRecord,
     CommandResult,
@@ -89,6 +89,13 @@ CLOSE_DEADLINE_S = 10.0
 
 #: The most input records one fetch brings (one partition's share is handled in order).
 MAX_BATCH = 500
+
+#: The events that change a message's fence (docs/delivery.md, "The fence"), and its status then.
+FENCES: dict[str, FenceStatus] = {
+    "MessagePaused": "paused",
+    "MessageResumed": "sending",
+    "MessageCanceled": "canceled",
+}
 
 #: A transaction that has written this many output records commits before it takes the next
 #: input record: a bound on its size and duration whatever the ticks release.
@@ -441,6 +448,9 @@ class Processor:
             for event in own:
                 await self._send_event(part, event)
                 part.fold(event)
+                fence = FENCES.get(event.type)
+                if fence is not None:
+                    await self._send_fence(part, event, fence)
             for event in events:
                 if event.message_id != command.message_id:
                     # The new message of a copy has its own writer: its partition's processor.
@@ -579,6 +589,18 @@ class Processor:
             key=key_of(state.message_id),
             partition=part.number,
             headers=[("type", b"MailContent")],
+        )
+
+    async def _send_fence(self, part: Partition, event: Event, status: FenceStatus) -> None:
+        # In the event's transaction, on a topic of its own: the delivery workers read it apart
+        # from the sends, so a pause or cancel reaches them however far behind they are there.
+        record = FenceRecord(message_id=event.message_id, status=status, sequence=event.sequence)
+        part.written += 1
+        await part.producer.send(
+            self.topics.control,
+            value=record.model_dump_json().encode(),
+            key=key_of(event.message_id),
+            partition=part.number,
         )
 
     async def _send_releases(

@@ -116,6 +116,7 @@ class Simulator:
         delivered: tuple[str, ...] = (),
         failed: tuple[tuple[str, str], ...] = (),
         unknown: tuple[str, ...] = (),
+        returned: tuple[tuple[str, int], ...] = (),
     ) -> list[Event]:
         command = RecordDeliveryOutcomes.model_validate(
             {
@@ -124,6 +125,7 @@ class Simulator:
                 "delivered": delivered,
                 "failed": [{"contact_id": c, "reason": r} for c, r in failed],
                 "unknown": unknown,
+                "returned": [{"contact_id": c, "release": n} for c, n in returned],
             }
         )
         return self.run(command, actor=DELIVERY)

@@ -42,6 +42,7 @@ from schemas import (
     RecipientsOutcomeUnknown,
     RecipientsReleased,
     RecipientsRemoved,
+    RecipientsReturned,
     RecipientsSkipped,
     normalize_address,
 )
@@ -513,6 +514,7 @@ def _named(state: MessageState | None, event: Event) -> Sequence[str]:
             | RecipientsSkipped()
             | RecipientsDelivered()
             | RecipientsOutcomeUnknown()
+            | RecipientsReturned()
             | RecipientsRemoved()
         ):
             return event.contact_ids

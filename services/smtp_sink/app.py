@@ -6,6 +6,7 @@ HTTP API (JSON, OpenAPI at /docs):
   GET    /messages/{id}       one mail
   GET    /refusals            recipients refused by the failure rules
   GET    /stats               totals and duplicates (by Message-ID, and by Message-ID + recipient)
+  PUT    /slow                answer DATA late for matching senders (a slow server; tests)
   DELETE /messages            forget everything (tests)
 """
 
@@ -73,6 +74,13 @@ class SinkRuntime:
     def __init__(self) -> None:
         self._store: SinkStore | None = None
         self._server: asyncio.Server | None = None
+        self._handler: SinkHandler | None = None
+
+    @property
+    def handler(self) -> SinkHandler:
+        if self._handler is None:
+            raise RuntimeError("the sink is not started")
+        return self._handler
 
     @property
     def store(self) -> SinkStore:
@@ -92,7 +100,9 @@ class SinkRuntime:
             self._store,
             fail_permanent=split_patterns(settings.smtp_sink_fail_permanent),
             fail_transient=split_patterns(settings.smtp_sink_fail_transient),
+            data_delay_s=settings.smtp_sink_data_delay_s,
         )
+        self._handler = handler
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: SMTP(
@@ -194,6 +204,16 @@ def create_app(settings: Settings) -> FastAPI:
         rcpt: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[dict[str, Any]]:
         return store().refusals(rcpt=rcpt, limit=limit)
+
+    @app.put("/slow")
+    async def slow(
+        mail_from: Annotated[str, Query(min_length=1, description="fnmatch pattern of senders")],
+        delay_s: Annotated[float, Query(ge=0, le=60)],
+    ) -> dict[str, float]:
+        """Answer DATA from these senders `delay_s` late (after recording the mail); 0: normal."""
+        runtime.handler.set_slow(mail_from, delay_s)
+        log.info("slow senders", mail_from=mail_from, delay_s=delay_s)
+        return dict(runtime.handler.slow)
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:

@@ -1,10 +1,15 @@
 """The SMTP side of the sink: an aiosmtpd handler that records every accepted mail, and refuses
 the recipients its failure rules name, so the delivery worker's tests can meet both kinds of
 refusal from a real SMTP conversation.
+
+It can also be slow on purpose: after recording a mail it waits before its 250 reply, for every
+mail (`SMTP_SINK_DATA_DELAY_S`) or for senders matching a pattern (set at run time through the
+HTTP API, `PUT /slow`), so a test can build a backlog of released sends behind a slow server.
 """
 
 from __future__ import annotations
 
+import asyncio
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -27,10 +32,29 @@ class SinkHandler:
         *,
         fail_permanent: tuple[str, ...] = (),
         fail_transient: tuple[str, ...] = (),
+        data_delay_s: float = 0.0,
     ) -> None:
         self.store = store
         self.fail_permanent = tuple(p.lower() for p in fail_permanent)
         self.fail_transient = tuple(p.lower() for p in fail_transient)
+        self.data_delay_s = data_delay_s
+        # Sender pattern -> seconds to wait after recording a mail, before the 250.
+        self.slow: dict[str, float] = {}
+
+    def delay_for(self, mail_from: str) -> float:
+        """How long the reply to DATA waits for a mail from `mail_from`."""
+        sender = mail_from.lower()
+        for pattern, delay in self.slow.items():
+            if fnmatchcase(sender, pattern):
+                return delay
+        return self.data_delay_s
+
+    def set_slow(self, pattern: str, delay_s: float) -> None:
+        """Delay the 250 to DATA by `delay_s` for senders matching `pattern` (0: no longer)."""
+        if delay_s > 0:
+            self.slow[pattern.lower()] = delay_s
+        else:
+            self.slow.pop(pattern.lower(), None)
 
     def refusal_for(self, rcpt: str) -> str | None:
         """The SMTP reply refusing `rcpt`, or None when the sink accepts it."""
@@ -68,4 +92,8 @@ class SinkHandler:
             raw=raw,
         )
         log.debug("mail recorded", row=row, rcpts=len(envelope.rcpt_tos))
+        delay = self.delay_for(envelope.mail_from or "")
+        if delay > 0:
+            # A slow server: the mail is taken (recorded), the answer comes late.
+            await asyncio.sleep(delay)
         return f"250 2.0.0 Ok: recorded as {row}"

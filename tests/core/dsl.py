@@ -43,6 +43,7 @@ from schemas import (
     RecipientsReleased,
     RecipientsSkipped,
     RecordDeliveryOutcomes,
+    ReturnedSend,
     Tick,
 )
 
@@ -268,6 +269,19 @@ class Sim:
         if not waiting:
             return []
         return self.do(cmd(RecordDeliveryOutcomes, delivered=tuple(waiting)), actor=DELIVERY)
+
+    def give_back(self, *ids: str, release: int | None = None) -> list[Event]:
+        """Report ``ids`` returned by delivery (not handed to SMTP), for their latest release
+        (or for ``release``, to report a stale one)."""
+        entries = self.s.book.entries
+        returned = tuple(
+            ReturnedSend(
+                contact_id=cid,
+                release=release if release is not None else entries[cid].released_in or 1,
+            )
+            for cid in ids
+        )
+        return self.do(cmd(RecordDeliveryOutcomes, returned=returned), actor=DELIVERY)
 
     @property
     def released(self) -> list[str]:

@@ -29,7 +29,10 @@ class CountingList(list[Entry]):
 
 
 def big_message(n: int = 20_000, rate: int = 10) -> Sim:
-    sim = Sim(DeliveryPlan(release_rate=rate), [contact(f"c{i}") for i in range(n)])
+    # Free-running releases (no outcomes are recorded here): no in-flight window.
+    sim = Sim(
+        DeliveryPlan(release_rate=rate, max_in_flight=None), [contact(f"c{i}") for i in range(n)]
+    )
     sim.do(cmd(ScheduleMessage, send_at=T0))
     return sim
 

@@ -7,8 +7,11 @@ from schemas import DeliveryPlan, PauseMessage, ScheduleMessage
 from .dsl import T0, Sim, cmd, contact
 
 
-def sim_with(rate: int, n: int = 100) -> Sim:
-    sim = Sim(DeliveryPlan(release_rate=rate), [contact(f"c{i}") for i in range(n)])
+def sim_with(rate: int, n: int = 100, window: int | None = None) -> Sim:
+    # These rules are about the rate alone: no in-flight window unless told (outcomes are not
+    # recorded in most of them).
+    plan = DeliveryPlan(release_rate=rate, max_in_flight=window)
+    sim = Sim(plan, [contact(f"c{i}") for i in range(n)])
     sim.do(cmd(ScheduleMessage, send_at=T0))
     return sim
 
@@ -70,6 +73,24 @@ def test_max_in_flight_holds_releases_until_outcomes_come_back() -> None:
 
 def test_without_max_in_flight_releases_do_not_wait_for_outcomes() -> None:
     sim = sim_with(rate=30)
-    sim.tick(T0)
-    sim.tick(T0 + timedelta(seconds=1))
-    assert len(sim.released) == 60
+    for second in range(3):
+        sim.tick(T0 + timedelta(seconds=second))
+    assert len(sim.released) == 90
+    sim.tick(T0 + timedelta(seconds=3))
+    assert len(sim.released) == 100
+
+
+def test_the_default_plan_keeps_at_most_five_seconds_of_releases_in_flight() -> None:
+    """Given the default plan at 30 a second (window 150), releases stop at 150 awaiting an
+    outcome, and go on as outcomes come back."""
+    sim = Sim(DeliveryPlan(release_rate=30), [contact(f"c{i}") for i in range(300)])
+    assert sim.s.plan.max_in_flight == 150
+    sim.do(cmd(ScheduleMessage, send_at=T0))
+    for second in range(8):
+        sim.tick(T0 + timedelta(seconds=second))
+    assert len(sim.released) == 150
+    sim.deliver(*sim.released[:20])
+    sim.tick(T0 + timedelta(seconds=8))
+    assert len(sim.released) == 170
+    sim.tick(T0 + timedelta(seconds=9))
+    assert len(sim.released) == 170

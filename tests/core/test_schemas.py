@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from core import Context, decide
 from schemas import (
+    IN_FLIGHT_SECONDS,
     Actor,
     CreateDraft,
     DeliveryPlan,
@@ -34,7 +35,8 @@ def test_a_version_1_draft_created_from_the_archive_reads_as_today_s_event() -> 
     assert event.schema_version == 2
     assert event.content.name == "Autumn sale"
     assert event.content.from_address == "shop@example.com"
-    assert event.plan == DeliveryPlan(mode="recipient_timezone")
+    # No in-flight window: the default added later does not change what the old event meant.
+    assert event.plan == DeliveryPlan(mode="recipient_timezone", max_in_flight=None)
     assert event.message_id == UUID("b7a1f0de-51b2-4c38-8a57-0e6f3c2d9b22")
 
 
@@ -118,3 +120,34 @@ def test_a_user_actor_may_carry_a_display_name_and_old_actors_still_read() -> No
     assert old.display_name is None
     with pytest.raises(ValidationError):
         Actor(kind="service", account_id="acct-1", service="api", display_name="API")
+
+
+def test_a_plan_without_a_window_gets_the_default_one_written_into_the_record() -> None:
+    plan = DeliveryPlan(release_rate=200)
+    assert plan.max_in_flight == IN_FLIGHT_SECONDS * 200
+    assert f'"max_in_flight":{IN_FLIGHT_SECONDS * 200}' in plan.model_dump_json()
+    # A stored plan says what it meant: an explicit null stays unbounded.
+    stored = DeliveryPlan.model_validate_json('{"release_rate":200,"max_in_flight":null}')
+    assert stored.max_in_flight is None
+    assert DeliveryPlan.model_validate_json(plan.model_dump_json()) == plan
+
+
+def test_an_outcomes_command_written_before_returns_existed_reads_the_same() -> None:
+    old = (
+        '{"type":"RecordDeliveryOutcomes","schema_version":1,'
+        '"command_id":"0b9b6a1e-2f53-4c1e-9a51-6f1b7d7d2c01",'
+        '"message_id":"b7a1f0de-51b2-4c38-8a57-0e6f3c2d9b22","delivered":["a"]}'
+    )
+    command = decode_command(old)
+    assert isinstance(command, RecordDeliveryOutcomes)
+    assert command.delivered == ("a",) and command.returned == ()
+
+
+def test_a_returned_send_is_an_outcome_and_round_trips() -> None:
+    sim = Sim(DeliveryPlan(release_rate=2), [contact("a"), contact("b")])
+    sim.do(cmd(ScheduleMessage, send_at=T0))
+    sim.tick(T0)
+    sim.do(cmd(PauseMessage))
+    events = sim.give_back("a")
+    assert [e.type for e in events] == ["RecipientsReturned"]
+    assert decode_event(encode(events[0])) == events[0]

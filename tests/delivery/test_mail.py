@@ -3,6 +3,7 @@ what each SMTP answer means for the ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import uuid
@@ -31,7 +32,7 @@ from services.dispatcher.delivery.mail import (
     fold_phrase,
     fold_unstructured,
 )
-from services.dispatcher.delivery.smtp import Answer
+from services.dispatcher.delivery.smtp import FENCED, Answer, SmtpPool
 from services.dispatcher.delivery.worker import outcome_for, outcomes_command
 
 ADA = Contact(
@@ -377,3 +378,34 @@ def test_every_line_ending_of_the_body_is_one_crlf_and_a_nul_is_encoded() -> Non
     _, _, body = mail.data.partition(b"\r\n\r\n")
     assert body == b"a\r\nb\r\nc\r\nd=00"
     assert b"\r" not in body.replace(b"\r\n", b"")
+
+
+def test_a_returned_send_and_its_later_outcome_are_two_commands() -> None:
+    """A send returned (paused) and, after its re-release, delivered is reported twice: the two
+    commands must have different ids, or the processor would answer the second with the first's
+    result and the delivery would be lost."""
+    message = str(uuid.uuid4())
+    returned = outcomes_command(message, [Reportable("s1", message, "a", "c1", "returned", "", 7)])
+    delivered = outcomes_command(
+        message, [Reportable("s1", message, "a", "c1", "delivered", "", 9)]
+    )
+    assert returned.returned[0].contact_id == "c1" and returned.returned[0].release == 7
+    assert delivered.delivered == ("c1",) and delivered.returned == ()
+    assert returned.command_id != delivered.command_id
+    again = outcomes_command(message, [Reportable("s1", message, "a", "c1", "returned", "", 7)])
+    assert again.command_id == returned.command_id
+
+
+def test_the_pool_does_not_hand_off_a_fenced_mail() -> None:
+    """The fence is asked once a connection is ready: a paused message's mail is returned
+    without a word to the server (the pool's connection is not even opened)."""
+    pool = SmtpPool("127.0.0.1", 9, 1, 1.0)  # nothing listens on the discard port
+    mail = compose(
+        send_id=uuid.uuid4(),
+        message_id=uuid.uuid4(),
+        content=content("s", "b"),
+        contact=Contact(contact_id="c", email="c@example.org"),
+        domain="mailctl.invalid",
+    )
+    answer = asyncio.run(pool.deliver(mail, lambda: True))
+    assert answer == Answer("returned", FENCED)

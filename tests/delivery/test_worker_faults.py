@@ -16,7 +16,7 @@ from services.common.settings import Settings
 from services.common.topics import Topics
 from services.dispatcher.delivery.ledger import Reportable
 from services.dispatcher.delivery.mail import Mail
-from services.dispatcher.delivery.smtp import Answer, SmtpPool
+from services.dispatcher.delivery.smtp import Answer, Fence, SmtpPool
 from services.dispatcher.delivery.worker import DeliveryWorker
 
 
@@ -27,7 +27,7 @@ class RecordingPool(SmtpPool):
         super().__init__("127.0.0.1", 1, 1, 1.0)
         self.handed: list[Mail] = []
 
-    async def deliver(self, mail: Mail) -> Answer:
+    async def deliver(self, mail: Mail, fence: Fence | None = None) -> Answer:
         self.handed.append(mail)
         return Answer("delivered", "250 ok")
 

@@ -116,7 +116,8 @@ async def test_a_principal_that_is_not_a_service_cannot_write_the_commands_topic
 
 async def test_only_the_dispatcher_writes_events_results_and_sends(admin: Settings) -> None:
     """Given the service principals, then the API and the delivery worker may write the
-    commands topic but not the events, results or sends, which the dispatcher may write."""
+    commands topic but not the events, results, sends or fences, which the dispatcher may
+    write."""
     topics = Topics(admin.topic_prefix)
     api = client_options(as_principal(admin, API, service_password(API)))
     delivery = client_options(as_principal(admin, DELIVERY, service_password(DELIVERY)))
@@ -125,10 +126,10 @@ async def test_only_the_dispatcher_writes_events_results_and_sends(admin: Settin
     await write(api, topics.commands)
     await write(delivery, topics.commands)
     for options in (api, delivery):
-        for topic in (topics.events, topics.sends):
+        for topic in (topics.events, topics.sends, topics.control):
             with pytest.raises(TopicAuthorizationFailedError):
                 await write(options, topic)
     with pytest.raises(TopicAuthorizationFailedError):
         await write(delivery, topics.results)
-    for topic in (topics.events, topics.results, topics.sends):
+    for topic in (topics.events, topics.results, topics.sends, topics.control):
         await write(dispatcher, topic)

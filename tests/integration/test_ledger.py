@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -129,3 +130,89 @@ async def test_a_worker_frozen_inside_a_transaction_does_not_block_the_takeover(
     finally:
         await old_ledger.close()
         await new_ledger.close()
+
+
+def released(batch: list[Claim], release: int) -> list[Claim]:
+    """The same sends as of another release of their contacts (after a resume)."""
+    return [dataclasses.replace(c, release=release) for c in batch]
+
+
+async def test_a_returned_send_is_claimed_again_only_by_a_newer_release_and_only_once(
+    ledger: Ledger,
+) -> None:
+    topic = f"t{uuid.uuid4().hex}.sends"
+    epoch, _ = await ledger.take(topic, 0, "a")
+    batch = released(claims(4), 10)
+    # The fence stopped two before their claim, one after it; one was delivered.
+    assert await ledger.claim(topic, 0, epoch, batch[:2], state="returned") == {
+        c.send_id for c in batch[:2]
+    }
+    await ledger.claim(topic, 0, epoch, batch[2:])
+    await ledger.record(
+        topic,
+        0,
+        epoch,
+        [
+            Outcome(batch[2].send_id, "returned", "paused"),
+            Outcome(batch[3].send_id, "delivered", "250 ok"),
+        ],
+    )
+    # The same release again (Kafka redelivers, a restart re-reads): nothing is claimed.
+    assert await ledger.claim(topic, 0, epoch, batch) == set()
+    # A send the fence stops that was handed off before stays as it was.
+    assert await ledger.claim(topic, 0, epoch, batch[3:], state="returned") == set()
+    rows = await ledger.unreported(topic, [0], 100)
+    assert {(r.contact_id, r.state, r.release) for r in rows} == {
+        ("c0", "returned", 10),
+        ("c1", "returned", 10),
+        ("c2", "returned", 10),
+        ("c3", "delivered", 10),
+    }
+    await ledger.mark_reported(rows)
+    # The newer release: two workers racing (two epochs cannot, one worker twice can): once.
+    again = released(batch, 25)
+    first, second = await asyncio.gather(
+        ledger.claim(topic, 0, epoch, again), ledger.claim(topic, 0, epoch, again)
+    )
+    assert first | second == {c.send_id for c in batch[:3]}
+    assert not first & second
+    # An older release arriving late claims nothing either.
+    assert await ledger.claim(topic, 0, epoch, released(batch, 20)) == set()
+    state = await ledger.pool.fetch(
+        "SELECT contact_id, state, release, reported FROM delivery_ledger WHERE topic = $1", topic
+    )
+    assert {(r["contact_id"], r["state"], r["release"], r["reported"]) for r in state} == {
+        ("c0", "claimed", 25, False),
+        ("c1", "claimed", 25, False),
+        ("c2", "claimed", 25, False),
+        ("c3", "delivered", 10, True),
+    }
+
+
+async def test_a_returned_report_does_not_mark_the_claim_of_a_newer_release_reported(
+    ledger: Ledger,
+) -> None:
+    topic = f"t{uuid.uuid4().hex}.sends"
+    epoch, _ = await ledger.take(topic, 0, "a")
+    batch = released(claims(1), 3)
+    await ledger.claim(topic, 0, epoch, batch, state="returned")
+    rows = await ledger.unreported(topic, [0], 100)
+    # Published; before it is marked, the message resumed and released the contact again.
+    await ledger.claim(topic, 0, epoch, released(batch, 9))
+    await ledger.record(topic, 0, epoch, [Outcome(batch[0].send_id, "delivered", "250 ok")])
+    await ledger.mark_reported(rows)
+    (left,) = await ledger.unreported(topic, [0], 100)
+    assert (left.state, left.release) == ("delivered", 9)
+
+
+async def test_a_zombie_cannot_return_or_claim_again_after_a_takeover(ledger: Ledger) -> None:
+    topic = f"t{uuid.uuid4().hex}.sends"
+    old, _ = await ledger.take(topic, 2, "old")
+    batch = released(claims(2), 4)
+    await ledger.claim(topic, 2, old, batch)
+    new, marked = await ledger.take(topic, 2, "new")
+    assert marked == 2  # claimed, crashed between the fence and the hand-off: unknown
+    with pytest.raises(FencedError):
+        await ledger.record(topic, 2, old, [Outcome(batch[0].send_id, "returned", "paused")])
+    # Unknown is final: no release claims it again.
+    assert await ledger.claim(topic, 2, new, released(batch, 8)) == set()

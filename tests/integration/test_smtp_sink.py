@@ -7,6 +7,7 @@ Message-IDs are unique per test, so the tests need no clean store and run agains
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -239,3 +240,35 @@ async def test_received_mail_survives_a_restart_of_the_sink_until_cleared(
     finally:
         if process.poll() is None:
             stop(process)
+
+
+async def test_a_slow_sender_s_mail_is_recorded_before_its_late_reply(
+    sink: httpx.AsyncClient, smtp_address: tuple[str, int]
+) -> None:
+    """Given the sink slowed for one sender, a mail from it is recorded (queryable) while the
+    client still waits for the 250; other senders are not slowed; 0 ends the slow mode."""
+    sender = f"slow-{uuid.uuid4().hex[:8]}@mailctl.test"
+    response = await sink.put("/slow", params={"mail_from": sender, "delay_s": 30})
+    assert response.json() == {sender: 30.0}
+    rcpt = unique_address()
+    message = mail(rcpt)
+    message.replace_header("From", sender)
+    host, port = smtp_address
+    sending = asyncio.create_task(
+        aiosmtplib.send(message, hostname=host, port=port, start_tls=False, timeout=60)
+    )
+    try:
+        for _ in range(100):
+            found = (await sink.get("/messages", params={"rcpt": rcpt})).json()["items"]
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert found and found[0]["mail_from"] == sender
+        assert not sending.done()  # recorded; the reply is held back
+        # Another sender is answered at once, meanwhile.
+        await send(smtp_address, mail(unique_address()))
+        assert not sending.done()
+    finally:
+        await sink.put("/slow", params={"mail_from": sender, "delay_s": 0})
+        sending.cancel()
+    assert (await sink.put("/slow", params={"mail_from": "x", "delay_s": 0})).json() == {}

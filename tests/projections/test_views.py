@@ -214,6 +214,41 @@ def test_cancel_shows_canceled_at_and_leaves_the_rest_pending() -> None:
     assert row["pending"] == 2 and row["released"] == 1
 
 
+def test_returned_sends_show_pending_again_while_paused_and_not_sent_after_a_cancel() -> None:
+    sim, message = sending(4, DeliveryPlan(release_rate=2))
+    released = [c for e in sim.tick() if isinstance(e, RecipientsReleased) for c in e.contact_ids]
+    assert released == ["c0", "c1"]
+    release = next(e.sequence for e in sim.events if isinstance(e, RecipientsReleased))
+    sim.run(PauseMessage(command_id=sim.new_id(), message_id=message))
+    assert states(project(sim.events), message)["c1"] == "released"
+    sim.deliver(message, delivered=("c0",), returned=(("c1", release),))
+
+    tables = project(sim.events)
+    assert states(tables, message) == {
+        "c0": "delivered",
+        "c1": "pending",
+        "c2": "pending",
+        "c3": "pending",
+    }
+    row = tables.messages[message]
+    assert (row["delivered"], row["released"], row["pending"]) == (1, 0, 3)
+
+    sim.now += timedelta(minutes=1)
+    sim.run(ResumeMessage(command_id=sim.new_id(), message_id=message))
+    again = [c for e in sim.tick() if isinstance(e, RecipientsReleased) for c in e.contact_ids]
+    assert again == ["c1", "c2"]  # the returned one first
+    second = max(e.sequence for e in sim.events if isinstance(e, RecipientsReleased))
+    sim.run(CancelMessage(command_id=sim.new_id(), message_id=message))
+    sim.deliver(message, returned=(("c1", second), ("c2", second)))
+
+    tables = project(sim.events)
+    row = tables.messages[message]
+    assert row["status"] == "canceled"
+    assert (row["delivered"], row["released"], row["pending"]) == (1, 0, 3)
+    # Pending in a canceled message: "not sent, canceled" (the read API's reason).
+    assert states(tables, message)["c1"] == "pending"
+
+
 def test_removed_contacts_show_removed_and_come_back_pending_when_added_again() -> None:
     sim = Simulator()
     message = sim.create()

@@ -1,4 +1,4 @@
-"""The delivery ledger in Postgres (services/common/sql/0001 and 0004, docs/delivery.md).
+"""The delivery ledger in Postgres (services/common/sql/0001, 0004 and 0008, docs/delivery.md).
 
 Every write checks, under a FOR SHARE lock of the partition's `delivery_owners` row, that the
 writer's epoch is still the partition's: a worker that lost the partition (a zombie) is refused
@@ -29,6 +29,8 @@ class Claim:
     message_id: str
     contact_id: str
     account_id: str
+    #: The release number (the RecipientsReleased event's sequence) the send came from.
+    release: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class Reportable:
     contact_id: str
     state: str
     detail: str | None
+    release: int = 0
 
 
 #: How long a ledger transaction may sit idle (its client stopped) before the server ends it.
@@ -154,30 +157,58 @@ class Ledger:
         return int(epoch), int(marked.split()[-1])
 
     async def claim(
-        self, topic: str, partition: int, epoch: int, claims: Sequence[Claim]
+        self,
+        topic: str,
+        partition: int,
+        epoch: int,
+        claims: Sequence[Claim],
+        state: str = "claimed",
     ) -> set[str]:
         """Claim the sends no one has claimed before; returns their send ids. A send already in
-        the ledger (in any state) is not claimed again: that is the exactly-once guard."""
+        the ledger is not claimed again: that is the exactly-once guard. The one exception is a
+        `returned` row (never handed to SMTP) and a send of a NEWER release of it (the message
+        was resumed and released the contact again): that claim takes the row over, once.
+
+        With `state='returned'` the sends are recorded as returned instead (the fence stopped
+        them before the claim): the same guard, so a send handed off before stays as it was."""
         if not claims:
             return set()
+        # One row per send id per statement (an upsert may not touch a row twice): the newest
+        # release of a send wins, an older one in the same chunk was returned before.
+        newest: dict[str, Claim] = {}
+        for claim in claims:
+            seen = newest.get(claim.send_id)
+            if seen is None or seen.release < claim.release:
+                newest[claim.send_id] = claim
+        unique = list(newest.values())
         async with self._owned(topic, partition, epoch) as conn:
             rows = await conn.fetch(
                 """
-                INSERT INTO delivery_ledger
-                    (send_id, message_id, contact_id, account_id, topic, partition, epoch, state)
-                SELECT s.send_id, s.message_id, s.contact_id, s.account_id, $1, $2, $3, 'claimed'
-                FROM unnest($4::text[], $5::text[], $6::text[], $7::text[])
-                    AS s(send_id, message_id, contact_id, account_id)
-                ON CONFLICT DO NOTHING
+                INSERT INTO delivery_ledger AS l
+                    (send_id, message_id, contact_id, account_id, topic, partition, epoch, state,
+                     release)
+                SELECT s.send_id, s.message_id, s.contact_id, s.account_id, $1, $2, $3, $4,
+                       s.release
+                FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+                    AS s(send_id, message_id, contact_id, account_id, release)
+                ON CONFLICT (send_id) DO UPDATE
+                    SET state = EXCLUDED.state, epoch = EXCLUDED.epoch,
+                        release = EXCLUDED.release, topic = EXCLUDED.topic,
+                        partition = EXCLUDED.partition, reported = false, attempts = 0,
+                        detail = NULL, next_attempt_at = NULL, payload = NULL,
+                        claimed_at = now(), updated_at = now()
+                    WHERE l.state = 'returned' AND l.release < EXCLUDED.release
                 RETURNING send_id
                 """,
                 topic,
                 partition,
                 epoch,
-                [c.send_id for c in claims],
-                [c.message_id for c in claims],
-                [c.contact_id for c in claims],
-                [c.account_id for c in claims],
+                state,
+                [c.send_id for c in unique],
+                [c.message_id for c in unique],
+                [c.contact_id for c in unique],
+                [c.account_id for c in unique],
+                [c.release for c in unique],
             )
         return {row["send_id"] for row in rows}
 
@@ -238,10 +269,10 @@ class Ledger:
     ) -> list[Reportable]:
         rows = await self.pool.fetch(
             """
-            SELECT send_id, message_id, account_id, contact_id, state, detail
+            SELECT send_id, message_id, account_id, contact_id, state, detail, release
             FROM delivery_ledger
             WHERE topic = $1 AND partition = ANY($2::int[]) AND NOT reported
-              AND state IN ('delivered', 'failed', 'unknown')
+              AND state IN ('delivered', 'failed', 'unknown', 'returned')
             ORDER BY message_id, updated_at
             LIMIT $3
             """,
@@ -251,10 +282,18 @@ class Ledger:
         )
         return [Reportable(**dict(row)) for row in rows]
 
-    async def mark_reported(self, send_ids: Sequence[str]) -> None:
+    async def mark_reported(self, rows: Sequence[Reportable]) -> None:
+        """Mark rows reported, as they were read: a returned row claimed again meanwhile (a
+        newer release) is a new claim whose outcome is still to be reported."""
         await self.pool.execute(
-            "UPDATE delivery_ledger SET reported = true WHERE send_id = ANY($1::text[])",
-            list(send_ids),
+            """
+            UPDATE delivery_ledger AS l SET reported = true
+            FROM unnest($1::text[], $2::text[], $3::bigint[]) AS r(send_id, state, release)
+            WHERE l.send_id = r.send_id AND l.state = r.state AND l.release = r.release
+            """,
+            [r.send_id for r in rows],
+            [r.state for r in rows],
+            [r.release for r in rows],
         )
 
     async def store_content(self, message_id: str, account_id: str, content: str) -> None:

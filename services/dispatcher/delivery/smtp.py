@@ -10,13 +10,16 @@ what an SMTP answer means for a send (docs/delivery.md):
 * a mail that needs SMTPUTF8 (an address with a non-ASCII local part) to a server that does not
   offer it, or anything else that cannot be handed over before DATA: **failed**, with the reason
   (the server never saw the mail; asking again cannot change the answer). Nothing a single send
-  brings raises out of the pool: any other error after DATA began is **unknown**.
+  brings raises out of the pool: any other error after DATA began is **unknown**;
+* the message was paused or canceled (the fence) when a connection was ready, or before DATA:
+  **returned** (nothing of it reached the server; the envelope is reset).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +30,12 @@ from services.dispatcher.delivery.mail import Mail
 
 log = structlog.get_logger(__name__)
 
-Verdict = Literal["delivered", "failed", "deferred", "unknown"]
+Verdict = Literal["delivered", "failed", "deferred", "unknown", "returned"]
+
+#: Asked right before a mail is handed over: True when its message was paused or canceled.
+Fence = Callable[[], bool]
+
+FENCED = "not handed to SMTP: the message was paused or canceled first"
 
 #: The reason a mail that needs SMTPUTF8 fails at a server without it.
 NO_SMTPUTF8 = (
@@ -86,14 +94,20 @@ class SmtpPool:
                 aiosmtplib.SMTP(hostname=host, port=port, timeout=timeout, start_tls=False)
             )
 
-    async def deliver(self, mail: Mail) -> Answer:
+    async def deliver(self, mail: Mail, fence: Fence | None = None) -> Answer:
         client = await self._idle.get()
         try:
-            return await self._conversation(client, mail)
+            # The fence, once a connection is ready (the wait for one may be long) and again
+            # right before DATA: a pause or cancel that arrived meanwhile stops the hand-off.
+            if fence is not None and fence():
+                return Answer("returned", FENCED)
+            return await self._conversation(client, mail, fence)
         finally:
             self._idle.put_nowait(client)
 
-    async def _conversation(self, client: aiosmtplib.SMTP, mail: Mail) -> Answer:
+    async def _conversation(
+        self, client: aiosmtplib.SMTP, mail: Mail, fence: Fence | None = None
+    ) -> Answer:
         try:
             await self._ready(client)
             if mail.smtputf8 and not client.supports_extension("smtputf8"):
@@ -115,6 +129,9 @@ class SmtpPool:
             # does not encode...): the server has not got the mail, and a retry would fail alike.
             client.close()
             return Answer("failed", f"cannot be handed to SMTP: {type(error).__name__}: {error}")
+        if fence is not None and fence():
+            await self._reset(client)
+            return Answer("returned", FENCED)
         try:
             response = await client.data(mail.data)
         except aiosmtplib.SMTPResponseException as error:

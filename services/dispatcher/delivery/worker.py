@@ -19,6 +19,13 @@ line break, an address that does not encode) or handed to SMTP ends `failed` wit
 (`unknown` only if DATA had begun), and the chunk and the worker go on. A helper loop logs and
 counts an error of one step and runs the next (`status()["helper_errors"]`).
 
+The fence (docs/delivery.md): a reader of its own follows `<prefix>.control` (the pauses, resumes
+and cancels, written in the transactions of their events) into a message id -> status map, apart
+from the sends, so it is current however far behind the sends are. A send whose message was
+paused or canceled after its release is not handed off: before the claim it is recorded
+`returned` at once; after it, the pool asks the fence again once a connection is ready and right
+before DATA. Returned sends are reported like outcomes and go back to the message as not sent.
+
 Taking a partition bumps its owner epoch in Postgres and marks every send the previous owner left
 `claimed` as `unknown`: it may or may not have reached SMTP, and a second copy is worse than none.
 """
@@ -44,8 +51,15 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from schemas import MAX_CHUNK, Actor, Content, FailedRecipient, RecordDeliveryOutcomes
-from schemas.sends import MailContent, SendRecord, decode_send_topic
+from schemas import (
+    MAX_CHUNK,
+    Actor,
+    Content,
+    FailedRecipient,
+    RecordDeliveryOutcomes,
+    ReturnedSend,
+)
+from schemas.sends import FenceRecord, MailContent, SendRecord, decode_send_topic
 from schemas.text import STORED, one_line
 from schemas.wire import CommandRecord, DeadLetter
 from services.common.kafka import client_options
@@ -75,6 +89,66 @@ REPORT_INTERVAL_S = 0.2
 RETRY_POLL_S = 0.5
 #: A namespace for the outcome commands' ids (uuid5 of the send ids they report).
 OUTCOMES_NAMESPACE = uuid.UUID("5b0f6a4e-2f53-4c1e-9a51-6f1b7d7d2c01")
+#: How long the fence reader's fetch waits at most for a new record on the broker (the control
+#: topic is quiet: this is the extra delay before a pause reaches the worker, not a poll rate).
+FENCE_FETCH_WAIT_MS = 10
+
+
+class FenceReader:
+    """The latest fence of every message, read from `<prefix>.control` (all partitions, from the
+    beginning: one small record per pause, resume or cancel) with read_committed, so a fence
+    exists if and only if its event does. ``ready`` is set once the records committed before
+    the worker started have been read: the worker hands nothing off before that."""
+
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.fences: dict[str, FenceRecord] = {}
+        self.ready = asyncio.Event()
+        self.read = 0
+
+    def stops(self, send: SendRecord) -> bool:
+        """True when ``send`` must not be handed to SMTP: paused or canceled after its release."""
+        fence = self.fences.get(str(send.message_id))
+        return fence is not None and fence.stops(send.release_sequence)
+
+    def apply(self, fence: FenceRecord) -> None:
+        key = str(fence.message_id)
+        seen = self.fences.get(key)
+        if seen is None or seen.sequence < fence.sequence:
+            self.fences[key] = fence
+        self.read += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FENCE_FETCH_WAIT_MS,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topics.control, n) for n in range(settings.kafka_partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            self.apply(FenceRecord.model_validate_json(record.value))
+                        except ValidationError as error:
+                            log.warning("fence record unreadable", error=str(error)[:300])
+                if not self.ready.is_set() and all(
+                    [await consumer.position(tp) >= end[tp] for tp in tps]
+                ):
+                    self.ready.set()
+                    log.info("fences read", messages=len(self.fences), records=self.read)
+        finally:
+            await consumer.stop()
 
 
 @dataclass
@@ -100,6 +174,8 @@ class DeliveryWorker:
         self.reported = 0
         self.helper_errors = 0
         self.last_helper_error: str | None = None
+        self.returned = 0
+        self.fence = FenceReader(settings, topics)
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -122,6 +198,13 @@ class DeliveryWorker:
             max_request_size=settings.max_record_bytes,
         )
         await self._producer.start()
+        fences = asyncio.create_task(self.fence.run(stop))
+        ready = asyncio.create_task(self.fence.ready.wait())
+        # Nothing is handed off before the fences committed so far are known.
+        await asyncio.wait({fences, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if fences.done():
+            fences.result()  # the reader died before it was ready: end the process
         consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=self.topics.delivery_group,
@@ -136,6 +219,7 @@ class DeliveryWorker:
         consumer.subscribe([self.topics.sends], listener=_Listener(self))
         await consumer.start()
         helpers = [
+            fences,
             asyncio.create_task(self._every(stop, REPORT_INTERVAL_S, self.report_once)),
             asyncio.create_task(self._every(stop, RETRY_POLL_S, self.retry_once)),
         ]
@@ -238,25 +322,27 @@ class DeliveryWorker:
             if not chunk:
                 return
         topic = self.topics.sends
+        # The fence before the claim: a send of a message paused or canceled since its release
+        # is recorded returned (unless it was claimed before: then it stays as it was).
+        stops = [self.fence.stops(send) for send, _ in chunk]
+        if any(stops):
+            stopped = [_claim(send) for (send, _), stop in zip(chunk, stops, strict=True) if stop]
+            returned = await self._ledger.claim(
+                topic, owned.number, owned.epoch, stopped, state="returned"
+            )
+            self.returned += len(returned)
+            chunk = [item for item, stop in zip(chunk, stops, strict=True) if not stop]
+            if not chunk:
+                return
         claimed = await self._ledger.claim(
-            topic,
-            owned.number,
-            owned.epoch,
-            [
-                Claim(
-                    send_id=str(send.send_id),
-                    message_id=str(send.message_id),
-                    contact_id=send.contact.contact_id,
-                    account_id=send.account_id,
-                )
-                for send, _ in chunk
-            ],
+            topic, owned.number, owned.epoch, [_claim(send) for send, _ in chunk]
         )
         todo = [(send, raw) for send, raw in chunk if str(send.send_id) in claimed]
         if not todo:
             return
         await self._limiter.take(len(todo))
         answers = await asyncio.gather(*(self._hand_off(send) for send, _ in todo))
+        self.returned += sum(1 for answer in answers if answer.verdict == "returned")
         outcomes = [
             outcome_for(str(send.send_id), answer, 0, self.settings, raw)
             for (send, raw), answer in zip(todo, answers, strict=True)
@@ -284,8 +370,9 @@ class DeliveryWorker:
             )
         except Exception as error:  # one send's fault must not end the worker
             return Answer("failed", f"the mail cannot be composed: {error}")
-        answer = await self._pool.deliver(mail)
-        self.handed += 1
+        answer = await self._pool.deliver(mail, lambda: self.fence.stops(send))
+        if answer.verdict != "returned":
+            self.handed += 1
         return answer
 
     async def retry_once(self) -> None:
@@ -332,7 +419,7 @@ class DeliveryWorker:
         for row in rows:
             by_message[(row.message_id, row.account_id)].append(row)
         await self._publish_outcomes(by_message)
-        await self._ledger.mark_reported([row.send_id for row in rows])
+        await self._ledger.mark_reported(rows)
         self.reported += len(rows)
         return len(rows)
 
@@ -464,9 +551,12 @@ class DeliveryWorker:
             "partitions": sorted(self.owned),
             "lag": lag,
             "handed_to_smtp": self.handed,
+            "returned": self.returned,
             "outcomes_reported": self.reported,
             "helper_errors": self.helper_errors,
             "last_helper_error": self.last_helper_error,
+            "fences": len(self.fence.fences),
+            "fences_ready": self.fence.ready.is_set(),
         }
 
     async def check(self) -> None:
@@ -501,8 +591,16 @@ def outcome_for(
 
 def outcomes_command(message_id: str, rows: Sequence[Reportable]) -> RecordDeliveryOutcomes:
     """One message's final outcomes as a command (at most MAX_CHUNK of them). Its id is derived
-    from the send ids, so publishing the same rows again repeats the same command."""
-    ids = sorted(row.send_id for row in rows)
+    from the send ids, so publishing the same rows again repeats the same command. A returned
+    send is reported again after its re-release (its delivery, say): its state and release
+    number are part of the id, else that second report would repeat the first's id and the
+    processor would answer it with the first result, dropping the outcome."""
+    ids = sorted(
+        # A row claimed before release numbers existed (0) keeps the id it had: a republish
+        # after the upgrade repeats the command published before it.
+        row.send_id if row.release == 0 else f"{row.send_id}:{row.state}:{row.release}"
+        for row in rows
+    )
     return RecordDeliveryOutcomes(
         command_id=uuid.uuid5(OUTCOMES_NAMESPACE, ",".join(ids)),
         message_id=uuid.UUID(message_id),
@@ -515,6 +613,22 @@ def outcomes_command(message_id: str, rows: Sequence[Reportable]) -> RecordDeliv
             if r.state == "failed"
         ),
         unknown=tuple(r.contact_id for r in rows if r.state == "unknown"),
+        returned=tuple(
+            # A row claimed before the ledger had release numbers (0) cannot name its release.
+            ReturnedSend(contact_id=r.contact_id, release=max(1, r.release))
+            for r in rows
+            if r.state == "returned"
+        ),
+    )
+
+
+def _claim(send: SendRecord) -> Claim:
+    return Claim(
+        send_id=str(send.send_id),
+        message_id=str(send.message_id),
+        contact_id=send.contact.contact_id,
+        account_id=send.account_id,
+        release=send.release_sequence,
     )
 
 
