@@ -31,6 +31,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.harness.delivery import DeliveryStack
+from bench.harness.processor import ids, record
 from core import send_id
 from schemas import (
     AddRecipients,
@@ -43,8 +45,6 @@ from schemas import (
 )
 from schemas.sends import send_records_json
 from services.dispatcher.processor import key_of, partition_of
-from tests.integration.delivery_harness import DeliveryStack
-from tests.integration.processor_harness import ids, record
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 DATABASE = os.environ.get("DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl")

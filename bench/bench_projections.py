@@ -32,6 +32,7 @@ import uuid
 
 import asyncpg
 
+from bench.harness.projections import end_offsets, produce, with_schema
 from schemas import Event, SendingStarted
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
@@ -40,7 +41,6 @@ from services.projections.consumer import LIVE, Partition, ViewsWorker
 from services.projections.store import create_schema, quote_ident
 from services.projections.synthetic import sends_history
 from services.projections.views import RECIPIENT_COLUMNS
-from tests.projections.live import end_offsets, produce, with_schema
 
 
 async def _drop(dsn: str, schema: str) -> None:

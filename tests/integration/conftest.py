@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.delivery_harness import DeliveryStack
+from bench.harness.delivery import DeliveryStack
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ async def delivery_stack(
     smtp_sink_url: str,
     tmp_path: Path,
 ) -> AsyncIterator[DeliveryStack]:
-    """The sending path on topics of the test's own (tests/integration/delivery_harness.py);
+    """The sending path on topics of the test's own (bench/harness/delivery.py);
     the test spawns the processes it needs."""
     stack = DeliveryStack(kafka_bootstrap, database_url, smtp_address, smtp_sink_url, tmp_path)
     await stack.start()

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bench.harness.delivery import DeliveryStack, released
+from bench.harness.processor import ids, record
 from core import MessageStatus, RecipientStatus
 from schemas import (
     AddRecipients,
@@ -30,8 +32,6 @@ from schemas import (
     ScheduleMessage,
     Throttle,
 )
-from tests.integration.delivery_harness import DeliveryStack, released
-from tests.integration.processor_harness import ids, record
 
 # Tomorrow, midnight UTC: late November, so no zone of the scenario changes its offset.
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)

@@ -13,6 +13,16 @@ from uuid import UUID
 
 import pytest
 
+from bench.harness.processor import (
+    CONTENT,
+    STRANGER,
+    Stack,
+    assert_one_history,
+    by_message,
+    contacts,
+    ids,
+    record,
+)
 from core import fold
 from schemas import (
     AddRecipients,
@@ -26,16 +36,6 @@ from schemas import (
     ResumeMessage,
     ScheduleMessage,
     SendingStarted,
-)
-from tests.integration.processor_harness import (
-    CONTENT,
-    STRANGER,
-    Stack,
-    assert_one_history,
-    by_message,
-    contacts,
-    ids,
-    record,
 )
 
 

@@ -1,6 +1,6 @@
 """Throughput and rebuild time of the processor on the real Kafka (figures in docs/dispatcher.md).
 
-    .venv/bin/python -m services.dispatcher.bench --messages 200 --adds 9 --contacts 10
+    .venv/bin/python -m bench.bench_processor --messages 200 --adds 9 --contacts 10
 
 Creates topics under a fresh prefix, starts `python -m services.dispatcher` as a subprocess,
 waits until it owns every partition, publishes `messages * (1 + adds)` commands (a CreateDraft
