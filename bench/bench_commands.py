@@ -1,0 +1,288 @@
+"""Command latency over HTTP, the highest steady rate, and the projections worker's recovery.
+
+On topics and a Postgres schema of its own: the real API (`python -m services.commands`), the
+dispatcher (`python -m services.dispatcher`) and the projections worker
+(`python -m services.projections`) as subprocesses, called over loopback HTTP by an httpx client.
+
+* **steady load**: R commands/s (make bench: 200) for T seconds (60), open loop: request i is
+  started at t0 + i/R whatever the earlier ones are doing. The commands are mixed: each message
+  cycles create → add 10 recipients → edit → schedule (a day ahead) → unschedule → edit → …;
+  a message is used by one command at a time (a pool of messages), new ones are created when none
+  is free. For each command: from its due start to its **committed answer** (the API's 200/201,
+  sent once the processor's result is committed), and to the change **visible in the read API**
+  (`GET /v1/messages/{id}?min_sequence=<the answer's sequence>` answering 200). p50/p95/p99.
+* **highest steady rate**: the same load without the visibility reads, for a few seconds per
+  step, rates doubled from R until the commit p99 passes 250 ms (or a request fails), then
+  bisected twice between the last rate held and the first one missed; bounded by `max_rate`.
+* **recovery of the projections worker**: SIGKILL, restart at once, one command sent: time from
+  the SIGKILL until the read API shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.harness.processor import REPO_ROOT, Stack, free_port
+from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
+from bench.progress import say
+
+CONTENT = {"name": "Bench", "from_address": "bench@example.org", "subject": "Hi", "body": "Hello"}
+P99_LIMIT_MS = 250.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+@dataclass
+class Message:
+    message_id: str | None = None
+    step: int = 0  # 0 create, 1 add, 2 edit, 3 schedule, 4 unschedule (then back to 2)
+
+
+@dataclass
+class Load:
+    commit_ms: list[float] = field(default_factory=list)
+    visible_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=dict)
+    lag_ms: list[float] = field(default_factory=list)  # how late requests were started
+
+    def summary(self, rate: float, seconds: float) -> dict[str, Any]:
+        def p(values: list[float], q: float) -> float | None:
+            found = percentile(values, q)
+            return round(found, 2) if found is not None else None
+
+        return {
+            "rate": rate,
+            "seconds": seconds,
+            "commands": len(self.commit_ms),
+            "errors": len(self.errors),
+            "first_errors": self.errors[:3],
+            "kinds": self.kinds,
+            "commit_p50_ms": p(self.commit_ms, 50),
+            "commit_p95_ms": p(self.commit_ms, 95),
+            "commit_p99_ms": p(self.commit_ms, 99),
+            "visible_p50_ms": p(self.visible_ms, 50),
+            "visible_p95_ms": p(self.visible_ms, 95),
+            "visible_p99_ms": p(self.visible_ms, 99),
+            "start_lag_p99_ms": p(self.lag_ms, 99),
+        }
+
+
+class Client:
+    def __init__(self, http: httpx.AsyncClient, key: str) -> None:
+        self.http = http
+        self.auth = {"Authorization": f"Bearer {key}"}
+        self.free: list[Message] = []
+
+    async def one(self, load: Load, due: float, visible: bool) -> None:
+        message = self.free.pop() if self.free else Message()
+        load.lag_ms.append((time.perf_counter() - due) * 1000)
+        kind, method, path, body = self._next(message)
+        load.kinds[kind] = load.kinds.get(kind, 0) + 1
+        try:
+            answer = await self.http.request(
+                method,
+                path,
+                json=body,
+                headers={**self.auth, "Idempotency-Key": uuid.uuid4().hex},
+            )
+        except httpx.HTTPError as error:
+            load.errors.append(f"{kind}: {type(error).__name__}")
+            self.free.append(message)
+            return
+        committed = time.perf_counter()
+        if answer.status_code not in (200, 201):
+            load.errors.append(f"{kind}: {answer.status_code} {answer.text[:120]}")
+            self.free.append(Message())  # start over with a fresh message
+            return
+        load.commit_ms.append((committed - due) * 1000)
+        result = answer.json()
+        if message.message_id is None:
+            message.message_id = str(result["message_id"])
+        message.step = 2 if message.step == 4 else message.step + 1
+        self.free.append(message)
+        if visible:
+            seen = await self.http.get(
+                f"/v1/messages/{message.message_id}",
+                params={"min_sequence": result["sequence"], "wait_s": 30},
+                headers=self.auth,
+            )
+            if seen.status_code == 200:
+                load.visible_ms.append((time.perf_counter() - due) * 1000)
+            else:
+                load.errors.append(f"visible {kind}: {seen.status_code}")
+
+    def _next(self, message: Message) -> tuple[str, str, str, Any]:
+        path = f"/v1/messages/{message.message_id}"
+        if message.step == 0:
+            return "create", "POST", "/v1/messages", {"content": CONTENT}
+        if message.step == 1:
+            tag = uuid.uuid4().hex[:8]
+            contacts = [
+                {"contact_id": f"{tag}-{i}", "email": f"{tag}-{i}@example.org"} for i in range(10)
+            ]
+            return "add", "POST", f"{path}/recipients", {"contacts": contacts}
+        if message.step == 2:
+            subject = f"Hi {uuid.uuid4().hex[:6]}"
+            return "edit", "PATCH", path, {"content": {**CONTENT, "subject": subject}}
+        if message.step == 3:
+            at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+            return "schedule", "PUT", f"{path}/schedule", {"send_at": at}
+        return "unschedule", "POST", f"{path}/unschedule", {}
+
+    async def steady(self, rate: float, seconds: float, visible: bool) -> Load:
+        load = Load()
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            due = started + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            task = asyncio.create_task(self.one(load, due, visible))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if i and i % int(rate * 10) == 0:
+                say(f"commands {rate:g}/s", "requests started", i, total)
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+        return load
+
+
+def _cli(dsn: str, *args: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "services.commands.apikeys", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return made.stdout.strip()
+
+
+async def _healthy(stack: Stack, url: str) -> bool:
+    async with httpx.AsyncClient(timeout=5) as http:
+        try:
+            return (await http.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+async def run(
+    rate: float,
+    seconds: float,
+    step_seconds: float,
+    max_rate: float,
+    recoveries: int,
+    warmup: float,
+    tmp: Path,
+    bootstrap: str,
+    database: str,
+) -> dict[str, Any]:
+    stack = Stack(bootstrap, tmp)
+    await stack.start()
+    schema = await new_schema(database, "bench_api")
+    dsn = with_schema(database, schema)
+    try:
+        key = await asyncio.to_thread(_cli, dsn, "create", "--account", f"bench-{schema[-6:]}")
+        port = free_port()
+        stack.spawn("dispatcher", TICK_INTERVAL_S="1.0")
+        projections = spawn_projections(stack, dsn)
+        stack.spawn(
+            "commands", module="services.commands", DATABASE_URL=dsn, COMMANDS_PORT=str(port)
+        )
+        base = f"http://127.0.0.1:{port}"
+
+        async def up() -> bool:
+            await asyncio.sleep(0.2)
+            return await _healthy(stack, f"{base}/health")
+
+        await stack.wait_for("the API's health", up, within=120)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+            client = Client(http, key)
+            say("commands", f"warming up ({warmup:g} s at {rate / 10:g}/s)")
+            await client.steady(rate / 10, warmup, visible=True)
+            say("commands", f"steady {rate:g} commands/s for {seconds:g}s")
+            steady = (await client.steady(rate, seconds, visible=True)).summary(rate, seconds)
+            say("commands", f"steady: {steady}")
+
+            steps: list[dict[str, Any]] = []
+            held: float | None = None
+            missed: float | None = None
+            probe = rate
+            while probe <= max_rate:
+                say("commands", f"max rate search: {probe:g}/s for {step_seconds:g}s")
+                step = (await client.steady(probe, step_seconds, visible=False)).summary(
+                    probe, step_seconds
+                )
+                steps.append(step)
+                ok = not step["errors"] and (step["commit_p99_ms"] or 1e9) <= P99_LIMIT_MS
+                say("commands", f"{probe:g}/s: p99 {step['commit_p99_ms']} ms, held={ok}")
+                if ok:
+                    held = probe
+                    probe *= 2
+                else:
+                    missed = probe
+                    break
+            if held is not None and missed is not None:
+                for _ in range(2):
+                    probe = round((held + missed) / 2)
+                    step = (await client.steady(probe, step_seconds, visible=False)).summary(
+                        probe, step_seconds
+                    )
+                    steps.append(step)
+                    ok = not step["errors"] and (step["commit_p99_ms"] or 1e9) <= P99_LIMIT_MS
+                    say("commands", f"{probe:g}/s: p99 {step['commit_p99_ms']} ms, held={ok}")
+                    if ok:
+                        held = probe
+                    else:
+                        missed = probe
+
+            recovered: list[float] = []
+            for k in range(recoveries):
+                say("commands", f"recovery of the projections worker {k + 1}/{recoveries}")
+                stack.kill(projections)
+                killed = time.perf_counter()
+                projections = spawn_projections(stack, dsn)
+                load = Load()
+                await client.one(load, time.perf_counter(), visible=True)
+                if load.visible_ms:
+                    recovered.append(round(time.perf_counter() - killed, 3))
+                else:
+                    say("commands", f"recovery: not visible: {load.errors}")
+        return {
+            "steady": steady,
+            "max_rate": held,
+            "first_missed": missed,
+            "search": steps,
+            "recovery_projections_s": recovered,
+        }
+    finally:
+        await stack.close()
+        await drop_schema(database, schema)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
