@@ -45,7 +45,7 @@ FULL: dict[str, Any] = {
     "recovery_sizes": (60_000, 1_000_000),
     "delivery_mails": 50_000,
     "pool": 8,
-    "sink_mails": 20_000,
+    "sink_mails": 10_000,
     "pause_recipients": 30_000,
     "pause_rate_cap": 10_000,
     "delivery_kills": 2,

@@ -12,8 +12,9 @@ dispatcher (`python -m services.dispatcher`) and the projections worker
   sent once the processor's result is committed), and to the change **visible in the read API**
   (`GET /v1/messages/{id}?min_sequence=<the answer's sequence>` answering 200). p50/p95/p99.
 * **highest steady rate**: the same load without the visibility reads, for a few seconds per
-  step, rates doubled from R until the commit p99 passes 250 ms (or a request fails), then
-  bisected twice between the last rate held and the first one missed; bounded by `max_rate`.
+  step (make bench: 10 s): rates doubled from R until the commit p99 passes 250 ms (or a request
+  fails), or halved from R when R already misses, then bisected twice between the last rate held
+  and the first one missed; bounded by `max_rate` and 5 commands/s (see `search`).
 * **recovery of the projections worker**: SIGKILL, restart at once, one command sent: time from
   the SIGKILL until the read API shows it.
 """
@@ -21,12 +22,13 @@ dispatcher (`python -m services.dispatcher`) and the projections worker
 from __future__ import annotations
 
 import asyncio
+import math
 import os
-import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,8 +48,10 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
+    rank = math.ceil(
+        q / 100 * len(ordered)
+    )  # nearest rank: the smallest value with q % at or below
+    return ordered[min(len(ordered), max(1, rank)) - 1]
 
 
 @dataclass
@@ -229,10 +233,8 @@ async def run(
             say("commands", f"steady: {steady}")
 
             steps: list[dict[str, Any]] = []
-            held: float | None = None
-            missed: float | None = None
-            probe = rate
-            while probe <= max_rate:
+
+            async def holds(probe: float) -> bool:
                 say("commands", f"max rate search: {probe:g}/s for {step_seconds:g}s")
                 step = (await client.steady(probe, step_seconds, visible=False)).summary(
                     probe, step_seconds
@@ -240,26 +242,9 @@ async def run(
                 steps.append(step)
                 ok = not step["errors"] and (step["commit_p99_ms"] or 1e9) <= P99_LIMIT_MS
                 say("commands", f"{probe:g}/s: p99 {step['commit_p99_ms']} ms, held={ok}")
-                if ok:
-                    held = probe
-                    probe *= 2
-                else:
-                    missed = probe
-                    break
-            if held is not None and missed is not None:
-                for _ in range(2):
-                    probe = round((held + missed) / 2)
-                    step = (await client.steady(probe, step_seconds, visible=False)).summary(
-                        probe, step_seconds
-                    )
-                    steps.append(step)
-                    ok = not step["errors"] and (step["commit_p99_ms"] or 1e9) <= P99_LIMIT_MS
-                    say("commands", f"{probe:g}/s: p99 {step['commit_p99_ms']} ms, held={ok}")
-                    if ok:
-                        held = probe
-                    else:
-                        missed = probe
+                return ok
 
+            held, missed = await search(holds, rate, max_rate)
             recovered: list[float] = []
             for k in range(recoveries):
                 say("commands", f"recovery of the projections worker {k + 1}/{recoveries}")
@@ -284,5 +269,38 @@ async def run(
         await drop_schema(database, schema)
 
 
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+async def search(
+    holds: Callable[[float], Awaitable[bool]], start: float, ceiling: float, floor: float = 5
+) -> tuple[float | None, float | None]:
+    """The highest rate that holds, bounded: doubling from `start` up to `ceiling` (or halving
+    down to `floor` when `start` does not hold), then two bisections between the last rate held
+    and the first one missed. Returns (held, missed); None where not found within the bounds."""
+    held: float | None = None
+    missed: float | None = None
+    probe = start
+    if await holds(probe):
+        held = probe
+        while probe * 2 <= ceiling:
+            probe *= 2
+            if not await holds(probe):
+                missed = probe
+                break
+            held = probe
+    else:
+        missed = probe
+        while probe / 2 >= floor:
+            probe /= 2
+            if await holds(probe):
+                held = probe
+                break
+            missed = probe
+    if held is not None and missed is not None:
+        for _ in range(2):
+            probe = round((held + missed) / 2)
+            if probe in (held, missed):
+                break
+            if await holds(probe):
+                held = probe
+            else:
+                missed = probe
+    return held, missed
