@@ -204,6 +204,8 @@ async def run(
     bootstrap: str,
     database: str,
 ) -> dict[str, Any]:
+    tmp = tmp / "commands"
+    tmp.mkdir(parents=True, exist_ok=True)
     stack = Stack(bootstrap, tmp)
     await stack.start()
     schema = await new_schema(database, "bench_api")

@@ -100,6 +100,8 @@ async def _rows(stack: DeliveryStack, sender: str, after: int = 0) -> list[tuple
 
 async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) -> dict[str, Any]:
     name = f"delivery {n:,}"
+    tmp = tmp / "delivery"
+    tmp.mkdir(parents=True, exist_ok=True)
     stack = DeliveryStack(*server, tmp)
     await stack.start()
     try:
@@ -210,6 +212,8 @@ async def pause_reaction(
     rate: int, in_flight: int | None, recipients: int, kills: int, tmp: Path, server: Server
 ) -> dict[str, Any]:
     name = f"pause max_in_flight={in_flight}"
+    tmp = tmp / f"pause-{in_flight}"
+    tmp.mkdir(parents=True, exist_ok=True)
     stack = DeliveryStack(*server, tmp)
     await stack.start()
     try:

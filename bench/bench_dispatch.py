@@ -21,6 +21,7 @@ the ticks) and the real broker:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,26 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+class Ends:
+    """Last stable offsets read with one long-lived read_committed consumer (cheap to poll)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, isolation_level="read_committed"
+        )
+
+    async def __aenter__(self) -> Ends:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.consumer.stop()
+
+    async def of(self, topic: str, partition: int) -> int:
+        tp = TopicPartition(topic, partition)
+        return int((await self.consumer.end_offsets([tp]))[tp])
+
+
 async def lso(bootstrap: str, topic: str, partition: int) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
     await consumer.start()
@@ -69,6 +90,16 @@ async def lso(bootstrap: str, topic: str, partition: int) -> int:
         return int((await consumer.end_offsets([tp]))[tp])
     finally:
         await consumer.stop()
+
+
+def _taken(log: Path, partition: int) -> dict[str, Any]:
+    """The restarted dispatcher's "partition taken" entry for `partition` (its rebuild time)."""
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if '"partition taken"' in line:
+            entry: dict[str, Any] = json.loads(line)
+            if entry.get("partition") == partition:
+                return entry
+    return {}
 
 
 def same_partition(message: uuid.UUID, partitions: int) -> uuid.UUID:
@@ -119,8 +150,12 @@ async def _ceiling(stack: DeliveryStack, message: uuid.UUID, people: tuple[Conta
 async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, sink: str) -> dict:
     """Every figure of one audience size (see the module's docstring)."""
     name = f"dispatch {n:,}"
+    tmp = tmp / f"dispatch-{n}"
+    tmp.mkdir(parents=True, exist_ok=True)
     stack = DeliveryStack(bootstrap, database, smtp, sink, tmp)
     await stack.start()
+    ends = Ends(bootstrap)
+    await ends.__aenter__()
     try:
         message = ids()
         partition = partition_of(key_of(message), stack.settings.kafka_partitions)
@@ -158,7 +193,7 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
             record(ScheduleMessage(command_id=ids(), message_id=message, send_at=at), at=issued)
         )
         rss_loaded = rss_mb(dispatcher.pid)
-        base = await lso(stack.bootstrap, stack.topics.sends, partition)
+        base = await ends.of(stack.topics.sends, partition)
         say(name, "dispatching")
         started = time.perf_counter()
         for k in range(n // 10_000 + 2):
@@ -166,7 +201,7 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
 
         async def all_sends() -> bool:
             await asyncio.sleep(0.1)
-            done = await lso(stack.bootstrap, stack.topics.sends, partition) - base
+            done = await ends.of(stack.topics.sends, partition) - base
             return done >= n + 1
 
         await stack.wait_for("every send record", all_sends, within=1200)
@@ -187,7 +222,7 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
             ),
             record(ScheduleMessage(command_id=ids(), message_id=second, send_at=later), at=issued),
         )
-        before = await lso(stack.bootstrap, stack.topics.sends, partition)
+        before = await ends.of(stack.topics.sends, partition)
         say(name, "recovery: SIGKILL and restart of the dispatcher")
         stack.kill(dispatcher)
         killed = time.perf_counter()
@@ -198,10 +233,11 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
             await stack.tick(clock[0])
             clock[0] += timedelta(seconds=1)
             await asyncio.sleep(0.1)
-            return await lso(stack.bootstrap, stack.topics.sends, partition) > before
+            return await ends.of(stack.topics.sends, partition) > before
 
         await stack.wait_for("a send record after the restart", sent_again, within=600)
         recovery_s = time.perf_counter() - killed
+        take = _taken(tmp / f"dispatcher-{stack.processes.index(dispatcher)}.log", partition)
         result = {
             "recipients": n,
             "ceiling_s": round(ceiling_s, 3),
@@ -213,8 +249,11 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
             "rss_sent_mb": rss_sent,
             "rss_mb": max(x for x in (rss_loaded, rss_sent, 0.0) if x is not None),
             "recovery_s": round(recovery_s, 3),
+            "rebuild_s": take.get("take_s"),
+            "rebuilt_events": take.get("events"),
         }
         say(name, f"done: {result}")
         return result
     finally:
+        await ends.__aexit__()
         await stack.close()

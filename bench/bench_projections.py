@@ -1,6 +1,6 @@
 """Projection catch-up benchmark on the real Kafka and Postgres (figures in docs/projections.md).
 
-    .venv/bin/python -m bench.bench_projections [--recipients 1000000] [--skip-full]
+    .venv/bin/python -m bench.bench_projections [--recipients 1000000] [--runs 3] [--full]
 
 Builds one message of N recipients with the core (services/projections/synthetic.py: added in
 chunks of 10,000, sent now, released at 10,000 per second of simulated clock, every recipient's
@@ -13,11 +13,14 @@ outcome recorded: 1 in 100 failed, the rest delivered) and produces its events t
   from Kafka into Postgres, with the worker's code path (read_committed reads, the pure view
   function, batches written with their offsets in one transaction each): timed from the first
   read to the last commit.
-* **full catch-up** (unless `--skip-full`): the in-process `ViewsWorker` (consumer group) brings
+* **full catch-up** (with `--full`; not part of `make bench`): the in-process `ViewsWorker` (consumer group) brings
   empty views up to date with the whole history, audience included: timed until its stored
   offsets reach the topic's end.
 * **baseline**: a plain asyncpg `copy_records_to_table` of the same N recipient rows (the final
   rows, read back from the view) into an empty table of the same definition.
+
+The history is built and produced once; each of the `--runs` runs (make bench: 3, autovacuum
+left on) projects it into a fresh schema, times the send catch-up and one COPY.
 
 The issue's bar: the send catch-up runs at no less than a third of the baseline's rate.
 """
