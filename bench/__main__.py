@@ -413,21 +413,24 @@ def main() -> int:
             ),
             ("processor", {}, run.processor),
         ]
+        doc: dict[str, Any] = {}
         for number, (group, names, body) in enumerate(plan, 1):
-            if group in only:
-                say("bench", f"group {number}/{len(plan)}: {group}")
-                run.guard(group, names, body)
-    machine["load_at_end"] = list(os.getloadavg())
-    doc = results.document(
-        run.figures,
-        started_at=started,
-        finished_at=datetime.now(UTC),
-        quick=quick,
-        machine_facts=machine,
-        extras=run.extras,
-    )
-    for path in results.write_all(doc, out, docs):
-        say("bench", f"wrote {path}")
+            if group not in only:
+                continue
+            say("bench", f"group {number}/{len(plan)}: {group}")
+            run.guard(group, names, body)
+            # Written after every group: a run cut short still leaves what it measured.
+            machine["load_at_end"] = list(os.getloadavg())
+            doc = results.document(
+                run.figures,
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                quick=quick,
+                machine_facts=machine,
+                extras=run.extras,
+            )
+            for path in results.write_all(doc, out, docs):
+                say("bench", f"wrote {path}")
     print(results.table(doc))
     return 1 if run.errors else 0
 

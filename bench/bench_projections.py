@@ -13,9 +13,9 @@ outcome recorded: 1 in 100 failed, the rest delivered) and produces its events t
   from Kafka into Postgres, with the worker's code path (read_committed reads, the pure view
   function, batches written with their offsets in one transaction each): timed from the first
   read to the last commit.
-* **full catch-up** (with `--full`; not part of `make bench`): the in-process `ViewsWorker` (consumer group) brings
-  empty views up to date with the whole history, audience included: timed until its stored
-  offsets reach the topic's end.
+* **full catch-up** (with `--full`; not part of `make bench`): the in-process `ViewsWorker`
+  (consumer group) brings empty views up to date with the whole history, audience included:
+  timed until its stored offsets reach the topic's end.
 * **baseline**: a plain asyncpg `copy_records_to_table` of the same N recipient rows (the final
   rows, read back from the view) into an empty table of the same definition.
 
