@@ -213,7 +213,10 @@ async def run(
     try:
         key = await asyncio.to_thread(_cli, dsn, "create", "--account", f"bench-{schema[-6:]}")
         port = free_port()
-        stack.spawn("dispatcher", TICK_INTERVAL_S="1.0")
+        dispatcher_port = free_port()
+        stack.spawn(
+            "dispatcher", TICK_INTERVAL_S="1.0", DISPATCHER_HEALTH_PORT=str(dispatcher_port)
+        )
         projections = spawn_projections(stack, dsn)
         stack.spawn(
             "commands", module="services.commands", DATABASE_URL=dsn, COMMANDS_PORT=str(port)
@@ -225,6 +228,21 @@ async def run(
             return await _healthy(stack, f"{base}/health")
 
         await stack.wait_for("the API's health", up, within=120)
+
+        async def owning() -> bool:
+            # The dispatcher owns every partition: commands are decided from now on.
+            await asyncio.sleep(0.2)
+            async with httpx.AsyncClient(timeout=5) as probe:
+                try:
+                    body = (await probe.get(f"http://127.0.0.1:{dispatcher_port}/health")).json()
+                except (httpx.HTTPError, ValueError):
+                    return False
+            checks = body.get("checks", {})
+            return (
+                sum(n.startswith("partition-") for n in checks) == stack.settings.kafka_partitions
+            )
+
+        await stack.wait_for("the dispatcher to own every partition", owning, within=120)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
         async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
             client = Client(http, key)
