@@ -22,6 +22,7 @@ dispatcher (`python -m services.dispatcher`) and the projections worker
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import subprocess
@@ -34,7 +35,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.harness.processor import REPO_ROOT, Stack, free_port
 from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
@@ -67,6 +70,8 @@ class Load:
     errors: list[str] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)
     lag_ms: list[float] = field(default_factory=list)  # how late requests were started
+    #: (command id, due, answered) in wall-clock seconds, to split the latency by stage
+    samples: list[tuple[str, float, float]] = field(default_factory=list)
 
     def summary(self, rate: float, seconds: float) -> dict[str, Any]:
         def p(values: list[float], q: float) -> float | None:
@@ -119,6 +124,8 @@ class Client:
             return
         load.commit_ms.append((committed - due) * 1000)
         result = answer.json()
+        wall = time.time()
+        load.samples.append((str(result["command_id"]), wall - (time.perf_counter() - due), wall))
         if message.message_id is None:
             message.message_id = str(result["message_id"])
         message.step = 2 if message.step == 4 else message.step + 1
@@ -172,6 +179,100 @@ class Client:
         return load
 
 
+async def _stamps(bootstrap: str, topic: str, partitions: int, path: tuple[str, ...]) -> dict:
+    """command id -> record timestamp (s) of every committed record of `topic`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: dict[str, float] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for items in batches.values():
+                for item in items:
+                    try:
+                        value: Any = json.loads(item.value)
+                        for key in path:
+                            value = value[key]
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    found[str(value)] = item.timestamp / 1000
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def stages(stack: Stack, samples: list[tuple[str, float, float]]) -> dict[str, Any]:
+    """Where a command's time goes: request to its command record (the API: auth, idempotency
+    row, publish), command record to its result record (the dispatcher: waiting for its turn in
+    the poll loop, deciding, writing), result record to the answer (the transaction's commit and
+    the API's result listener). p50/p99 in ms, from the records' timestamps."""
+    n = stack.settings.kafka_partitions
+    commands = await _stamps(stack.bootstrap, stack.topics.commands, n, ("command", "command_id"))
+    results = await _stamps(stack.bootstrap, stack.topics.results, n, ("command_id",))
+    parts: dict[str, list[float]] = {"api_to_log": [], "dispatcher": [], "commit_to_answer": []}
+    for command_id, due, answered in samples:
+        if command_id in commands and command_id in results:
+            parts["api_to_log"].append((commands[command_id] - due) * 1000)
+            parts["dispatcher"].append((results[command_id] - commands[command_id]) * 1000)
+            parts["commit_to_answer"].append((answered - results[command_id]) * 1000)
+    out: dict[str, Any] = {"matched": len(parts["dispatcher"])}
+    for name, values in parts.items():
+        p50, p99 = percentile(values, 50), percentile(values, 99)
+        out[name] = {
+            "p50_ms": round(p50, 1) if p50 is not None else None,
+            "p99_ms": round(p99, 1) if p99 is not None else None,
+        }
+    return out
+
+
+async def postgres_commits(dsn: str, n: int = 50) -> dict[str, Any]:
+    """Latency of a one-row INSERT committed on its own (what each idempotency-row write costs
+    at least; a logged table in the bench's schema), p50/p99 in ms: the floor Postgres sets
+    under the API on this machine."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE bench_commit (n int)")
+        times = []
+        for i in range(n):
+            started = time.perf_counter()
+            await conn.execute("INSERT INTO bench_commit VALUES ($1)", i)
+            times.append((time.perf_counter() - started) * 1000)
+        setting = await conn.fetchval("SHOW synchronous_commit")
+    finally:
+        await conn.close()
+    p50, p99 = percentile(times, 50), percentile(times, 99)
+    return {
+        "p50_ms": round(p50 or 0, 2),
+        "p99_ms": round(p99 or 0, 2),
+        "synchronous_commit": setting,
+    }
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/PID/stat), None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _kafka_pid() -> int | None:
+    try:
+        return int((REPO_ROOT / ".state" / "run" / "kafka.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _cli(dsn: str, *args: str) -> str:
     made = subprocess.run(
         [sys.executable, "-m", "services.commands.apikeys", *args],
@@ -214,13 +315,14 @@ async def run(
         key = await asyncio.to_thread(_cli, dsn, "create", "--account", f"bench-{schema[-6:]}")
         port = free_port()
         dispatcher_port = free_port()
-        stack.spawn(
+        dispatcher = stack.spawn(
             "dispatcher", TICK_INTERVAL_S="1.0", DISPATCHER_HEALTH_PORT=str(dispatcher_port)
         )
         projections = spawn_projections(stack, dsn)
-        stack.spawn(
+        api = stack.spawn(
             "commands", module="services.commands", DATABASE_URL=dsn, COMMANDS_PORT=str(port)
         )
+        processes = {"api": api.pid, "dispatcher": dispatcher.pid, "projections": projections.pid}
         base = f"http://127.0.0.1:{port}"
 
         async def up() -> bool:
@@ -248,8 +350,35 @@ async def run(
             client = Client(http, key)
             say("commands", f"warming up ({warmup:g} s at {rate / 10:g}/s)")
             await client.steady(rate / 10, warmup, visible=True)
+            say("commands", "one at a time (20 commands): the latency without load")
+            alone = Load()
+            for _ in range(20):
+                await client.one(alone, time.perf_counter(), visible=True)
+            unloaded = alone.summary(0, 0)
+            unloaded["postgres_commit"] = await postgres_commits(dsn)
+            say("commands", f"one at a time: {unloaded}")
             say("commands", f"steady {rate:g} commands/s for {seconds:g}s")
-            steady = (await client.steady(rate, seconds, visible=True)).summary(rate, seconds)
+            # Where the CPU goes during the steady load: CPU seconds of each process.
+            pids = {"bench client": os.getpid(), **processes}
+            if (kafka := _kafka_pid()) is not None:
+                pids["kafka"] = kafka
+            before = {name: cpu_s(pid) for name, pid in pids.items()}
+            started = time.perf_counter()
+            load = await client.steady(rate, seconds, visible=True)
+            steady = load.summary(rate, seconds)
+            wall = time.perf_counter() - started
+            cpu, per_command = {}, {}
+            for name, pid in pids.items():
+                now, then = cpu_s(pid), before[name]
+                if now is not None and then is not None:
+                    cpu[name] = round((now - then) / wall, 3)
+                    per_command[name] = round((now - then) * 1000 / max(1, steady["commands"]), 2)
+            # Cores each process got, and its CPU milliseconds per command (read included): the
+            # second does not depend on how loaded the machine is.
+            steady["cpu_cores_used"] = cpu
+            steady["cpu_ms_per_command"] = per_command
+            steady["stages"] = await stages(stack, load.samples)
+            steady["load_avg"] = list(os.getloadavg())
             say("commands", f"steady: {steady}")
 
             steps: list[dict[str, Any]] = []
@@ -279,6 +408,7 @@ async def run(
                     say("commands", f"recovery: not visible: {load.errors}")
         return {
             "steady": steady,
+            "one_at_a_time": unloaded,
             "max_rate": held,
             "first_missed": missed,
             "search": steps,

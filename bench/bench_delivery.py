@@ -10,9 +10,10 @@ the delivery worker's recovery. On the real Kafka, Postgres and SMTP sink.
    beforehand by the same `compose`) to the same sink, measured the same way. **Sink ceiling**:
    the plain client with four times the connections: what the sink accepts at most.
 2. **pause reaction**: a message sending at the highest rate the machine reached in 1 (release
-   rate and worker rate set to it); a pause is accepted (its `MessagePaused` committed); how long
-   until the last mail reaches the sink, and how many arrive after the pause. With and without a
-   `max_in_flight` window (one second of sending).
+   rate and worker rate set to it); a pause is requested: how long from the request until the
+   last mail reaches the sink, and how many mails arrive after the pause was accepted (the record
+   time of its `MessagePaused`). With and without a `max_in_flight` window (one second of
+   sending).
 3. **recovery of the delivery worker**: during 2, the worker is SIGKILLed and restarted at once:
    time from the SIGKILL to the next mail at the sink.
 """
@@ -275,6 +276,7 @@ async def pause_reaction(
             "max_in_flight": in_flight,
             "achieved_rate": round(achieved, 1),
             "accepted_after_request_ms": round((paused_ts - requested) * 1000, 1),
+            "last_mail_after_request_s": round(max(0.0, max(arrivals).timestamp() - requested), 3),
             "last_mail_after_pause_s": round(max(0.0, (max(arrivals) - paused).total_seconds()), 3),
             "mails_after_pause": len(after),
             "recovery_delivery_s": recoveries,
