@@ -7,8 +7,10 @@ Writes BENCH_OUT/latest.json, a dated copy and latest.png (default bench/results
 quick, the table of docs/benchmarks.md. Progress goes to stderr: which figure, how far.
 Environment: BENCH_QUICK=1 (small sizes), BENCH_OUT (directory), BENCH_DOCS (the page to
 update, empty for none), BENCH_ONLY (comma-separated groups: planner, dispatch, delivery,
-pause, projections, commands, processor; for development). A figure whose measurement fails is
-recorded with its error and the run goes on; the exit status is then 1.
+pause, projections, commands, processor; for development), BENCH_SET (other sizes:
+"delivery_mails=10000,projections_runs=1"; for development), BENCH_DEADLINE (an ISO time with
+offset: groups not started by then are recorded as not run). A figure whose measurement fails
+is recorded with its error and the run goes on; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ class Run:
             for name, unit in names.items():
                 if name not in self.figures:
                     self.figures[name] = failed(unit, error)
+        self.extras.setdefault("load_after_group", {})[group] = [
+            round(x, 2) for x in os.getloadavg()
+        ]
         say(group, "finished")
 
     # ----------------------------------------------------------------------------- the groups
@@ -378,7 +383,14 @@ class Run:
 
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-    cfg = QUICK if quick else FULL
+    cfg = dict(QUICK if quick else FULL)
+    # BENCH_SET="delivery_mails=10000,projections_runs=1": other sizes, for development only.
+    for item in filter(None, os.environ.get("BENCH_SET", "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in cfg or isinstance(cfg[key], tuple):
+            raise SystemExit(f"BENCH_SET: {key} is not a number setting")
+        cfg[key] = type(cfg[key])(value)
+    deadline = os.environ.get("BENCH_DEADLINE")  # ISO time: groups not started by then are skipped
     out = Path(os.environ.get("BENCH_OUT") or ROOT / "bench" / "results")
     docs_env = os.environ.get("BENCH_DOCS")
     docs = (
@@ -422,6 +434,12 @@ def main() -> int:
         doc: dict[str, Any] = {}
         for number, (group, names, body) in enumerate(plan, 1):
             if group not in only:
+                continue
+            if deadline and datetime.now(UTC) > datetime.fromisoformat(deadline):
+                say("bench", f"{group}: not started, past BENCH_DEADLINE {deadline}")
+                for name, unit in names.items():
+                    run.figures[name] = failed(unit, f"not run: past BENCH_DEADLINE {deadline}")
+                run.errors += 1
                 continue
             say("bench", f"group {number}/{len(plan)}: {group}")
             run.guard(group, names, body)
