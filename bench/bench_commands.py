@@ -39,6 +39,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.cpu import cpu_s, pidfile
 from bench.harness.processor import REPO_ROOT, Stack, free_port
 from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
 from bench.progress import say
@@ -257,22 +258,6 @@ async def postgres_commits(dsn: str, n: int = 50) -> dict[str, Any]:
     }
 
 
-def cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (/proc/PID/stat), None if unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _kafka_pid() -> int | None:
-    try:
-        return int((REPO_ROOT / ".state" / "run" / "kafka.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _cli(dsn: str, *args: str) -> str:
     made = subprocess.run(
         [sys.executable, "-m", "services.commands.apikeys", *args],
@@ -360,7 +345,7 @@ async def run(
             say("commands", f"steady {rate:g} commands/s for {seconds:g}s")
             # Where the CPU goes during the steady load: CPU seconds of each process.
             pids = {"bench client": os.getpid(), **processes}
-            if (kafka := _kafka_pid()) is not None:
+            if (kafka := pidfile("kafka")) is not None:
                 pids["kafka"] = kafka
             before = {name: cpu_s(pid) for name, pid in pids.items()}
             started = time.perf_counter()

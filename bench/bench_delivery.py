@@ -21,6 +21,7 @@ the delivery worker's recovery. On the real Kafka, Postgres and SMTP sink.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ import aiosmtplib
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.bench_dispatch import audience, lso
+from bench.cpu import Meter, pidfile
 from bench.harness.delivery import DeliveryStack
 from bench.harness.processor import ids, record
 from bench.progress import say
@@ -120,7 +122,10 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
 
         await stack.wait_for("every send record", released, within=600)
         say(name, f"the delivery worker, pool {pool}")
-        stack.spawn_delivery(DELIVERY_RATE="1000000", SMTP_POOL_SIZE=str(pool))
+        worker = stack.spawn_delivery(DELIVERY_RATE="1000000", SMTP_POOL_SIZE=str(pool))
+        sink_pid = pidfile("smtp_sink")
+        meter = Meter({"worker": worker.pid, "sink": sink_pid, "kafka": pidfile("kafka")})
+        meter.start()
         last = [0, time.monotonic()]
 
         async def delivered() -> bool:
@@ -132,6 +137,7 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
             return count >= n
 
         await stack.wait_for("every mail delivered", delivered, within=1800)
+        worker_cpu = Meter.per_item_ms(meter.stop(), n)
         worker_arrivals = await _arrivals(stack, stack.sender)
         worker_rate = _rate(worker_arrivals)
 
@@ -149,7 +155,10 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
             for c in people
         ]
         say(name, f"ceiling: plain aiosmtplib, {pool} connections, {n:,} mails")
+        meter = Meter({"bench (plain client)": os.getpid(), "sink": sink_pid})
+        meter.start()
         plain_s, refused = await plain_client(stack.smtp, mails, pool)
+        plain_cpu = Meter.per_item_ms(meter.stop(), n)
         plain_rate = _rate(await _arrivals(stack, plain_sender))
 
         sink_sender = f"sink@{stack.settings.topic_prefix}.test"
@@ -174,6 +183,9 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
             "plain_rate": plain_rate,
             "plain_wall_rate": n / plain_s,
             "plain_refused": refused,
+            "cpu_ms_per_mail_worker_run": worker_cpu,
+            "cpu_ms_per_mail_plain_run": plain_cpu,
+            "load_avg": list(os.getloadavg()),
             "sink_mails": sink_n,
             "sink_connections": 4 * pool,
             "sink_rate": sink_rate,
