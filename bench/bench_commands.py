@@ -115,11 +115,16 @@ class Client:
                 headers={**self.auth, "Idempotency-Key": uuid.uuid4().hex},
             )
         except httpx.HTTPError as error:
+            # No answer: counted as an error, and its time so far as its latency (a lower
+            # bound), so that the percentiles are not flattered by leaving it out.
+            load.commit_ms.append((time.perf_counter() - due) * 1000)
             load.errors.append(f"{kind}: {type(error).__name__}")
-            self.free.append(message)
+            self.free.append(Message())  # its state is unknown: start over with a fresh message
             return
         committed = time.perf_counter()
         if answer.status_code not in (200, 201):
+            if answer.status_code == 202:  # not decided within COMMAND_WAIT_S: same as above
+                load.commit_ms.append((committed - due) * 1000)
             load.errors.append(f"{kind}: {answer.status_code} {answer.text[:120]}")
             self.free.append(Message())  # start over with a fresh message
             return
@@ -176,7 +181,12 @@ class Client:
             if i and i % int(rate * 10) == 0:
                 say(f"commands {rate:g}/s", "requests started", i, total)
         if tasks:
+            # Bounded: what has not answered a minute after the last start is cancelled and
+            # counted as an error (its time so far as its latency).
             await asyncio.wait(tasks, timeout=60)
+            for task in list(tasks):
+                task.cancel()
+                load.errors.append("cancelled: no answer 60 s after the last request started")
         return load
 
 
