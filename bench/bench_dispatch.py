@@ -199,9 +199,14 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
         for k in range(n // 10_000 + 2):
             await stack.tick(at + timedelta(seconds=k))
 
+        shown = [time.monotonic()]
+
         async def all_sends() -> bool:
             await asyncio.sleep(0.1)
             done = await ends.of(stack.topics.sends, partition) - base
+            if time.monotonic() - shown[0] > 10:
+                say(name, "send records committed", done, n)
+                shown[0] = time.monotonic()
             return done >= n + 1
 
         await stack.wait_for("every send record", all_sends, within=1200)
