@@ -442,9 +442,9 @@ def main() -> int:
                 for name, unit in names.items():
                     run.figures[name] = failed(unit, f"not run: past BENCH_DEADLINE {deadline}")
                 run.errors += 1
-                continue
-            say("bench", f"group {number}/{len(plan)}: {group}")
-            run.guard(group, names, body)
+            else:
+                say("bench", f"group {number}/{len(plan)}: {group}")
+                run.guard(group, names, body)
             # Written after every group: a run cut short still leaves what it measured.
             machine["load_at_end"] = list(os.getloadavg())
             doc = results.document(
