@@ -1,477 +1,300 @@
-"""Issues 5 and 12: figures on the real Kafka, Postgres and SMTP sink (docs/delivery.md).
+"""Delivery throughput beside the plain SMTP client and the sink's own ceiling; pause reaction;
+the delivery worker's recovery. On the real Kafka, Postgres and SMTP sink.
 
-    make bench        # or: scripts/with_env.sh .venv/bin/python -m bench.bench_delivery
-
-1. **release**: a 1,000,000-recipient message released to committed send records by the real
-   processor, against aiokafka's transactional producer alone writing the same records (same
-   values, key, partition, producer settings, 10,000 per transaction) to the same broker. The
-   processor runs without its clock; the bench writes the ticks one simulated second apart, all
-   at once, so the figure is the processor's speed, not the release rate's (10,000/s at most per
-   message by design, docs/core.md).
-2. **pause**: a message sending at 1,000 mails/s (release rate and worker rate); a pause is
-   accepted; how long until the last mail reaches the sink, and how many arrive after it.
-3. **restart**: the dispatcher SIGKILLed while releasing and restarted at once under the same
-   static-membership id: how long until it releases again; the same for the delivery worker
-   (until a mail reaches the sink again).
-4. **restart of a large partition**: the dispatcher SIGKILLed and restarted while its partition
-   holds a message of 1,000,000 recipients: how long until it owns the partition again (the
-   rebuild reads and folds the partition's whole history).
-5. **fence** (issue 12): with the DEFAULT plan and the worker at its top rate, a pause and, on
-   another message, a cancel: mails that reach the sink after the command was committed (a
-   read_committed reader sees its event: then the API can answer) and after its event was
-   written, and the time to the last one (target: at most the pool size, within 0.5 s); and
-   the delivery throughput with the default in-flight window against none (the default before
-   issue 12; target: within 10 %).
+1. **delivery**: a message of N recipients (make bench: 50,000) is released completely first
+   (no worker running), then the real delivery worker (`python -m services.dispatcher.delivery`,
+   `SMTP_POOL_SIZE` connections, its rate limit lifted) delivers it. Rate = mails between the
+   first and the last arrival at the sink (the sink's own receive times) per second.
+   **Ceiling**: a plain aiosmtplib client, the same pool size (one `aiosmtplib.SMTP` per
+   connection, each sending from a shared queue with `sendmail`), sends the same mails (rendered
+   beforehand by the same `compose`) to the same sink, measured the same way. **Sink ceiling**:
+   the plain client with four times the connections: what the sink accepts at most.
+2. **pause reaction**: a message sending at the highest rate the machine reached in 1 (release
+   rate and worker rate set to it); a pause is requested: how long from the request until the
+   last mail reaches the sink, and how many mails arrive after the pause was accepted (the record
+   time of its `MessagePaused`). With and without a `max_in_flight` window (one second of
+   sending).
+3. **recovery of the delivery worker**: during 2, the worker is SIGKILLed and restarted at once:
+   time from the SIGKILL to the next mail at the sink.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
-import statistics
-import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+import aiosmtplib
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from core import MessageState, send_id
-from schemas import (
-    AddRecipients,
-    CancelMessage,
-    Contact,
-    CreateDraft,
-    DeliveryPlan,
-    PauseMessage,
-    ResumeMessage,
-    ScheduleMessage,
-)
-from schemas.sends import send_records_json
+from bench.bench_dispatch import audience, lso
+from bench.cpu import Meter, pidfile
+from bench.harness.delivery import DeliveryStack
+from bench.harness.kafka import kafka_options
+from bench.harness.processor import ids, record
+from bench.progress import say
+from core import send_id
+from schemas import DeliveryPlan, PauseMessage
+from services.dispatcher.delivery.mail import Mail, compose
 from services.dispatcher.processor import key_of, partition_of
-from tests.integration.delivery_harness import DeliveryStack
-from tests.integration.kafka_env import kafka_options
-from tests.integration.processor_harness import ids, record
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-DATABASE = os.environ.get("DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl")
-SMTP = (os.environ.get("SMTP_HOST", "127.0.0.1"), int(os.environ.get("SMTP_PORT", "10025")))
-SINK = os.environ.get("SMTP_SINK_URL", "http://127.0.0.1:18025")
-CHUNK = 10_000
+Server = tuple[str, str, tuple[str, int], str]  # bootstrap, database, smtp, sink
 
 
-def _stack(tmp: Path) -> DeliveryStack:
-    return DeliveryStack(BOOTSTRAP, DATABASE, SMTP, SINK, tmp)
+def _rate(arrivals: list[datetime]) -> float | None:
+    if len(arrivals) < 2:
+        return None
+    span = (max(arrivals) - min(arrivals)).total_seconds()
+    return (len(arrivals) - 1) / span if span > 0 else None
 
 
-def _audience(n: int) -> tuple[Contact, ...]:
-    return tuple(
-        Contact(contact_id=f"b{i}", email=f"b{i}@example.org", attributes={"first_name": f"N{i}"})
-        for i in range(n)
-    )
+async def plain_client(
+    smtp: tuple[str, int], mails: list[Mail], connections: int
+) -> tuple[float, int]:
+    """Send `mails` with `connections` plain aiosmtplib clients; (wall seconds, refused)."""
+    queue: asyncio.Queue[Mail] = asyncio.Queue()
+    for mail in mails:
+        queue.put_nowait(mail)
+    refused = 0
+
+    async def one() -> None:
+        nonlocal refused
+        client = aiosmtplib.SMTP(hostname=smtp[0], port=smtp[1], timeout=30, start_tls=False)
+        await client.connect()
+        try:
+            while True:
+                try:
+                    mail = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    await client.sendmail(mail.mail_from, [mail.rcpt_to], mail.data)
+                except aiosmtplib.SMTPException:
+                    refused += 1
+        finally:
+            client.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return time.perf_counter() - started, refused
 
 
-async def _lso(topic: str, partition: int) -> int:
-    consumer = AIOKafkaConsumer(
-        **kafka_options(BOOTSTRAP),
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        return int((await consumer.end_offsets([tp]))[tp])
-    finally:
-        await consumer.stop()
+async def _arrivals(stack: DeliveryStack, sender: str, after: int = 0) -> list[datetime]:
+    return [at for _, at in await _rows(stack, sender, after)]
 
 
-async def _first_event(
-    topic: str, partition: int, start: int, event_type: bytes
-) -> tuple[float, float]:
-    """The first event of `event_type` committed at or after `start`: its record timestamp (when
-    the processor wrote it) and when a read_committed reader saw it (after its commit)."""
-    consumer = AIOKafkaConsumer(
-        **kafka_options(BOOTSTRAP),
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        while True:
-            batches = await consumer.getmany(tp, timeout_ms=500)
-            for record in batches.get(tp, []):
-                if ("type", event_type) in list(record.headers):
-                    return float(record.timestamp) / 1000, time.time()
-    finally:
-        await consumer.stop()
+async def _rows(stack: DeliveryStack, sender: str, after: int = 0) -> list[tuple[int, datetime]]:
+    """(sink id, receive time) of every mail from `sender` after sink id `after`."""
+    assert stack.http is not None
+    found: list[tuple[int, datetime]] = []
+    while True:
+        response = await stack.http.get(
+            "/deliveries", params={"mail_from": sender, "after": after, "limit": 50_000}
+        )
+        response.raise_for_status()
+        page: list[Any] = response.json()
+        if not page:
+            return found
+        found.extend((int(row[0]), datetime.fromisoformat(row[3])) for row in page)
+        after = page[-1][0]
 
 
-async def release(recipients: int, tmp: Path) -> None:
-    stack = _stack(tmp)
+async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) -> dict[str, Any]:
+    name = f"delivery {n:,}"
+    tmp = tmp / "delivery"
+    tmp.mkdir(parents=True, exist_ok=True)
+    stack = DeliveryStack(*server, tmp)
     await stack.start()
     try:
         message = ids()
         partition = partition_of(key_of(message), stack.settings.kafka_partitions)
-        audience = _audience(recipients)
-        at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        people = audience(n)
+        stack.spawn_dispatcher(TICK_INTERVAL_S="0.2")
+        base = await lso(stack.bootstrap, stack.topics.sends, partition)
+        say(name, "releasing every send (no worker yet)")
+        await stack.send_now(message, people, DeliveryPlan(release_rate=10_000))
 
-        # Baseline: the producer alone, the same records, already serialized.
-        values = list(
-            send_records_json(
+        async def released() -> bool:
+            await asyncio.sleep(0.2)
+            return await lso(stack.bootstrap, stack.topics.sends, partition) - base >= n
+
+        await stack.wait_for("every send record", released, within=600)
+        say(name, f"the delivery worker, pool {pool}")
+        worker = stack.spawn_delivery(DELIVERY_RATE="1000000", SMTP_POOL_SIZE=str(pool))
+        sink_pid = pidfile("smtp_sink")
+        meter = Meter({"worker": worker.pid, "sink": sink_pid, "kafka": pidfile("kafka")})
+        meter.start()
+        last = [0, time.monotonic()]
+
+        async def delivered() -> bool:
+            await asyncio.sleep(0.5)
+            count = await stack.delivered_count(message)
+            if time.monotonic() - last[1] > 10:
+                say(name, "worker delivering", count, n)
+                last[1] = time.monotonic()
+            return count >= n
+
+        await stack.wait_for("every mail delivered", delivered, within=1800)
+        worker_cpu = Meter.per_item_ms(meter.stop(), n)
+        worker_arrivals = await _arrivals(stack, stack.sender)
+        worker_rate = _rate(worker_arrivals)
+
+        # The same mails from the plain client (its own sender, so the sink tells them apart).
+        plain_sender = f"plain@{stack.settings.topic_prefix}.test"
+        content = stack.content.model_copy(update={"from_address": plain_sender})
+        mails = [
+            compose(
+                send_id=send_id(message, c.contact_id),
                 message_id=message,
-                account_id="acct-a",
-                released_at=at.isoformat(),
-                release_sequence=1,
-                sends=(
-                    (str(send_id(message, c.contact_id)), c.model_dump_json()) for c in audience
-                ),
+                content=content,
+                contact=c,
+                domain=stack.settings.topic_prefix + ".test",
             )
-        )
-        producer = AIOKafkaProducer(
-            **kafka_options(BOOTSTRAP),
-            transactional_id=f"{stack.settings.topic_prefix}-baseline",
-            max_request_size=stack.settings.max_record_bytes,
-        )
-        await producer.start()
-        key = key_of(message)
-        started = time.perf_counter()
-        for i in range(0, len(values), CHUNK):
-            async with producer.transaction():
-                for value in values[i : i + CHUNK]:
-                    await producer.send(
-                        stack.topics.dead_letter,
-                        value=value,
-                        key=key,
-                        partition=partition,
-                        headers=[("type", b"Send")],
-                    )
-        baseline_s = time.perf_counter() - started
-        await producer.stop()
-        del values
-
-        stack.spawn_dispatcher(CLOCK_ENABLED="false")
-        await stack.decide(
-            record(
-                CreateDraft(
-                    command_id=ids(),
-                    message_id=message,
-                    content=stack.content,
-                    plan=DeliveryPlan(release_rate=10_000),
-                ),
-                at=at - timedelta(hours=1),
-            )
-        )
-        adds = [
-            record(
-                AddRecipients(
-                    command_id=ids(), message_id=message, contacts=audience[i : i + CHUNK]
-                ),
-                at=at - timedelta(hours=1),
-            )
-            for i in range(0, recipients, CHUNK)
+            for c in people
         ]
-        await stack.publish(*adds)
-        await stack.result_of(adds[-1].command.command_id, within=600)
-        await stack.decide(
-            record(
-                ScheduleMessage(command_id=ids(), message_id=message, send_at=at),
-                at=at - timedelta(hours=1),
+        say(name, f"ceiling: plain aiosmtplib, {pool} connections, {n:,} mails")
+        meter = Meter({"bench (plain client)": os.getpid(), "sink": sink_pid})
+        meter.start()
+        plain_s, refused = await plain_client(stack.smtp, mails, pool)
+        plain_cpu = Meter.per_item_ms(meter.stop(), n)
+        plain_rate = _rate(await _arrivals(stack, plain_sender))
+
+        sink_sender = f"sink@{stack.settings.topic_prefix}.test"
+        sink_content = stack.content.model_copy(update={"from_address": sink_sender})
+        sink_mails = [
+            compose(
+                send_id=send_id(message, c.contact_id),
+                message_id=message,
+                content=sink_content,
+                contact=c,
+                domain=stack.settings.topic_prefix + ".test",
             )
-        )
-        base = await _lso(stack.topics.sends, partition)
-        started = time.perf_counter()
-        for k in range(recipients // 10_000 + 2):
-            await stack.tick(at + timedelta(seconds=k))
-
-        async def all_sends() -> bool:
-            await asyncio.sleep(0.1)
-            return await _lso(stack.topics.sends, partition) - base >= recipients + 1
-
-        await stack.wait_for("every send record", all_sends, within=900)
-        processor_s = time.perf_counter() - started
-        print(
-            f"release  recipients={recipients:,} producer_alone={baseline_s:.1f}s "
-            f"({recipients / baseline_s:,.0f} records/s) processor={processor_s:.1f}s "
-            f"({recipients / processor_s:,.0f} sends/s) ratio={baseline_s / processor_s:.2f} "
-            "(target >= 0.50)",
-            flush=True,
-        )
+            for c in people[:sink_n]
+        ]
+        say(name, f"sink ceiling: plain aiosmtplib, {4 * pool} connections, {sink_n:,} mails")
+        sink_s, sink_refused = await plain_client(stack.smtp, sink_mails, 4 * pool)
+        sink_rate = _rate(await _arrivals(stack, sink_sender))
+        result = {
+            "mails": n,
+            "pool": pool,
+            "worker_rate": worker_rate,
+            "plain_rate": plain_rate,
+            "plain_wall_rate": n / plain_s,
+            "plain_refused": refused,
+            "cpu_ms_per_mail_worker_run": worker_cpu,
+            "cpu_ms_per_mail_plain_run": plain_cpu,
+            "load_avg": list(os.getloadavg()),
+            "sink_mails": sink_n,
+            "sink_connections": 4 * pool,
+            "sink_rate": sink_rate,
+            "sink_wall_rate": sink_n / sink_s,
+            "sink_refused": sink_refused,
+        }
+        say(name, f"done: {result}")
+        return result
     finally:
         await stack.close()
 
 
-async def pause_and_restart(rate: int, tick: float, in_flight: int | None, tmp: Path) -> None:
-    stack = _stack(tmp)
+async def _paused_at(stack: DeliveryStack, partition: int, start: int) -> float:
+    """The record time of the first MessagePaused committed at or after `start`."""
+    consumer = AIOKafkaConsumer(
+        **kafka_options(stack.bootstrap),
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(stack.topics.events, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(tp, timeout_ms=500)
+            for item in batches.get(tp, []):
+                if ("type", b"MessagePaused") in list(item.headers):
+                    return float(item.timestamp) / 1000
+        raise TimeoutError("no MessagePaused")
+    finally:
+        await consumer.stop()
+
+
+async def pause_reaction(
+    rate: int, in_flight: int | None, recipients: int, kills: int, tmp: Path, server: Server
+) -> dict[str, Any]:
+    name = f"pause max_in_flight={in_flight}"
+    tmp = tmp / f"pause-{in_flight}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    stack = DeliveryStack(*server, tmp)
     await stack.start()
     try:
-        dispatcher = stack.spawn_dispatcher(TICK_INTERVAL_S=str(tick))
+        stack.spawn_dispatcher(TICK_INTERVAL_S="0.2")
         worker = stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE="8")
         message = ids()
-        audience = _audience(60_000)
+        say(name, f"sending {recipients:,} at {rate}/s")
         await stack.send_now(
-            message, audience, DeliveryPlan(release_rate=rate, max_in_flight=in_flight)
+            message,
+            audience(recipients),
+            DeliveryPlan(release_rate=min(rate, 10_000), max_in_flight=in_flight),
         )
-        await stack.wait_delivered(message, 3000, within=120)
+        warm = min(recipients // 4, 3 * rate)
+        await stack.wait_delivered(message, warm, within=300)
+
+        recoveries = []
+        for k in range(kills):
+            say(name, f"recovery of the delivery worker {k + 1}/{kills}")
+            stack.kill(worker)
+            killed = time.perf_counter()
+            seen = await _rows(stack, stack.sender)
+            worker = stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE="8")
+
+            async def delivering(after: int = seen[-1][0] if seen else 0) -> bool:
+                await asyncio.sleep(0.05)
+                return bool(await _rows(stack, stack.sender, after))
+
+            await stack.wait_for("a mail after the worker restart", delivering, within=120)
+            recoveries.append(round(time.perf_counter() - killed, 3))
+
         first = await stack.delivered_count(message)
         t0 = time.perf_counter()
         await asyncio.sleep(5)
         achieved = (await stack.delivered_count(message) - first) / (time.perf_counter() - t0)
-
         partition = partition_of(key_of(message), stack.settings.kafka_partitions)
-        start = await _lso(stack.topics.events, partition)
-        before = time.time()
+        start = await lso(stack.bootstrap, stack.topics.events, partition)
+        say(name, f"pausing at {achieved:,.0f} mails/s")
+        requested = time.time()
         await stack.publish(record(PauseMessage(command_id=ids(), message_id=message)))
-        paused_at, _ = await _first_event(stack.topics.events, partition, start, b"MessagePaused")
-        paused = datetime.fromtimestamp(paused_at, UTC)
-        await asyncio.sleep(5)
-        arrivals = await stack.arrivals()
+        paused_ts = await _paused_at(stack, partition, start)
+        paused = datetime.fromtimestamp(paused_ts, UTC)
+
+        rows = await _rows(stack, stack.sender)
+        last = [rows[-1][0] if rows else 0, time.monotonic()]
+
+        async def quiet() -> bool:
+            # Settled: no new mail at the sink for 3 s (bounded by wait_for).
+            await asyncio.sleep(0.5)
+            new = await _rows(stack, stack.sender, last[0])
+            if new:
+                last[:] = [new[-1][0], time.monotonic()]
+            return time.monotonic() - last[1] > 3
+
+        await stack.wait_for("the sink to go quiet", quiet, within=300)
+        arrivals = await _arrivals(stack, stack.sender)
         after = [a for a in arrivals if a > paused]
-        last = max(arrivals)
-        print(
-            f"pause    rate={rate}/s tick={tick}s max_in_flight={in_flight} "
-            f"achieved={achieved:,.0f} mails/s "
-            f"decided={(paused_at - before) * 1000:.0f}ms "
-            f"last_mail_after_pause={(last - paused).total_seconds():.2f}s "
-            f"mails_after_pause={len(after)} (target <= 1.5s)",
-            flush=True,
-        )
-
-        await stack.decide(record(ResumeMessage(command_id=ids(), message_id=message)))
-        await stack.wait_delivered(message, len(arrivals) + 2000, within=120)
-        for _ in range(3):
-            start = await _lso(stack.topics.events, partition)
-            stack.kill(dispatcher)
-            killed_at = time.time()
-            dispatcher = stack.spawn_dispatcher(TICK_INTERVAL_S=str(tick))
-            written, seen = await _first_event(
-                stack.topics.events, partition, start, b"RecipientsReleased"
-            )
-            print(
-                f"restart  dispatcher released again {written - killed_at:.2f}s after SIGKILL "
-                f"(committed and read back after {seen - killed_at:.2f}s; target <= 5s)",
-                flush=True,
-            )
-        stack.kill(worker)
-        killed = time.perf_counter()
-        killed_at = datetime.now(UTC)
-        worker = stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE="8")
-
-        async def delivering() -> bool:
-            await asyncio.sleep(0.05)
-            return any(a > killed_at for a in await stack.arrivals())
-
-        await stack.wait_for("a mail after the worker restart", delivering, within=120)
-        print(
-            f"restart  delivery worker delivered again {time.perf_counter() - killed:.2f}s "
-            "after SIGKILL",
-            flush=True,
-        )
-        await stack.decide(record(PauseMessage(command_id=ids(), message_id=message)))
+        result = {
+            "rate_asked": rate,
+            "max_in_flight": in_flight,
+            "achieved_rate": round(achieved, 1),
+            "accepted_after_request_ms": round((paused_ts - requested) * 1000, 1),
+            "last_mail_after_request_s": round(max(0.0, max(arrivals).timestamp() - requested), 3),
+            "last_mail_after_pause_s": round(max(0.0, (max(arrivals) - paused).total_seconds()), 3),
+            "mails_after_pause": len(after),
+            "recovery_delivery_s": recoveries,
+        }
+        say(name, f"done: {result}")
+        return result
     finally:
         await stack.close()
-
-
-async def restart_large(recipients: int, tmp: Path) -> None:
-    """How long a restarted dispatcher takes to own a partition that holds one message of
-    `recipients` recipients (the rebuild folds the partition's whole history)."""
-    stack = _stack(tmp)
-    await stack.start()
-    try:
-        dispatcher = stack.spawn_dispatcher(CLOCK_ENABLED="false")
-        message = ids()
-        issued = datetime.now(UTC)
-        await stack.decide(
-            record(
-                CreateDraft(
-                    command_id=ids(), message_id=message, content=stack.content, plan=DeliveryPlan()
-                ),
-                at=issued,
-            )
-        )
-        audience = _audience(recipients)
-        adds = [
-            record(
-                AddRecipients(
-                    command_id=ids(), message_id=message, contacts=audience[i : i + CHUNK]
-                ),
-                at=issued,
-            )
-            for i in range(0, recipients, CHUNK)
-        ]
-        await stack.publish(*adds)
-        await stack.result_of(adds[-1].command.command_id, within=600)
-        stack.kill(dispatcher)
-        killed = time.perf_counter()
-        restarted = stack.spawn_dispatcher(CLOCK_ENABLED="false")
-        log = tmp / f"dispatcher-{stack.processes.index(restarted)}.log"
-        partition = partition_of(key_of(message), stack.settings.kafka_partitions)
-
-        async def taken() -> dict[str, object] | None:
-            await asyncio.sleep(0.2)
-            for line in log.read_text().splitlines() if log.exists() else []:
-                if '"partition taken"' in line:
-                    entry: dict[str, object] = json.loads(line)
-                    if entry.get("partition") == partition:
-                        return entry
-            return None
-
-        entry = await stack.wait_for("the partition taken", taken, within=600)
-        print(
-            f"restart  dispatcher owning a partition of {recipients:,} recipients: taken "
-            f"{time.perf_counter() - killed:.1f}s after SIGKILL (rebuild {entry['take_s']}s, "
-            f"{entry['events']} events)",
-            flush=True,
-        )
-    finally:
-        await stack.close()
-
-
-async def _throughput(stack: DeliveryStack, message: UUID, seconds: float = 8.0) -> float:
-    first = await stack.delivered_count(message)
-    t0 = time.perf_counter()
-    await asyncio.sleep(seconds)
-    return (await stack.delivered_count(message) - first) / (time.perf_counter() - t0)
-
-
-async def _stop_figures(
-    stack: DeliveryStack, message: UUID, command: PauseMessage | CancelMessage
-) -> str:
-    """Publish a pause or cancel; wait until every send released before it has an outcome or
-    came back (the worker returned it); then count the mails the sink got after it."""
-    partition = partition_of(key_of(message), stack.settings.kafka_partitions)
-    start = await _lso(stack.topics.events, partition)
-    kind = b"MessagePaused" if isinstance(command, PauseMessage) else b"MessageCanceled"
-    # A read_committed reader already waiting at the end of the events: the instant it sees the
-    # event is when the pause was committed, i.e. accepted (the API answers after that).
-    watcher = asyncio.create_task(_first_event(stack.topics.events, partition, start, kind))
-    await asyncio.sleep(1.0)  # the watcher is assigned and fetching
-    before = time.time()
-    await stack.publish(record(command))
-    written_at, accepted = await watcher
-
-    async def settled() -> MessageState | None:
-        await asyncio.sleep(0.5)
-        state = await stack.state(message)
-        return state if state.book.outstanding == 0 else None
-
-    state = await stack.wait_for("every release settled", settled, within=300)
-    arrivals = [a.timestamp() for a in await stack.arrivals()]
-    after_accepted = [a for a in arrivals if a > accepted]
-    after_written = [a for a in arrivals if a > written_at]
-    last = max(arrivals)
-    returned = sum(
-        len(e.contact_ids) for e in await stack.events_of(message) if e.type == "RecipientsReturned"
-    )
-    return (
-        f"committed_after={(accepted - before) * 1000:.0f}ms "
-        f"mails_after_accepted={len(after_accepted)} "
-        f"last_mail_after_accepted={last - accepted:+.3f}s "
-        f"(written: mails_after={len(after_written)} last={last - written_at:+.3f}s) "
-        f"returned={returned} pending_after={state.book.pending}"
-    )
-
-
-async def fence(
-    rate: int,
-    pool: int,
-    compare: list[int | None],
-    rounds: int,
-    tmp: Path,
-    skip_stops: bool = False,
-) -> None:
-    stack = _stack(tmp)
-    await stack.start()
-    try:
-        stack.spawn_dispatcher()
-        stack.spawn_delivery(DELIVERY_RATE=str(rate), SMTP_POOL_SIZE=str(pool))
-        default = DeliveryPlan()
-        stops = () if skip_stops else (("pause", PauseMessage), ("cancel", CancelMessage))
-        for label, command in stops:
-            message = ids()
-            await stack.send_now(message, _audience(40_000), default)
-            await stack.wait_delivered(message, 3000, within=120)
-            achieved = await _throughput(stack, message, 4.0)
-            figures = await _stop_figures(
-                stack, message, command(command_id=ids(), message_id=message)
-            )
-            print(
-                f"fence    {label:<6} plan=default (max_in_flight={default.max_in_flight}, "
-                f"release_rate={default.release_rate}) worker_rate={rate}/s pool={pool} "
-                f"achieved={achieved:,.0f} mails/s {figures} "
-                f"(target: <= {pool} mails, <= 0.5s)",
-                flush=True,
-            )
-            if label == "pause":
-                await stack.decide(record(CancelMessage(command_id=ids(), message_id=message)))
-        # Alternating rounds on fresh messages, the median per window: the machine is shared,
-        # and a single run of each says more about what else ran then than about the window.
-        rates: dict[str, list[float]] = {str(w): [] for w in compare}
-        for _ in range(rounds):
-            for window in compare:
-                message = ids()
-                await stack.send_now(message, _audience(20_000), DeliveryPlan(max_in_flight=window))
-                await stack.wait_delivered(message, 2000, within=120)
-                rates[str(window)].append(await _throughput(stack, message, 6.0))
-                await stack.decide(record(CancelMessage(command_id=ids(), message_id=message)))
-
-                async def settled(message: UUID = message) -> bool:
-                    await asyncio.sleep(0.5)
-                    return (await stack.state(message)).book.outstanding == 0
-
-                await stack.wait_for("the canceled message settled", settled, within=300)
-        medians = {k: statistics.median(v) for k, v in rates.items()}
-        base = medians.get("None")
-        shown = " ".join(
-            f"max_in_flight={k}: {medians[k]:,.0f} mails/s "
-            f"[{', '.join(f'{x:,.0f}' for x in v)}]"
-            + (f" ({medians[k] / base - 1:+.1%} against none)" if base and k != "None" else "")
-            for k, v in rates.items()
-        )
-        print(f"fence    throughput (median of {rounds}) {shown} (target: default within -10%)")
-    finally:
-        await stack.close()
-
-
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="bench.bench_delivery")
-    parser.add_argument("--recipients", type=int, default=1_000_000)
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--tick", type=float, default=1.0)
-    parser.add_argument("--in-flight", type=int, default=1000)
-    parser.add_argument("--large", type=int, default=1_000_000)
-    parser.add_argument("--pool", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--skip-stops", action="store_true", help="fence: throughput only")
-    parser.add_argument(
-        "--compare",
-        default=f"none,{DeliveryPlan().max_in_flight}",
-        help="max_in_flight values whose throughput the fence part measures (none: unbounded)",
-    )
-    parser.add_argument(
-        "--only", choices=("release", "pause", "fence", "restart-large"), default=None
-    )
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.only in (None, "release"):
-            asyncio.run(release(args.recipients, Path(tmp)))
-        if args.only in (None, "pause"):
-            asyncio.run(pause_and_restart(args.rate, args.tick, args.in_flight, Path(tmp)))
-        if args.only in (None, "fence"):
-            compare = [None if v == "none" else int(v) for v in args.compare.split(",")]
-            asyncio.run(
-                fence(args.rate, args.pool, compare, args.rounds, Path(tmp), args.skip_stops)
-            )
-        if args.only in (None, "restart-large"):
-            asyncio.run(restart_large(args.large, Path(tmp)))
-
-
-if __name__ == "__main__":
-    import sys
-
-    main(sys.argv[1:])

@@ -1,6 +1,6 @@
 """Projection catch-up benchmark on the real Kafka and Postgres (figures in docs/projections.md).
 
-    .venv/bin/python -m bench.bench_projections [--recipients 1000000] [--skip-full]
+    .venv/bin/python -m bench.bench_projections [--recipients 1000000] [--runs 3] [--full]
 
 Builds one message of N recipients with the core (services/projections/synthetic.py: added in
 chunks of 10,000, sent now, released at 10,000 per second of simulated clock, every recipient's
@@ -13,11 +13,14 @@ outcome recorded: 1 in 100 failed, the rest delivered) and produces its events t
   from Kafka into Postgres, with the worker's code path (read_committed reads, the pure view
   function, batches written with their offsets in one transaction each): timed from the first
   read to the last commit.
-* **full catch-up** (unless `--skip-full`): the in-process `ViewsWorker` (consumer group) brings
-  empty views up to date with the whole history, audience included: timed until its stored
-  offsets reach the topic's end.
+* **full catch-up** (with `--full`; not part of `make bench`): the in-process `ViewsWorker`
+  (consumer group) brings empty views up to date with the whole history, audience included:
+  timed until its stored offsets reach the topic's end.
 * **baseline**: a plain asyncpg `copy_records_to_table` of the same N recipient rows (the final
   rows, read back from the view) into an empty table of the same definition.
+
+The history is built and produced once; each of the `--runs` runs (make bench: 3, autovacuum
+left on) projects it into a fresh schema, times the send catch-up and one COPY.
 
 The issue's bar: the send catch-up runs at no less than a third of the baseline's rate.
 """
@@ -29,9 +32,12 @@ import asyncio
 import contextlib
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 
+from bench.harness.projections import end_offsets, produce, with_schema
+from bench.progress import say
 from schemas import Event, SendingStarted
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
@@ -40,7 +46,6 @@ from services.projections.consumer import LIVE, Partition, ViewsWorker
 from services.projections.store import create_schema, quote_ident
 from services.projections.synthetic import sends_history
 from services.projections.views import RECIPIENT_COLUMNS
-from tests.projections.live import end_offsets, produce, with_schema
 
 
 async def _drop(dsn: str, schema: str) -> None:
@@ -101,12 +106,17 @@ async def _baseline(dsn: str, schema: str, runs: int = 3) -> tuple[int, list[flo
         await conn.close()
 
 
-async def run(recipients: int, full: bool) -> None:
+async def run(recipients: int, full: bool, runs: int = 3) -> dict[str, Any]:
+    """Build and produce the history once; then `runs` times: a fresh schema, the audience
+    projected and vacuumed (not timed), the send catch-up timed, and one COPY of the same rows
+    (autovacuum left on throughout). Returns every run's figures."""
+    name = f"projections {recipients:,}"
     base = Settings()
     settings = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}"})
     topics = Topics(settings.topic_prefix)
     await ensure_topics(settings)
 
+    say(name, "building the history with the core and producing it")
     started = time.perf_counter()
     audience: list[Event] = []
     sends: list[Event] = []
@@ -118,51 +128,50 @@ async def run(recipients: int, full: bool) -> None:
     audience_end = await end_offsets(settings)
     await produce(settings, sends)
     produced = time.perf_counter() - started
-    print(
-        f"history: {recipients:,} recipients, {len(audience)} audience events and "
-        f"{len(sends)} send events; built with the core in {built:.1f}s, produced in "
-        f"{produced:.1f}s"
+    say(
+        name,
+        f"history: {len(audience)} audience events and {len(sends)} send events; built in "
+        f"{built:.1f}s, produced in {produced:.1f}s",
     )
     audience.clear()
     sends.clear()
 
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    await create_schema(settings.database_url, schema)
-    try:
-        parts: dict[int, Partition] = {}
-        started = time.perf_counter()
-        await rebuild(settings, schema, audience_end, partitions=parts)
-        print(f"audience projected (not timed below): {time.perf_counter() - started:.1f}s")
-        # The audience's 1,000,000 new rows trigger autovacuum (and the first reads set the
-        # rows' hint bits): part of the audience's cost, done here rather than during the timed
-        # send catch-up (in use, a send starts long after its audience was added).
-        started = time.perf_counter()
-        await _vacuum(settings.database_url, schema)
-        print(f"audience vacuumed (not timed below): {time.perf_counter() - started:.1f}s")
-        started = time.perf_counter()
-        await rebuild(settings, schema, partitions=parts)
-        send_s = time.perf_counter() - started
-        parts.clear()
-        rows, copy_times = await _baseline(settings.database_url, schema)
-        send_rate = recipients / send_s
-        copy_rate = rows / min(copy_times)
-        print(
-            f"send catch-up: {recipients:,} sends (release + outcome each) in {send_s:.1f}s = "
-            f"{send_rate:,.0f} sends/s"
-        )
-        print(
-            f"baseline COPY of the same {rows:,} rows, 3 runs: "
-            f"{', '.join(f'{t:.1f}s' for t in copy_times)}; fastest = {copy_rate:,.0f} rows/s"
-        )
-        print(
-            f"ratio: {send_rate / copy_rate:.2f} of the fastest COPY's rate "
-            f"({'meets' if send_rate * 3 >= copy_rate else 'MISSES'} the bar of 1/3)"
-        )
-    finally:
-        await _drop(settings.database_url, schema)
+    measured: list[dict[str, Any]] = []
+    for run_no in range(runs):
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        await create_schema(settings.database_url, schema)
+        try:
+            parts: dict[int, Partition] = {}
+            say(name, f"run {run_no + 1}/{runs}: projecting the audience (not timed)")
+            await rebuild(settings, schema, audience_end, partitions=parts)
+            # The audience's new rows trigger autovacuum (and the first reads set the rows' hint
+            # bits): part of the audience's cost, done here rather than during the timed send
+            # catch-up (in use, a send starts long after its audience was added).
+            await _vacuum(settings.database_url, schema)
+            say(name, f"run {run_no + 1}/{runs}: send catch-up")
+            started = time.perf_counter()
+            await rebuild(settings, schema, partitions=parts)
+            send_s = time.perf_counter() - started
+            parts.clear()
+            say(name, f"run {run_no + 1}/{runs}: baseline COPY")
+            rows, copy_times = await _baseline(settings.database_url, schema, runs=1)
+        finally:
+            await _drop(settings.database_url, schema)
+        one = {
+            "send_s": round(send_s, 3),
+            "value": round(recipients / send_s, 1),
+            "copy_s": round(copy_times[0], 3),
+            "ceiling": round(rows / copy_times[0], 1),
+            "ratio": round(copy_times[0] / send_s, 3),
+        }
+        say(name, f"run {run_no + 1}/{runs}: {one}")
+        measured.append(one)
+    if full:
+        measured.append({"full_catch_up_s": await _full(settings, topics, recipients)})
+    return {"recipients": recipients, "runs": measured}
 
-    if not full:
-        return
+
+async def _full(settings: Settings, topics: Topics, recipients: int) -> float:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     await create_schema(settings.database_url, schema)
     dsn = with_schema(settings.database_url, schema)
@@ -184,10 +193,8 @@ async def run(recipients: int, full: bool) -> None:
                 task.result()
             await asyncio.sleep(0.2)
         full_s = time.perf_counter() - started
-        print(
-            f"full catch-up by the worker (audience + sends, from empty views): {full_s:.1f}s = "
-            f"{recipients / full_s:,.0f} recipients/s ({worker.batches} transactions)"
-        )
+        say("projections", f"full catch-up by the worker: {full_s:.1f}s")
+        return round(full_s, 3)
     finally:
         stop.set()
         with contextlib.suppress(Exception):
@@ -198,9 +205,10 @@ async def run(recipients: int, full: bool) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_projections")
     parser.add_argument("--recipients", type=int, default=1_000_000)
-    parser.add_argument("--skip-full", action="store_true", help="skip the full catch-up")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--full", action="store_true", help="also the worker's full catch-up")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.recipients, not args.skip_full))
+    print(asyncio.run(run(args.recipients, args.full, args.runs)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.delivery_harness import DeliveryStack
+from bench.harness.delivery import DeliveryStack
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,7 @@ async def delivery_stack(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[DeliveryStack]:
-    """The sending path on topics of the test's own (tests/integration/delivery_harness.py);
+    """The sending path on topics of the test's own (bench/harness/delivery.py);
     the test spawns the processes it needs. A module that sets `SIMULATED_TIME = True` gets a
     CreateTime commands topic whose records carry their issued_at (processor_harness.Stack)."""
     stack = DeliveryStack(

@@ -1,21 +1,16 @@
-"""The connection options of a test's Kafka client: `client_options` (services/common/kafka.py)
-for a given bootstrap address, logged in as the environment says (scripts/with_env.sh exports the
-admin principal for the broker the scripts run)."""
+"""Kafka credentials for tests: the connection options of a client (`kafka_options`, shared with
+bench/ in bench/harness/kafka.py) and the dev passwords of the service principals."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
-from services.common.kafka import client_options
-from services.common.settings import Settings
+from bench.harness.kafka import kafka_options
+
+__all__ = ["kafka_options", "service_password"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def kafka_options(bootstrap: str) -> dict[str, Any]:
-    return client_options(Settings(kafka_bootstrap_servers=bootstrap))
 
 
 def service_password(name: str) -> str:

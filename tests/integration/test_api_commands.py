@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.harness.processor import REPO_ROOT, Stack
 from core import fold
 from schemas import MAX_CHUNK, Event, MessageScheduled
 from services.commands.app import create_app
 from services.common.settings import Settings
-from tests.integration.processor_harness import REPO_ROOT, Stack
 
 CONTENT = {"name": "News", "from_address": "news@example.org", "subject": "Hi", "body": "Hello"}
 CONTACTS = [{"contact_id": f"c{i}", "email": f"c{i}@example.org"} for i in range(3)]

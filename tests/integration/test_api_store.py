@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bench.harness.processor import REPO_ROOT
 from services.commands.store import PostgresStore
-from tests.integration.processor_harness import REPO_ROOT
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from bench.harness.processor import CONTENT, Stack, ids, record
 from schemas import CreateDraft, ScheduleMessage
 from services.common.kafka import client_options
 from services.common.topics import TIMESTAMP_TYPE
-from tests.integration.processor_harness import CONTENT, Stack, ids, record
 
 TWO_DAYS_AGO = timedelta(days=-2)
 

@@ -7,6 +7,8 @@ from collections import Counter
 
 import pytest
 
+from bench.harness.delivery import DeliveryStack
+from bench.harness.processor import ids
 from core import MessageStatus, RecipientStatus, send_id
 from schemas import (
     Contact,
@@ -14,8 +16,6 @@ from schemas import (
     RecipientsDelivered,
     RecipientsFailed,
 )
-from tests.integration.delivery_harness import DeliveryStack
-from tests.integration.processor_harness import ids
 
 
 @pytest.fixture

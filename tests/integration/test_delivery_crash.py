@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.delivery import DeliveryStack, read_topic, released
+from bench.harness.processor import ids, record
 from core import MessageStatus, RecipientStatus
 from schemas import (
     Contact,
@@ -19,8 +21,6 @@ from schemas import (
     ResumeMessage,
 )
 from services.dispatcher.delivery.worker import CLAIM_CHUNK
-from tests.integration.delivery_harness import DeliveryStack, read_topic, released
-from tests.integration.processor_harness import ids, record
 
 RECIPIENTS = 20_000
 

@@ -18,11 +18,11 @@ from uuid import UUID
 
 import pytest
 
+from bench.harness.delivery import DeliveryStack, released
+from bench.harness.processor import ids, record
 from core import MessageState, MessageStatus, RecipientStatus
 from schemas import CancelMessage, Contact, DeliveryPlan, PauseMessage, ResumeMessage
 from services.dispatcher.delivery.worker import CLAIM_CHUNK
-from tests.integration.delivery_harness import DeliveryStack, released
-from tests.integration.processor_harness import ids, record
 from tests.projections.tables import project
 
 RECIPIENTS = 24_000

@@ -15,6 +15,9 @@ from uuid import UUID, uuid5
 import httpx
 import pytest
 
+from bench.harness.delivery import DeliveryStack
+from bench.harness.processor import OPERATOR, STRANGER, free_port, ids, record
+from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
 from core import MessageStatus, RecipientStatus, send_id
 from schemas import (
     Actor,
@@ -36,9 +39,6 @@ from services.dispatcher.processor import key_of, partition_of
 from services.projections.reader import PostgresViews
 from services.smtp_sink.app import SinkRuntime
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
-from tests.integration.delivery_harness import DeliveryStack
-from tests.integration.processor_harness import OPERATOR, STRANGER, free_port, ids, record
-from tests.projections.live import drop_schema, new_schema, spawn_projections, with_schema
 
 ZOE = "zoë@bücher.example"
 

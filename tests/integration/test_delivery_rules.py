@@ -15,6 +15,8 @@ from uuid import UUID
 
 import pytest
 
+from bench.harness.delivery import DeliveryStack, released
+from bench.harness.processor import ids, record
 from core import MessageState, MessageStatus, RecipientStatus
 from schemas import (
     AddRecipients,
@@ -32,8 +34,6 @@ from schemas import (
     ScheduleMessage,
     Throttle,
 )
-from tests.integration.delivery_harness import DeliveryStack, released
-from tests.integration.processor_harness import ids, record
 
 # Tomorrow, midnight UTC: late November, so no zone of the scenario changes its offset.
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)

@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
+from bench.harness.processor import CONTENT, Stack, free_port, ids, record
 from schemas import Actor, CreateDraft, RecordDeliveryOutcomes
 from schemas.wire import CommandRecord, CommandResult
 from services.commands.integrators import create, grant, revoke
@@ -34,7 +35,6 @@ from services.common.kafka_admin import (
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.reading import read_range
 from tests.integration.kafka_env import service_password
-from tests.integration.processor_harness import CONTENT, Stack, free_port, ids, record
 
 GRANTED = "acct-a"
 

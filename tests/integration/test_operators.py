@@ -12,8 +12,8 @@ import uuid
 import asyncpg
 import pytest
 
+from bench.harness.processor import REPO_ROOT
 from services.web.sessions import UiStore, token_hash
-from tests.integration.processor_harness import REPO_ROOT
 
 PASSWORD = "a long enough password"
 

@@ -13,6 +13,16 @@ from uuid import UUID
 
 import pytest
 
+from bench.harness.processor import (
+    CONTENT,
+    STRANGER,
+    Stack,
+    assert_one_history,
+    by_message,
+    contacts,
+    ids,
+    record,
+)
 from core import fold
 from schemas import (
     AddRecipients,
@@ -28,16 +38,6 @@ from schemas import (
     SendingStarted,
 )
 from schemas.wire import CommandResult
-from tests.integration.processor_harness import (
-    CONTENT,
-    STRANGER,
-    Stack,
-    assert_one_history,
-    by_message,
-    contacts,
-    ids,
-    record,
-)
 
 
 def create(message: UUID) -> CreateDraft:

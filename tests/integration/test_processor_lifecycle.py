@@ -14,6 +14,16 @@ from typing import Any
 
 import pytest
 
+from bench.harness.processor import (
+    CONTENT,
+    Stack,
+    assert_one_history,
+    by_message,
+    contacts,
+    free_port,
+    ids,
+    record,
+)
 from core import fold
 from schemas import (
     AddRecipients,
@@ -31,16 +41,6 @@ from schemas import (
     UnscheduleMessage,
 )
 from schemas.base import CommandBase
-from tests.integration.processor_harness import (
-    CONTENT,
-    Stack,
-    assert_one_history,
-    by_message,
-    contacts,
-    free_port,
-    ids,
-    record,
-)
 
 
 @pytest.fixture

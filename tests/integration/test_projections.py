@@ -23,6 +23,26 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.harness.processor import (
+    CONTENT,
+    REPO_ROOT,
+    STRANGER,
+    Stack,
+    contacts,
+    free_port,
+    ids,
+    record,
+)
+from bench.harness.projections import (
+    compare_with_rebuild,
+    drop_schema,
+    new_schema,
+    produce,
+    spawn_projections,
+    stored_offsets,
+    wait_caught_up,
+    with_schema,
+)
 from core import RecipientStatus, fold
 from schemas import (
     Actor,
@@ -43,26 +63,6 @@ from services.common.settings import Settings
 from services.projections.reader import PostgresViews
 from services.projections.synthetic import sends_history
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
-from tests.integration.processor_harness import (
-    CONTENT,
-    REPO_ROOT,
-    STRANGER,
-    Stack,
-    contacts,
-    free_port,
-    ids,
-    record,
-)
-from tests.projections.live import (
-    compare_with_rebuild,
-    drop_schema,
-    new_schema,
-    produce,
-    spawn_projections,
-    stored_offsets,
-    wait_caught_up,
-    with_schema,
-)
 
 DELIVERY = Actor(kind="service", account_id="acct-a", service="delivery")
 

@@ -22,10 +22,8 @@ import asyncpg
 import httpx
 import pytest
 
-from schemas import Event
-from services.projections.synthetic import Simulator
-from tests.integration.processor_harness import REPO_ROOT, Stack, free_port
-from tests.projections.live import (
+from bench.harness.processor import REPO_ROOT, Stack, free_port
+from bench.harness.projections import (
     compare_with_rebuild,
     drop_schema,
     new_schema,
@@ -35,6 +33,8 @@ from tests.projections.live import (
     wait_caught_up,
     with_schema,
 )
+from schemas import Event
+from services.projections.synthetic import Simulator
 from tests.projections.poison import OTHER, poisoned_history
 
 

@@ -25,9 +25,9 @@ import pytest_asyncio
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from tests.integration.delivery_harness import DeliveryStack
-from tests.integration.processor_harness import REPO_ROOT, free_port
-from tests.projections.live import drop_schema, new_schema, spawn_projections, with_schema
+from bench.harness.delivery import DeliveryStack
+from bench.harness.processor import REPO_ROOT, free_port
+from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = [

@@ -21,6 +21,8 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.harness.kafka import kafka_options
+from bench.harness.processor import Stack, record
 from core import MessageState, MessageStatus, fold
 from schemas import (
     MAX_CHUNK,
@@ -37,8 +39,6 @@ from schemas import (
 )
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.dispatcher.clock import TICK_KEY
-from tests.integration.kafka_env import kafka_options
-from tests.integration.processor_harness import Stack, record
 
 
 class DeliveryStack(Stack):

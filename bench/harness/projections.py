@@ -14,13 +14,13 @@ from urllib.parse import quote
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.harness.processor import REPO_ROOT, Stack, free_port
 from schemas import Event, encode
 from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.projections.audit import Comparison, compare
 from services.projections.consumer import LIVE
 from services.projections.store import create_schema, quote_ident
-from tests.integration.processor_harness import REPO_ROOT, Stack, free_port
 
 
 def with_schema(database_url: str, schema: str) -> str:

@@ -1,6 +1,6 @@
 """Throughput and rebuild time of the processor on the real Kafka (figures in docs/dispatcher.md).
 
-    .venv/bin/python -m services.dispatcher.bench --messages 200 --adds 9 --contacts 10
+    .venv/bin/python -m bench.bench_processor --messages 200 --adds 9 --contacts 10
 
 Creates topics under a fresh prefix, starts `python -m services.dispatcher` as a subprocess,
 waits until it owns every partition, publishes `messages * (1 + adds)` commands (a CreateDraft
@@ -108,7 +108,7 @@ async def _count_results(settings: Settings, expected: int, within: float = 600)
         await consumer.stop()
 
 
-async def bench(messages: int, adds: int, contacts: int) -> None:
+async def bench(messages: int, adds: int, contacts: int) -> dict[str, Any]:
     settings = Settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
     await ensure_topics(settings)
     records: list[CommandRecord] = []
@@ -188,16 +188,24 @@ async def bench(messages: int, adds: int, contacts: int) -> None:
         f"({each})"
     )
     print(f"logs: {workdir}")
+    return {
+        "commands": len(records),
+        "shape": f"{messages} messages, {adds} adds of {contacts} contacts",
+        "decided_in_s": round(elapsed, 3),
+        "commands_per_s": round(len(records) / elapsed, 1),
+        "restart_owning_all_s": round(ready, 3),
+        "rebuild_s": round(take_s, 3),
+    }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--adds", type=int, default=9)
     parser.add_argument("--contacts", type=int, default=10)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     asyncio.run(bench(args.messages, args.adds, args.contacts))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
