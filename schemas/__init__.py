@@ -1,5 +1,6 @@
 """Versioned schemas of every command, event and tick of the batch-message service."""
 
+from schemas.audience import AudienceReport, RefusedContact
 from schemas.base import MAX_CHUNK, Actor, CommandBase, EventBase, Record
 from schemas.codec import (
     UPCASTERS,
@@ -66,6 +67,7 @@ __all__ = [
     "UPCASTERS",
     "Actor",
     "AddRecipients",
+    "AudienceReport",
     "BatchStarted",
     "CancelMessage",
     "Command",
@@ -103,6 +105,7 @@ __all__ = [
     "RecipientsSkipped",
     "Record",
     "RecordDeliveryOutcomes",
+    "RefusedContact",
     "RemoveRecipients",
     "ResumeMessage",
     "ScheduleMessage",

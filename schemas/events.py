@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field, NaiveDatetime
 
+from schemas.audience import AudienceReport
 from schemas.base import MAX_CHUNK, EventBase
 from schemas.values import (
     Contact,
@@ -154,11 +155,17 @@ class MessageCopied(EventBase):
 
 
 class RecipientsAdded(EventBase):
-    """Contacts joined the audience (pending, or excluded if they match the exclusion list)."""
+    """Contacts joined the audience (pending, or excluded if they match the exclusion list), or,
+    already pending, now carry new data.
+
+    ``report`` (absent from events written before it existed) says what the chunk did to each
+    contact id it named, so a replay answers as the live command did (see schemas.audience).
+    """
 
     type: Literal["RecipientsAdded"] = "RecipientsAdded"
     schema_version: Literal[1] = 1
     contacts: tuple[Contact, ...] = Field(min_length=1, max_length=MAX_CHUNK)
+    report: AudienceReport | None = None
 
 
 class RecipientsRemoved(EventBase):

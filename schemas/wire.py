@@ -10,6 +10,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field, TypeAdapter
 
+from schemas.audience import AudienceReport
 from schemas.base import Actor, Record
 from schemas.commands import Command
 from schemas.events import Event
@@ -105,6 +106,9 @@ class CommandResult(Record):
     )
     events: tuple[EventRef, ...] = ()
     rejection: Rejection | None = None
+    audience: AudienceReport | None = Field(
+        default=None, description="add/remove recipients: what the chunk did to each contact"
+    )
 
 
 class DeadLetter(Record):

@@ -162,7 +162,9 @@ _ENVELOPE = {
 # Per-contact lists are not repeated in the history view (the recipients view holds each
 # contact's state; the full records are exported from the log by the CLI): their size is.
 _LISTS = ("contacts", "contact_ids", "failures", "addresses")
-_EXCLUDED = _ENVELOPE | set(_LISTS)
+# A chunk's report (schemas.audience) lists up to a chunk of ids per outcome: the history keeps
+# its counts; the ids stay on the event.
+_EXCLUDED = _ENVELOPE | set(_LISTS) | {"report"}
 
 _REASONED = frozenset({RecipientStatus.FAILED, RecipientStatus.SKIPPED})
 
@@ -235,6 +237,9 @@ def history_row(event: Event) -> tuple[Any, ...]:
         items = getattr(event, name, None)
         if items is not None:
             detail[f"{name}_count"] = len(items)
+    report = getattr(event, "report", None)
+    if report is not None:
+        detail["report"] = {k: len(v) for k, v in report if v}
     actor = event.actor
     actor_fields = (actor.account_id, actor.user_id, actor.service)
     for field_name, value in zip(("account_id", "user_id", "service"), actor_fields, strict=True):
@@ -529,6 +534,7 @@ def _entries(state: MessageState | None, ids: Sequence[str]) -> list[Entry | Non
 
 
 _REMOVED = RecipientStatus.REMOVED
+_PENDING = RecipientStatus.PENDING
 
 
 def _record(
@@ -560,7 +566,8 @@ def _record(
             if entry is None:
                 continue
         now = entry.status
-        joined = added and (was is None or was is _REMOVED)
+        # A pending contact named by an add was updated (core.audience): its row is rewritten.
+        joined = added and (was is None or was is _REMOVED or was is _PENDING)
         if not joined and now is was:
             continue  # the fold ignored it (e.g. an outcome for a contact not waiting for one)
         patch = patches.get(cid)
