@@ -61,6 +61,8 @@ from schemas import (
     RemoveRecipients,
     ResumeMessage,
     ScheduleMessage,
+    SendTestMessage,
+    TestSendRequested,
     UnscheduleMessage,
 )
 
@@ -374,6 +376,31 @@ def _outcomes(
     return events
 
 
+#: A test send is of the message as it stands before the real send: draft or scheduled.
+_TESTABLE = frozenset({MessageStatus.DRAFT, MessageStatus.SCHEDULED})
+
+
+def _test_send(
+    command: SendTestMessage, state: MessageState, ctx: Context, emit: Emitter
+) -> list[Event]:
+    """A draft or scheduled message can be sent as a test to a few addresses (the shell checks
+    them against the account's allowed list); recorded in the history with who asked, never
+    among the recipients. A contact named for its merge data must be in the audience."""
+    if state.status not in _TESTABLE:
+        raise _refuse(command, state)
+    if command.contact_id is not None and command.contact_id not in state.book.entries:
+        raise InvalidCommandError("contact_id", "the contact is not in the audience")
+    addresses = tuple(dict.fromkeys(a.strip() for a in command.addresses))
+    return [
+        emit(
+            TestSendRequested,
+            addresses=addresses,
+            contact_id=command.contact_id,
+            status=state.status.value,
+        )
+    ]
+
+
 _Handler = Callable[[Any, MessageState, Context, Emitter], list[Event]]
 
 _HANDLERS: dict[str, _Handler] = {
@@ -388,4 +415,5 @@ _HANDLERS: dict[str, _Handler] = {
     "AddRecipients": _add,
     "RemoveRecipients": _remove,
     "RecordDeliveryOutcomes": _outcomes,
+    "SendTestMessage": _test_send,
 }

@@ -23,6 +23,7 @@ from schemas.commands import (
     RemoveRecipients,
     ResumeMessage,
     ScheduleMessage,
+    SendTestMessage,
     UnscheduleMessage,
 )
 from schemas.events import (
@@ -47,6 +48,7 @@ from schemas.events import (
     RecipientsRemoved,
     RecipientsSkipped,
     SendingStarted,
+    TestSendRequested,
 )
 from schemas.ticks import Tick
 from schemas.values import (
@@ -109,7 +111,9 @@ __all__ = [
     "RemoveRecipients",
     "ResumeMessage",
     "ScheduleMessage",
+    "SendTestMessage",
     "SendingStarted",
+    "TestSendRequested",
     "SkipReason",
     "Throttle",
     "Tick",

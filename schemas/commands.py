@@ -13,7 +13,14 @@ from uuid import UUID
 from pydantic import AwareDatetime, Field, NaiveDatetime, model_validator
 
 from schemas.base import MAX_CHUNK, CommandBase
-from schemas.values import Contact, ContactId, Content, DeliveryPlan, FailedRecipient
+from schemas.values import (
+    Contact,
+    ContactId,
+    Content,
+    DeliveryPlan,
+    EmailAddress,
+    FailedRecipient,
+)
 
 __all__ = [
     "AddRecipients",
@@ -28,6 +35,7 @@ __all__ = [
     "RemoveRecipients",
     "ResumeMessage",
     "ScheduleMessage",
+    "SendTestMessage",
     "UnscheduleMessage",
 ]
 
@@ -161,6 +169,21 @@ class RecordDeliveryOutcomes(CommandBase):
         return self
 
 
+class SendTestMessage(CommandBase):
+    """Send the message as it stands (draft or scheduled) to a few test addresses.
+
+    A test is outside the audience and the never-twice promise: it never counts among the
+    recipients and changes nothing of the real send. The addresses are checked against the
+    account's allowed test addresses by the shell (a Postgres list); ``contact_id`` optionally
+    names an audience contact whose merge data the test renders.
+    """
+
+    type: Literal["SendTestMessage"] = "SendTestMessage"
+    schema_version: Literal[1] = 1
+    addresses: tuple[EmailAddress, ...] = Field(min_length=1, max_length=10)
+    contact_id: ContactId | None = None
+
+
 Command = Annotated[
     CreateDraft
     | EditDraft
@@ -173,6 +196,7 @@ Command = Annotated[
     | CopyMessage
     | AddRecipients
     | RemoveRecipients
-    | RecordDeliveryOutcomes,
+    | RecordDeliveryOutcomes
+    | SendTestMessage,
     Field(discriminator="type"),
 ]

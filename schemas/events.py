@@ -46,6 +46,7 @@ __all__ = [
     "RecipientsRemoved",
     "RecipientsSkipped",
     "SendingStarted",
+    "TestSendRequested",
 ]
 
 ContactChunk = tuple[ContactId, ...]
@@ -238,6 +239,19 @@ class RecipientsOutcomeUnknown(EventBase):
     contact_ids: ContactChunk = Field(min_length=1, max_length=MAX_CHUNK)
 
 
+class TestSendRequested(EventBase):
+    """An operator (the actor) asked for a test send of the message as it stood, to these
+    addresses. Outside the audience: the fold changes nothing but the history; the hand-off to
+    SMTP is the commands service's, after this event is committed (docs/api.md)."""
+
+    type: Literal["TestSendRequested"] = "TestSendRequested"
+    schema_version: Literal[1] = 1
+    addresses: tuple[str, ...] = Field(min_length=1, max_length=10)
+    contact_id: ContactId | None = None
+    #: The message's status when the test was asked for (draft or scheduled).
+    status: str
+
+
 Event = Annotated[
     DraftCreated
     | DraftEdited
@@ -258,6 +272,7 @@ Event = Annotated[
     | RecipientsSkipped
     | RecipientsDelivered
     | RecipientsFailed
-    | RecipientsOutcomeUnknown,
+    | RecipientsOutcomeUnknown
+    | TestSendRequested,
     Field(discriminator="type"),
 ]

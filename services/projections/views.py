@@ -130,6 +130,9 @@ RECIPIENT_COLUMNS: tuple[str, ...] = (
     "released_at",
     "state_at",
     "sequence",
+    # The contact's merge attributes as ASCII JSON (NULL when it has none): what a preview of
+    # the mail for this contact renders (migration 0010).
+    "attributes",
 )
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -359,6 +362,7 @@ class RecipientPatch:
 
     __slots__ = (
         "added_at",
+        "attributes",
         "batch",
         "contact_id",
         "email",
@@ -380,6 +384,7 @@ class RecipientPatch:
         self.full = False
         self.email: str | None = None
         self.time_zone: str | None = None
+        self.attributes: str | None = None
         self.state: str = ""
         self.reason: str | None = None
         self.batch: int | None = None
@@ -402,6 +407,7 @@ class RecipientPatch:
             self.released_at,
             self.state_at,
             self.sequence,
+            self.attributes,
         )
 
 
@@ -585,6 +591,9 @@ def _record(
             patch.full = True
             patch.email = storable(contact.email)
             patch.time_zone = _storable_opt(contact.time_zone)
+            attributes = contact.attributes
+            # ASCII JSON: every character Postgres cannot hold is escaped, so it is storable.
+            patch.attributes = json.dumps(attributes, separators=(",", ":")) if attributes else None
             patch.added_at = at
             patch.released_at = None
             patch.batch = None
