@@ -12,10 +12,11 @@ invalid, the others are not), a repeated contact id (the first row counts).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import re
-from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -117,7 +118,12 @@ def _reason(error: ValidationError) -> str:
 
 
 class CsvContacts:
-    """Feed bytes with :meth:`feed`, then :meth:`finish`; each yields the rows completed."""
+    """Feed bytes with :meth:`feed`, then :meth:`finish`; each yields the rows completed.
+
+    Each piece is decoded incrementally (bytes that are not UTF-8 are kept as surrogates, so the
+    row holding them is reported, not the file refused); the text up to the last line end that
+    is outside quotes is handed to the csv module at once, the rest waits for the next piece.
+    """
 
     def __init__(self, mapping: Mapping[str, str] | None = None, *, remove: bool = False) -> None:
         self.mapping = dict(mapping or {})
@@ -126,99 +132,72 @@ class CsvContacts:
         self.header: list[str] | None = None
         self.bytes_read = 0
         self.rows_read = 0
-        self._pending = b""
-        self._lines: deque[str] = deque()
-        self._reader = csv.reader(self._take_lines(), strict=False)
-        self._physical = 0  # physical lines handed to the csv reader
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self._text = ""
+        self._line = 0  # physical lines handed to the csv module so far
         self._first = True
+        self._mac: bool | None = None  # old Mac files end lines with a lone CR
         self._seen: set[str] = set()
-        self._done = False
-
-    def _take_lines(self) -> Iterator[str]:
-        while True:
-            while self._lines:
-                self._physical += 1
-                yield self._lines.popleft()
-            if self._done:
-                return
-            # Nothing more fed yet: the outer loop stops before asking (see _rows).
-            yield ""  # pragma: no cover - never reached: _rows checks for buffered lines
 
     def feed(self, data: bytes) -> Iterator[ParsedRow | InvalidRow]:
         self.bytes_read += len(data)
-        buffer = self._pending + data
-        # Split after every LF, and after a CR not followed by LF (old Mac endings); a CR at the
-        # very end waits for the next piece (it may be half of a CRLF).
-        cut = 0
-        parts: list[bytes] = []
-        i = 0
-        n = len(buffer)
-        while True:
-            lf = buffer.find(b"\n", i)
-            cr = buffer.find(b"\r", i)
-            if cr != -1 and (lf == -1 or cr < lf):
-                if cr + 1 >= n:
-                    break
-                end = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
-            elif lf != -1:
-                end = lf + 1
-            else:
-                break
-            parts.append(buffer[cut:end])
-            cut = i = end
-        self._pending = buffer[cut:]
-        if len(self._pending) > MAX_ROW_BYTES:
-            raise HeaderError(f"a line is longer than {MAX_ROW_BYTES} bytes: not a CSV of contacts")
-        for part in parts:
-            self._push(part)
-        return self._rows(final=False)
+        text = self._text + self._decoder.decode(data)
+        if self._first and text:
+            text = text.removeprefix("\ufeff")  # a BOM (decoded: it may span two pieces)
+            self._first = False
+        if self._mac is None and ("\n" in text or "\r" in text):
+            self._mac = "\n" not in text and not text.endswith("\r")
+        if self._mac:
+            text = text.replace("\r", "\n")
+        cut = self._complete(text)
+        self._text = text[cut:]
+        if len(self._text) > MAX_ROW_BYTES:
+            raise HeaderError(f"a row is longer than {MAX_ROW_BYTES} characters: not a CSV")
+        return self._parse(text[:cut])
 
     def finish(self) -> Iterator[ParsedRow | InvalidRow]:
-        if self._pending:
-            self._push(self._pending)
-            self._pending = b""
-        self._done = True
-        return self._rows(final=True)
+        text = self._text + self._decoder.decode(b"", final=True)
+        if self._mac:
+            text = text.replace("\r", "\n")
+        self._text = ""
+        return self._parse(text)
 
-    def _push(self, raw: bytes) -> None:
-        if self._first:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-            self._first = False
-        text = raw.decode("utf-8", errors="surrogateescape")
-        # csv wants "\n"-terminated lines; a lone CR (old Mac) is a line end too.
-        if text.endswith("\r\n"):
-            text = text[:-2] + "\n"
-        elif text.endswith("\r"):
-            text = text[:-1] + "\n"
-        self._lines.append(text)
+    @staticmethod
+    def _complete(text: str) -> int:
+        """The length of the longest prefix of whole rows: up to a line end outside quotes."""
+        end = text.rfind("\n") + 1
+        if end == 0:
+            return 0
+        quotes = text.count('"', 0, end)
+        while quotes % 2:
+            # The last line end is inside a quoted field: step back a line (rare: quoted
+            # line breaks), keeping the count of the quotes in the prefix.
+            previous = text.rfind("\n", 0, end - 1) + 1
+            quotes -= text.count('"', previous, end)
+            end = previous
+            if end == 0:
+                return 0
+        return end
 
-    def _rows(self, *, final: bool) -> Iterator[ParsedRow | InvalidRow]:
-        # A row may span lines (a quoted field with a line break): hand the reader a row only
-        # when the buffered lines can complete it, i.e. when its quotes balance, or at the end.
-        while self._lines:
-            if not final and not self._balanced():
-                return
-            start = self._physical + 1
-            try:
-                fields = next(self._reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                yield InvalidRow(start, None, f"not a CSV row: {error}")
-                continue
-            if not any(f.strip() for f in fields):
-                continue  # blank line
-            yield from self._row(start, fields)
+    def _parse(self, text: str) -> Iterator[ParsedRow | InvalidRow]:
+        if not text:
+            return
+        suspect = _NOT_UTF8.search(text) is not None
+        reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+        base = self._line
+        previous = 0
+        try:
+            for fields in reader:
+                start = base + previous + 1
+                previous = reader.line_num
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # blank line
+                yield from self._row(start, fields, suspect)
+        except csv.Error as error:
+            yield InvalidRow(base + previous + 1, None, f"not a CSV row: {error}")
+        self._line = base + reader.line_num
 
-    def _balanced(self) -> bool:
-        quotes = 0
-        for line in self._lines:
-            quotes += line.count('"')
-            if quotes % 2 == 0:
-                return True
-        return False
-
-    def _row(self, line: int, fields: list[str]) -> Iterator[ParsedRow | InvalidRow]:
+    def _row(self, line: int, fields: list[str], suspect: bool) -> Iterator[ParsedRow | InvalidRow]:
         if self.header is None:
             self.header = fields
             if self.remove:
@@ -229,7 +208,7 @@ class CsvContacts:
         self.rows_read += 1
         columns = self.columns
         assert columns is not None
-        if any(_NOT_UTF8.search(f) for f in fields):
+        if suspect and any(_NOT_UTF8.search(f) for f in fields):
             cid = _cell(fields, columns.contact_id)
             yield InvalidRow(
                 line,
@@ -237,7 +216,9 @@ class CsvContacts:
                 "the row is not valid UTF-8 text",
             )
             return
-        cid = _cell(fields, columns.contact_id)
+        width = len(fields)
+        index = columns.contact_id
+        cid = fields[index].strip() if index < width else ""
         if not cid:
             yield InvalidRow(line, None, "contact_id: missing")
             return
@@ -248,16 +229,22 @@ class CsvContacts:
         if self.remove:
             yield ParsedRow(line, Contact.model_construct(contact_id=cid, email="", attributes={}))
             return
-        email = _cell(fields, columns.email)
+        index = columns.email
+        email = fields[index].strip() if index < width else ""
         if not email:
             yield InvalidRow(line, cid, "email: missing")
             return
-        zone = _cell(fields, columns.time_zone) if columns.time_zone is not None else None
+        index_zone = columns.time_zone
+        zone = fields[index_zone].strip() if index_zone is not None and index_zone < width else ""
         attributes: dict[str, Any] = {}
         for i, name in columns.attributes:
-            value = _cell(fields, i)
+            if i >= width:
+                continue
+            value = fields[i].strip()
             if not value:
                 continue
+            if "\r" in value:
+                value = value.replace("\r\n", "\n")  # a quoted line break reads as LF
             if name == "attributes" and value.startswith("{"):
                 # An export's attributes column (JSON): its fields come back as they were.
                 try:
