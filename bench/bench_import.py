@@ -75,7 +75,8 @@ async def _run(rows: int) -> None:
                 COMMANDS_PORT=str(port),
                 BIND_HOST="127.0.0.1",
             )
-            key = subprocess.run(
+            made = await asyncio.to_thread(
+                subprocess.run,
                 [sys.executable, "-m", "services.commands.apikeys", "create", "--account", "bench"],
                 cwd=REPO_ROOT,
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": dsn},
@@ -83,7 +84,8 @@ async def _run(rows: int) -> None:
                 text=True,
                 timeout=60,
                 check=True,
-            ).stdout.split()[-1]
+            )
+            key = made.stdout.split()[-1]
             base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(
                 base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=900
