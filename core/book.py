@@ -225,7 +225,8 @@ class RecipientBook:
         return queue
 
     def add(self, contacts: Iterable[Contact], due_for: Callable[[str], datetime | None]) -> None:
-        """New (or previously removed) contacts become pending, unless they match an exclusion.
+        """New (or previously removed) contacts become pending, unless they match an exclusion;
+        a pending contact named again takes the new data (see core.audience).
 
         Contacts already in the book in any other state are left as they are: adding a released
         or delivered contact again never makes it pending again.
@@ -239,6 +240,9 @@ class RecipientBook:
         for contact in contacts:
             cid = contact.contact_id
             old = entries.get(cid)
+            if old is not None and old.status is PENDING:
+                self._update(old, contact, due_for)
+                continue
             if old is not None and old.status is not REMOVED:
                 continue
             # Contact emails are stored stripped, so lower() is normalize_address() here.
@@ -266,6 +270,37 @@ class RecipientBook:
             entries[cid] = entry
         counts[PENDING] += added
         # Per-queue pending counts were kept above; nothing else depends on the audience size.
+
+    def _update(
+        self, entry: Entry, contact: Contact, due_for: Callable[[str], datetime | None]
+    ) -> None:
+        """A pending contact's data is replaced: address index, zone queue and exclusion follow."""
+        cid = entry.contact_id
+        address = contact.email.lower()
+        if address != entry.address:
+            self._unindex_address(entry.address, cid)
+            self._index_address(address, cid)
+        old_queue = entry.queue
+        assert old_queue is not None  # a pending entry always waits in a queue
+        key = contact.time_zone or ""
+        if key == old_queue.key:
+            entry.contact = contact
+            entry.address = address
+        else:
+            # The old entry stays in its queue as a lazily deleted item (its status is no longer
+            # pending); the contact waits at the back of its new zone's queue.
+            entry.status = REMOVED
+            old_queue.pending -= 1
+            old_queue.advance()
+            queue = self._queue(key, due_for)
+            # Its ordinal in the new queue: a later return re-joins in this queue's order.
+            entry = Entry(contact, address, queue, queue.added)
+            queue.added += 1
+            queue.items.append(entry)
+            queue.pending += 1
+            self.entries[cid] = entry
+        if cid in self.excluded_ids or address in self.excluded_addresses:
+            self._leave_pending((cid,), EXCLUDED)
 
     def _index_address(self, address: str, cid: str) -> None:
         """Remember who holds ``address`` (one id in the common case, a list on collisions)."""

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from core.book import MAY_HAVE_RECEIVED, PENDING, RELEASED, REMOVED
+from core.audience import sort_added, sort_removed
+from core.book import MAY_HAVE_RECEIVED, RELEASED, REMOVED
 from core.context import Context
 from core.emit import Emitter
 from core.errors import (
@@ -34,7 +35,6 @@ from schemas import (
     AddRecipients,
     CancelMessage,
     Command,
-    Contact,
     CopyMessage,
     CreateDraft,
     DiscardDraft,
@@ -62,6 +62,8 @@ from schemas import (
     RemoveRecipients,
     ResumeMessage,
     ScheduleMessage,
+    SendTestMessage,
+    TestSendRequested,
     UnscheduleMessage,
 )
 
@@ -312,22 +314,16 @@ def _require_open(command: Command, state: MessageState) -> None:
 def _add(command: AddRecipients, state: MessageState, ctx: Context, emit: Emitter) -> list[Event]:
     """Contacts join the audience in draft, scheduled, sending and paused messages.
 
-    Only contacts new to the message (or removed earlier) are recorded; a contact already in the
-    audience, released or delivered is not added again (never twice).
+    Each contact named is sorted by :func:`core.audience.sort_added`: new (or removed earlier)
+    contacts join, pending ones with changed data are updated, the rest is left as it is (a
+    released or delivered contact is never added again, never twice). The event carries the
+    report; a chunk that changes nothing is a no-op.
     """
     _require_open(command, state)
-    entries = state.book.entries
-    fresh: dict[str, Contact] = {}
-    for contact in command.contacts:
-        cid = contact.contact_id
-        if cid in fresh:
-            continue
-        current = entries.get(cid)
-        if current is None or current.status is REMOVED:
-            fresh[cid] = contact
-    if not fresh:
+    chunk = sort_added(command.contacts, state.book)
+    if not chunk.record:
         return []
-    return [emit(RecipientsAdded, contacts=tuple(fresh.values()))]
+    return [emit(RecipientsAdded, contacts=chunk.record, report=chunk.report)]
 
 
 def _remove(
@@ -335,11 +331,10 @@ def _remove(
 ) -> list[Event]:
     """Pending contacts leave the audience; removing anyone else changes nothing that happened."""
     _require_open(command, state)
-    status_of = state.book.status_of
-    ids = [cid for cid in dict.fromkeys(command.contact_ids) if status_of(cid) is PENDING]
-    if not ids:
+    report = sort_removed(command.contact_ids, state.book.status_of)
+    if not report.removed:
         return []
-    return [emit(RecipientsRemoved, contact_ids=tuple(ids))]
+    return [emit(RecipientsRemoved, contact_ids=report.removed)]
 
 
 def _outcomes(
@@ -397,6 +392,31 @@ def _outcomes(
     return events
 
 
+#: A test send is of the message as it stands before the real send: draft or scheduled.
+_TESTABLE = frozenset({MessageStatus.DRAFT, MessageStatus.SCHEDULED})
+
+
+def _test_send(
+    command: SendTestMessage, state: MessageState, ctx: Context, emit: Emitter
+) -> list[Event]:
+    """A draft or scheduled message can be sent as a test to a few addresses (the shell checks
+    them against the account's allowed list); recorded in the history with who asked, never
+    among the recipients. A contact named for its merge data must be in the audience."""
+    if state.status not in _TESTABLE:
+        raise _refuse(command, state)
+    if command.contact_id is not None and command.contact_id not in state.book.entries:
+        raise InvalidCommandError("contact_id", "the contact is not in the audience")
+    addresses = tuple(dict.fromkeys(a.strip() for a in command.addresses))
+    return [
+        emit(
+            TestSendRequested,
+            addresses=addresses,
+            contact_id=command.contact_id,
+            status=state.status.value,
+        )
+    ]
+
+
 _Handler = Callable[[Any, MessageState, Context, Emitter], list[Event]]
 
 _HANDLERS: dict[str, _Handler] = {
@@ -411,4 +431,5 @@ _HANDLERS: dict[str, _Handler] = {
     "AddRecipients": _add,
     "RemoveRecipients": _remove,
     "RecordDeliveryOutcomes": _outcomes,
+    "SendTestMessage": _test_send,
 }

@@ -37,6 +37,7 @@ from schemas import (
     RecipientsReturned,
     RecipientsSkipped,
     SendingStarted,
+    TestSendRequested,
 )
 
 __all__ = ["PLANNED_EVENT_TYPES", "evolve", "fold"]
@@ -210,6 +211,8 @@ def _apply(state: MessageState, event: Event) -> MessageState:
             return replace(state, status=MessageStatus.SENT, sent_at=event.occurred_at)
         case MessageCopied():
             return replace(state, copies=(*state.copies, event.copy_id))
+        case TestSendRequested():
+            return state  # a test send is history only: no recipient, no count changes
         case DraftCreated():
             raise EventOutOfOrderError(expected=state.version + 1, got=1)
     raise TypeError(f"unknown event {type(event).__name__}")  # pragma: no cover

@@ -1,5 +1,6 @@
 """Versioned schemas of every command, event and tick of the batch-message service."""
 
+from schemas.audience import AudienceReport, RefusedContact
 from schemas.base import MAX_CHUNK, Actor, CommandBase, EventBase, Record
 from schemas.codec import (
     UPCASTERS,
@@ -22,6 +23,7 @@ from schemas.commands import (
     RemoveRecipients,
     ResumeMessage,
     ScheduleMessage,
+    SendTestMessage,
     UnscheduleMessage,
 )
 from schemas.events import (
@@ -47,6 +49,7 @@ from schemas.events import (
     RecipientsReturned,
     RecipientsSkipped,
     SendingStarted,
+    TestSendRequested,
 )
 from schemas.ticks import Tick
 from schemas.values import (
@@ -70,6 +73,7 @@ __all__ = [
     "UPCASTERS",
     "Actor",
     "AddRecipients",
+    "AudienceReport",
     "BatchStarted",
     "CancelMessage",
     "Command",
@@ -108,12 +112,15 @@ __all__ = [
     "RecipientsSkipped",
     "Record",
     "RecordDeliveryOutcomes",
+    "RefusedContact",
     "RemoveRecipients",
     "ResumeMessage",
     "ReturnedSend",
     "ScheduleMessage",
+    "SendTestMessage",
     "SendingStarted",
     "SkipReason",
+    "TestSendRequested",
     "Throttle",
     "Tick",
     "UnknownRecordVersionError",

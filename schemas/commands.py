@@ -20,6 +20,7 @@ from schemas.values import (
     ContactRef,
     Content,
     DeliveryPlan,
+    EmailAddress,
     FailedRecipient,
     ReturnedSend,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "RemoveRecipients",
     "ResumeMessage",
     "ScheduleMessage",
+    "SendTestMessage",
     "UnscheduleMessage",
 ]
 
@@ -175,6 +177,21 @@ class RecordDeliveryOutcomes(CommandBase):
         return self
 
 
+class SendTestMessage(CommandBase):
+    """Send the message as it stands (draft or scheduled) to a few test addresses.
+
+    A test is outside the audience and the never-twice promise: it never counts among the
+    recipients and changes nothing of the real send. The addresses are checked against the
+    account's allowed test addresses by the shell (a Postgres list); ``contact_id`` optionally
+    names an audience contact whose merge data the test renders.
+    """
+
+    type: Literal["SendTestMessage"] = "SendTestMessage"
+    schema_version: Literal[1] = 1
+    addresses: tuple[EmailAddress, ...] = Field(min_length=1, max_length=10)
+    contact_id: ContactId | None = None
+
+
 Command = Annotated[
     CreateDraft
     | EditDraft
@@ -187,6 +204,7 @@ Command = Annotated[
     | CopyMessage
     | AddRecipients
     | RemoveRecipients
-    | RecordDeliveryOutcomes,
+    | RecordDeliveryOutcomes
+    | SendTestMessage,
     Field(discriminator="type"),
 ]

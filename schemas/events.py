@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field, NaiveDatetime
 
+from schemas.audience import AudienceReport
 from schemas.base import MAX_CHUNK, EventBase
 from schemas.values import (
     Contact,
@@ -46,6 +47,7 @@ __all__ = [
     "RecipientsReturned",
     "RecipientsSkipped",
     "SendingStarted",
+    "TestSendRequested",
 ]
 
 #: Events name contacts by reference: the core writes them from its state, so an id from an old
@@ -157,11 +159,17 @@ class MessageCopied(EventBase):
 
 
 class RecipientsAdded(EventBase):
-    """Contacts joined the audience (pending, or excluded if they match the exclusion list)."""
+    """Contacts joined the audience (pending, or excluded if they match the exclusion list), or,
+    already pending, now carry new data.
+
+    ``report`` (absent from events written before it existed) says what the chunk did to each
+    contact id it named, so a replay answers as the live command did (see schemas.audience).
+    """
 
     type: Literal["RecipientsAdded"] = "RecipientsAdded"
     schema_version: Literal[1] = 1
     contacts: tuple[Contact, ...] = Field(min_length=1, max_length=MAX_CHUNK)
+    report: AudienceReport | None = None
 
 
 class RecipientsRemoved(EventBase):
@@ -244,6 +252,21 @@ class RecipientsReturned(EventBase):
     contact_ids: ContactChunk = Field(min_length=1, max_length=MAX_CHUNK)
 
 
+class TestSendRequested(EventBase):
+    """An operator (the actor) asked for a test send of the message as it stood, to these
+    addresses. Outside the audience: the fold changes nothing but the history; the hand-off to
+    SMTP is the commands service's, after this event is committed (docs/api.md)."""
+
+    __test__ = False  # not a test class, whatever pytest guesses from the name
+
+    type: Literal["TestSendRequested"] = "TestSendRequested"
+    schema_version: Literal[1] = 1
+    addresses: tuple[str, ...] = Field(min_length=1, max_length=10)
+    contact_id: ContactRef | None = None
+    #: The message's status when the test was asked for (draft or scheduled).
+    status: str
+
+
 Event = Annotated[
     DraftCreated
     | DraftEdited
@@ -265,6 +288,7 @@ Event = Annotated[
     | RecipientsDelivered
     | RecipientsFailed
     | RecipientsOutcomeUnknown
-    | RecipientsReturned,
+    | RecipientsReturned
+    | TestSendRequested,
     Field(discriminator="type"),
 ]

@@ -12,6 +12,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
 from pydantic_core import from_json
 
+from schemas.audience import AudienceReport
 from schemas.base import Actor, Record
 from schemas.commands import Command
 from schemas.events import Event
@@ -177,6 +178,9 @@ class CommandResult(Record):
         default=True,
         description="False for the answer to a dead-lettered record: nothing was decided, so "
         "the command id may still be decided by a later, valid record",
+    )
+    audience: AudienceReport | None = Field(
+        default=None, description="add/remove recipients: what the chunk did to each contact"
     )
 
 

@@ -41,6 +41,7 @@ from schemas import (
 )
 from schemas.values import ContactId, OneLine
 from schemas.wire import CommandRecord, CommandResult, EventRef
+from services.commands.audience_answer import AudienceAnswer
 from services.commands.errors import (
     ERROR_RESPONSES,
     Problem,
@@ -172,6 +173,9 @@ class Outcome(BaseModel):
     status: str | None
     sequence: int
     events: list[EventRef]
+    audience: AudienceAnswer | None = Field(
+        default=None, description="add/remove recipients: what the chunk did to each contact"
+    )
 
 
 class Pending(BaseModel):
@@ -208,6 +212,7 @@ def render(result: CommandResult, created: bool, new_message_id: UUID | None) ->
         status=result.status,
         sequence=result.sequence,
         events=list(result.events),
+        audience=None if result.audience is None else AudienceAnswer.of(result.audience),
     )
     return (201 if created else 200), body.model_dump(mode="json", exclude_none=True)
 
@@ -266,7 +271,12 @@ class Executor:
 
     async def execute(self, req: CommandRequest) -> JSONResponse:
         command = req.command
-        record = CommandRecord(
+        # Built without validating again: the command and the actor are validated models
+        # already, and validating a chunk of 10,000 contacts again costs more than publishing
+        # it (the processor validates the record it reads, at its own edge).
+        record = CommandRecord.model_construct(
+            type="CommandRecord",
+            schema_version=1,
             command=command,
             actor=req.actor,
             issued_at=datetime.now(UTC),
@@ -674,7 +684,9 @@ def command_routes(
         summary=f"Add a chunk of up to {MAX_CHUNK} recipients",
         description=f"In draft, scheduled, sending or paused. At most {MAX_CHUNK} contacts per "
         "request (more: 422 on `contacts`), and the command must fit one Kafka record (else "
-        "413). Contacts already in the audience are left as they are.",
+        "413). The answer's `audience` says what happened to each contact: added, updated "
+        "(pending ones with new data), already present, duplicate in chunk, duplicate address, "
+        "refused (released ones with new data, with the reason).",
         response_model=Outcome,
         responses=pending,
     )

@@ -13,6 +13,8 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.commands.api import Executor, command_routes
+from services.commands.audience_api import audience_routes
+from services.commands.audiences import AudienceService
 from services.commands.auth import Authenticator
 from services.commands.bus import KafkaCommandBus
 from services.commands.errors import (
@@ -27,8 +29,10 @@ from services.commands.store import PostgresStore
 from services.common.checks import KafkaCheck, PostgresCheck
 from services.common.health import Check, run_checks
 from services.common.settings import Settings
+from services.dispatcher.delivery.smtp import SmtpPool
 from services.projections.reader import PostgresViews
 from services.web.app import install_docs, install_ui
+from services.web.audience_pages import audience_pages
 from services.web.security import install_security_headers
 from services.web.sessions import UiStore
 
@@ -37,6 +41,9 @@ SERVICE = "commands"
 # How long the API keeps waiting, in the background, for a result it answered 202 for; past it
 # the row stays pending and a retry with the same key publishes the command again.
 BACKGROUND_WAIT_S = 600.0
+
+# Request bodies read as a stream in pieces (CSV imports), exempt from the body size limit.
+STREAMED_SUFFIXES = ("/imports", "/audience/upload")
 
 
 async def _nothing() -> None:
@@ -133,6 +140,8 @@ def create_app(
         # A body larger than the largest record cannot become a command: refuse it before
         # reading it (requests without Content-Length are bounded by the record check).
         length = request.headers.get("content-length", "")
+        if request.url.path.endswith(STREAMED_SUFFIXES):
+            return await call_next(request)  # a CSV upload is streamed, never held whole
         if length.isdigit() and int(length) > settings.max_record_bytes:
             return problem_response(
                 Problem(
@@ -174,5 +183,18 @@ def create_app(
             parts.ui,
             session_hours=settings.ui_session_hours,
         )
+    if isinstance(parts.views, PostgresViews):
+        audiences = AudienceService(
+            executor,
+            parts.views,
+            parts.store,
+            smtp=SmtpPool(
+                settings.smtp_host, settings.smtp_port, size=2, timeout=settings.smtp_timeout_s
+            ),
+            message_id_domain=settings.message_id_domain,
+        )
+        app.include_router(audience_routes(auth.account, audiences))
+        if parts.ui is not None:
+            app.include_router(audience_pages(audiences, parts.views, parts.ui))
     install_docs(app)
     return app

@@ -52,6 +52,7 @@ from core import (
     evolve,
     plan,
 )
+from core.audience import chunk_report
 from core.ids import send_ids
 from schemas import DraftCreated, Event, RecipientsReleased, SendingStarted, Tick, decode_event
 from schemas.sends import FenceRecord, FenceStatus, MailContent, send_records_json
@@ -207,6 +208,11 @@ def result_for(
     shown = after
     if rejected and after is not None and after.account_id != item.actor.account_id:
         shown = None
+    audience = None
+    if not isinstance(decided, DomainError) and after is not None:
+        # What an audience chunk did to each contact (core.audience): from its event, or, when
+        # it changed nothing, from the state it left as it was.
+        audience = chunk_report(command, decided, after.book)
     return CommandResult(
         command_id=command.command_id,
         message_id=command.message_id,
@@ -222,6 +228,7 @@ def result_for(
             for e in decided
         ),
         rejection=rejection(decided) if isinstance(decided, DomainError) else None,
+        audience=audience,
     )
 
 

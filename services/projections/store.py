@@ -172,11 +172,11 @@ _REWRITE = """
 UPDATE view_recipients AS r
    SET email = u.email, time_zone = u.time_zone, state = u.state, reason = u.reason,
        batch = u.batch, added_at = u.added_at, released_at = u.released_at,
-       state_at = u.state_at, sequence = u.sequence
+       state_at = u.state_at, sequence = u.sequence, attributes = u.attributes
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
-              $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::int[])
+              $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::int[], $12::text[])
        AS u(message_id, contact_id, email, time_zone, state, reason, batch, added_at,
-            released_at, state_at, sequence)
+            released_at, state_at, sequence, attributes)
  WHERE r.message_id = u.message_id AND r.contact_id = u.contact_id
 """
 

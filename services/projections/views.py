@@ -131,6 +131,9 @@ RECIPIENT_COLUMNS: tuple[str, ...] = (
     "released_at",
     "state_at",
     "sequence",
+    # The contact's merge attributes as ASCII JSON (NULL when it has none): what a preview of
+    # the mail for this contact renders (migration 0010).
+    "attributes",
 )
 
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -163,7 +166,9 @@ _ENVELOPE = {
 # Per-contact lists are not repeated in the history view (the recipients view holds each
 # contact's state; the full records are exported from the log by the CLI): their size is.
 _LISTS = ("contacts", "contact_ids", "failures", "addresses")
-_EXCLUDED = _ENVELOPE | set(_LISTS)
+# A chunk's report (schemas.audience) lists up to a chunk of ids per outcome: the history keeps
+# its counts; the ids stay on the event.
+_EXCLUDED = _ENVELOPE | set(_LISTS) | {"report"}
 
 _REASONED = frozenset({RecipientStatus.FAILED, RecipientStatus.SKIPPED})
 
@@ -236,6 +241,9 @@ def history_row(event: Event) -> tuple[Any, ...]:
         items = getattr(event, name, None)
         if items is not None:
             detail[f"{name}_count"] = len(items)
+    report = getattr(event, "report", None)
+    if report is not None:
+        detail["report"] = {k: len(v) for k, v in report if v}
     actor = event.actor
     actor_fields = (actor.account_id, actor.user_id, actor.service)
     for field_name, value in zip(("account_id", "user_id", "service"), actor_fields, strict=True):
@@ -355,6 +363,7 @@ class RecipientPatch:
 
     __slots__ = (
         "added_at",
+        "attributes",
         "batch",
         "contact_id",
         "email",
@@ -376,6 +385,7 @@ class RecipientPatch:
         self.full = False
         self.email: str | None = None
         self.time_zone: str | None = None
+        self.attributes: str | None = None
         self.state: str = ""
         self.reason: str | None = None
         self.batch: int | None = None
@@ -398,6 +408,7 @@ class RecipientPatch:
             self.released_at,
             self.state_at,
             self.sequence,
+            self.attributes,
         )
 
 
@@ -531,6 +542,7 @@ def _entries(state: MessageState | None, ids: Sequence[str]) -> list[Entry | Non
 
 
 _REMOVED = RecipientStatus.REMOVED
+_PENDING = RecipientStatus.PENDING
 
 
 def _record(
@@ -562,7 +574,8 @@ def _record(
             if entry is None:
                 continue
         now = entry.status
-        joined = added and (was is None or was is _REMOVED)
+        # A pending contact named by an add was updated (core.audience): its row is rewritten.
+        joined = added and (was is None or was is _REMOVED or was is _PENDING)
         if not joined and now is was:
             continue  # the fold ignored it (e.g. an outcome for a contact not waiting for one)
         patch = patches.get(cid)
@@ -580,6 +593,9 @@ def _record(
             patch.full = True
             patch.email = storable(contact.email)
             patch.time_zone = _storable_opt(contact.time_zone)
+            attributes = contact.attributes
+            # ASCII JSON: every character Postgres cannot hold is escaped, so it is storable.
+            patch.attributes = json.dumps(attributes, separators=(",", ":")) if attributes else None
             patch.added_at = at
             patch.released_at = None
             patch.batch = None

@@ -84,6 +84,7 @@ HISTORY_LABELS = {
     "DraftCreated": "Draft created",
     "DraftEdited": "Draft edited",
     "DraftDiscarded": "Draft discarded",
+    "TestSendRequested": "Test send",
     "MessageScheduled": "Scheduled",
     "MessageUnscheduled": "Unscheduled",
     "SendingStarted": "Sending started",

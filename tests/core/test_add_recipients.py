@@ -8,6 +8,7 @@ from core import CommandNotAllowedError, MessageStatus, RecipientStatus
 from schemas import (
     MAX_CHUNK,
     AddRecipients,
+    AudienceReport,
     CancelMessage,
     DeliveryPlan,
     DraftCreated,
@@ -24,7 +25,9 @@ created = ev(DraftCreated, account_id="acct-1", content=CONTENT, plan=DeliveryPl
 
 def test_added_contacts_are_pending_in_a_draft() -> None:
     outcome = given(created).when(cmd(AddRecipients, contacts=contacts("a", "b")))
-    outcome.then(ev(RecipientsAdded, contacts=contacts("a", "b")))
+    outcome.then(
+        ev(RecipientsAdded, contacts=contacts("a", "b"), report=AudienceReport(added=("a", "b")))
+    )
     book = outcome.state().book
     assert [book.status_of(c) for c in "ab"] == [RecipientStatus.PENDING] * 2
     assert book.pending == 2
@@ -38,7 +41,13 @@ def test_adding_contacts_already_in_the_audience_is_a_no_op() -> None:
 def test_only_new_contacts_of_a_chunk_are_recorded_once_each() -> None:
     history = given(created, ev(RecipientsAdded, contacts=contacts("a")))
     history.when(cmd(AddRecipients, contacts=contacts("a", "b", "b", "c"))).then(
-        ev(RecipientsAdded, contacts=contacts("b", "c"))
+        ev(
+            RecipientsAdded,
+            contacts=contacts("b", "c"),
+            report=AudienceReport(
+                added=("b", "c"), already_present=("a",), duplicate_in_chunk=("b",)
+            ),
+        )
     )
 
 

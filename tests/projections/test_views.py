@@ -115,7 +115,25 @@ def test_added_recipients_are_pending_and_count_in_the_audience() -> None:
     assert tables.messages[message]["audience"] == 3
     assert tables.messages[message]["pending"] == 3
     [_, added] = tables.history.values()
-    assert json.loads(added[-1]) == {"contacts_count": 3}
+    assert json.loads(added[-1]) == {"contacts_count": 3, "report": {"added": 3}}
+
+
+def test_a_pending_contact_updated_by_an_add_shows_its_new_address() -> None:
+    sim = Simulator()
+    message = sim.create()
+    sim.add(message, contacts(2))
+    moved = Contact(contact_id="c1", email="moved@example.org", attributes={"n": 1})
+    sim.add(message, [moved])
+
+    tables = project(sim.events)
+
+    row = tables.recipients[(message, "c1")]
+    assert row["email"] == "moved@example.org" and row["state"] == "pending"
+    assert tables.messages[message]["audience"] == 2
+    assert json.loads(list(tables.history.values())[-1][-1]) == {
+        "contacts_count": 1,
+        "report": {"updated": 1},
+    }
 
 
 def test_scheduled_shows_send_time_mode_throttle_and_audience() -> None:
