@@ -25,8 +25,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from tests.integration.processor_harness import REPO_ROOT, Stack, free_port
-from tests.projections.live import drop_schema, new_schema, spawn_projections, with_schema
+
+from bench.harness.processor import REPO_ROOT, Stack, free_port
+from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
 
 ZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "")
 

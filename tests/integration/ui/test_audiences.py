@@ -22,8 +22,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
+from bench.harness.processor import REPO_ROOT
 from core import send_id
-from tests.integration.processor_harness import REPO_ROOT
 from tests.integration.ui.conftest import UiStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
