@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field, NaiveDatetime, model_validator
 
-from schemas.base import MAX_CHUNK, CommandBase
+from schemas.base import MAX_CHUNK, CommandBase, Record
 from schemas.text import ONE_LINE
 from schemas.values import Contact, ContactId, ContactRef, Content, DeliveryPlan, FailedRecipient
 
@@ -23,14 +23,50 @@ __all__ = [
     "CopyMessage",
     "CreateDraft",
     "DiscardDraft",
+    "DraftChange",
     "EditDraft",
     "PauseMessage",
+    "Reason",
     "RecordDeliveryOutcomes",
     "RemoveRecipients",
     "ResumeMessage",
     "ScheduleMessage",
+    "SendTime",
     "UnscheduleMessage",
 ]
+
+#: Why an operator paused or canceled: one line, shown in the history and the pause details.
+Reason = Annotated[str, Field(max_length=1000), ONE_LINE]
+
+
+class DraftChange(Record):
+    """What an edit of a draft changes: content, plan or both (only what is given changes).
+    One rule for the command and for the API's request body (services/commands/bodies.py)."""
+
+    content: Content | None = None
+    plan: DeliveryPlan | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> DraftChange:
+        if self.content is None and self.plan is None:
+            raise ValueError("an edit changes content, plan or both")
+        return self
+
+
+class SendTime(Record):
+    """When to send: exactly one of ``send_at`` (an instant), ``send_at_local`` (a wall-clock
+    time) and ``send_now``. One rule for the command and for the API's request body."""
+
+    send_at: AwareDatetime | None = None
+    send_at_local: NaiveDatetime | None = None
+    send_now: bool = False
+
+    @model_validator(mode="after")
+    def _one_time(self) -> SendTime:
+        given = (self.send_at is not None) + (self.send_at_local is not None) + self.send_now
+        if given != 1:
+            raise ValueError("give exactly one of send_at, send_at_local, send_now")
+        return self
 
 
 class CreateDraft(CommandBase):
@@ -42,22 +78,14 @@ class CreateDraft(CommandBase):
     plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
 
 
-class EditDraft(CommandBase):
+class EditDraft(DraftChange, CommandBase):
     """Replace a draft's content and/or plan (only what is given changes)."""
 
     type: Literal["EditDraft"] = "EditDraft"
     schema_version: Literal[1] = 1
-    content: Content | None = None
-    plan: DeliveryPlan | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> EditDraft:
-        if self.content is None and self.plan is None:
-            raise ValueError("an edit changes content, plan or both")
-        return self
 
 
-class ScheduleMessage(CommandBase):
+class ScheduleMessage(SendTime, CommandBase):
     """Schedule a draft: at an instant, at a local wall-clock time, or now.
 
     Exactly one of ``send_at`` (an instant), ``send_at_local`` (a wall-clock time read in the
@@ -67,16 +95,6 @@ class ScheduleMessage(CommandBase):
 
     type: Literal["ScheduleMessage"] = "ScheduleMessage"
     schema_version: Literal[1] = 1
-    send_at: AwareDatetime | None = None
-    send_at_local: NaiveDatetime | None = None
-    send_now: bool = False
-
-    @model_validator(mode="after")
-    def _one_time(self) -> ScheduleMessage:
-        given = (self.send_at is not None) + (self.send_at_local is not None) + self.send_now
-        if given != 1:
-            raise ValueError("give exactly one of send_at, send_at_local, send_now")
-        return self
 
 
 class UnscheduleMessage(CommandBase):
@@ -98,7 +116,7 @@ class PauseMessage(CommandBase):
 
     type: Literal["PauseMessage"] = "PauseMessage"
     schema_version: Literal[1] = 1
-    reason: Annotated[str, Field(max_length=1000), ONE_LINE] | None = None
+    reason: Reason | None = None
 
 
 class ResumeMessage(CommandBase):
@@ -113,7 +131,7 @@ class CancelMessage(CommandBase):
 
     type: Literal["CancelMessage"] = "CancelMessage"
     schema_version: Literal[1] = 1
-    reason: Annotated[str, Field(max_length=1000), ONE_LINE] | None = None
+    reason: Reason | None = None
 
 
 class CopyMessage(CommandBase):

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.commands.api import Executor, command_routes
+from services.commands.api import command_routes
 from services.commands.auth import Authenticator
 from services.commands.bus import KafkaCommandBus
 from services.commands.errors import (
@@ -21,6 +21,7 @@ from services.commands.errors import (
     install_error_handlers,
     problem_response,
 )
+from services.commands.gateway import Executor
 from services.commands.ports import CommandBus, IdempotencyStore, KeyStore
 from services.commands.read_api import ViewReader, read_routes
 from services.commands.store import PostgresStore
