@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, NaiveDatetime, model_validator
+from pydantic import AwareDatetime, Field, NaiveDatetime, WithJsonSchema, model_validator
 
 from schemas.base import MAX_CHUNK, CommandBase, Record
 from schemas.text import ONE_LINE
@@ -33,6 +33,19 @@ __all__ = [
     "ScheduleMessage",
     "SendTime",
     "UnscheduleMessage",
+]
+
+#: A wall-clock time without offset (ISO 8601 `2026-12-24T09:00:00`): the JSON Schema says so,
+#: since `format: date-time` would allow the offset this field refuses.
+LocalDateTime = Annotated[
+    NaiveDatetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,6})?)?$",
+            "description": "a wall-clock time without UTC offset, e.g. 2026-12-24T09:00:00",
+        }
+    ),
 ]
 
 #: Why an operator paused or canceled: one line, shown in the history and the pause details.
@@ -58,7 +71,7 @@ class SendTime(Record):
     time) and ``send_now``. One rule for the command and for the API's request body."""
 
     send_at: AwareDatetime | None = None
-    send_at_local: NaiveDatetime | None = None
+    send_at_local: LocalDateTime | None = None
     send_now: bool = False
 
     @model_validator(mode="after")

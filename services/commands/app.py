@@ -7,9 +7,10 @@ the caller's identity (`GET /v1/whoami`), health and the OpenAPI document. See d
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from services.commands.api import command_routes
@@ -176,4 +177,50 @@ def create_app(
             session_hours=settings.ui_session_hours,
         )
     install_docs(app)
+    install_openapi(app)
     return app
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema without the `null` branch of an optional one: a header or query
+    parameter is absent or a string, never the JSON null a generator would send as "null"."""
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**kept[0], **rest}
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document as the API behaves: the Bearer scheme declared (every /v1 operation
+    needs it), optional parameters without a `null` they could never carry."""
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = doc.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (`mk_...`, docs/api.md#authentication-and-accounts).",
+        }
+        for path, operations in doc.get("paths", {}).items():
+            for operation in operations.values():
+                if path.startswith("/v1/"):
+                    operation["security"] = [{"bearer": []}]
+                for parameter in operation.get("parameters", []):
+                    if "schema" in parameter:
+                        parameter["schema"] = _not_null(parameter["schema"])
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = document  # type: ignore[method-assign]

@@ -4,7 +4,8 @@ exactly like an unknown one.
 
 Read-your-writes: a command's answer carries the message's `sequence`; pass it as
 `min_sequence` and the read waits (up to `wait_s`) until the view has caught up with it, or
-answers 504 `not_caught_up` with the sequence the view is at.
+answers 504 `not_caught_up` with the sequence the view is at; a message the view does not hold
+at all by then answers 404, like an unknown one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
@@ -20,10 +21,14 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from core import MessageStatus, RecipientStatus
 from schemas.text import ONE_LINE, UnsafeTextError
-from services.commands.errors import ERROR_RESPONSES
+from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
 from services.projections.views import LISTS
 
 __all__ = ["ViewReader", "message_view", "read_routes"]
+
+#: The largest number the views store (Postgres `integer`): sequences, offsets and cursors are
+#: bounded by it in the schema, so a larger one is a 422 naming the parameter, never a 500.
+PG_INT_MAX = 2**31 - 1
 
 #: The longest a read waits for a view to catch up with `min_sequence`.
 MAX_WAIT_S = 30.0
@@ -190,6 +195,15 @@ def message_view(row: dict[str, Any]) -> MessageView:
     return MessageView(**data, remaining=remaining)
 
 
+NOT_CAUGHT_UP: dict[int | str, dict[str, Any]] = {
+    504: {
+        "model": ErrorBody,
+        "description": "`not_caught_up`: the view holds the message but did not reach "
+        "`min_sequence` in time (a message the view does not hold at all answers 404)",
+    }
+}
+
+
 def _not_found() -> HTTPException:
     return HTTPException(404, "no such message")
 
@@ -201,6 +215,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
         int | None,
         Query(
             ge=1,
+            le=PG_INT_MAX,
             description="read-your-writes: wait until the view includes this sequence number "
             "of the message (a command's answer carries it)",
         ),
@@ -212,8 +227,9 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
     async def caught_up(
         who: str, message_id: UUID, min_sequence: int | None, wait_s: float
     ) -> None:
-        """Wait until the view of the message has `min_sequence` (504 when it has not in time).
-        Unknown and other accounts' messages wait like a message not projected yet: the answer
+        """Wait until the view of the message has `min_sequence` (504 when it has not in time,
+        404 when the view holds nothing of it by then). Unknown and other accounts' messages
+        wait like a message not projected yet and then answer the same 404: the answer
         says nothing about whether it exists."""
         if min_sequence is None:
             return
@@ -223,15 +239,17 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             if seen is not None and seen >= min_sequence:
                 return
             if time.monotonic() >= deadline:
-                raise HTTPException(
-                    504,
-                    {
-                        "code": "not_caught_up",
-                        "message": f"the view has not reached sequence {min_sequence} of the "
+                if seen is None:
+                    # The view holds nothing of it: no such message (in this account).
+                    raise _not_found()
+                raise ProblemError(
+                    Problem(
+                        code="not_caught_up",
+                        message=f"the view has not reached sequence {min_sequence} of the "
                         f"message within {wait_s:g}s; retry",
-                        "min_sequence": min_sequence,
-                        "sequence": seen or 0,
-                    },
+                        min_sequence=min_sequence,
+                        sequence=seen,
+                    )
                 )
             await asyncio.sleep(_POLL_S)
 
@@ -246,7 +264,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             ] = None,
             q: Annotated[SearchText, Query(max_length=200, description="name contains")] = None,
             limit: Annotated[int, Query(ge=1, le=200)] = 50,
-            offset: Annotated[int, Query(ge=0)] = 0,
+            offset: Annotated[int, Query(ge=0, le=PG_INT_MAX)] = 0,
             message_id: Annotated[
                 UUID | None, Query(description="with `min_sequence`: the message to wait for")
             ] = None,
@@ -277,7 +295,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             methods=["GET"],
             summary=title,
             response_model=MessageList,
-            responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+            responses=NOT_CAUGHT_UP,
         )
 
     list_route("sent", "Email Sent: sending, paused, canceled and sent messages")
@@ -287,7 +305,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
     @router.get(
         "/messages/{message_id}",
         summary="One message's details (the hover details included)",
-        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+        responses=NOT_CAUGHT_UP,
     )
     async def message_details(
         who: Account, message_id: UUID, min_sequence: MinSequence = None, wait_s: WaitS = 5.0
@@ -301,7 +319,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
     @router.get(
         "/messages/{message_id}/recipients",
         summary="The message's recipients with their state and timestamps",
-        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+        responses=NOT_CAUGHT_UP,
     )
     async def message_recipients(
         who: Account,
@@ -355,13 +373,14 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
     @router.get(
         "/messages/{message_id}/history",
         summary="Every event of the message, in order, with who caused it",
-        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+        responses=NOT_CAUGHT_UP,
     )
     async def message_history(
         who: Account,
         message_id: UUID,
         after: Annotated[
-            int, Query(ge=0, description="the last sequence of the previous page")
+            int,
+            Query(ge=0, le=PG_INT_MAX, description="the last sequence of the previous page"),
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         min_sequence: MinSequence = None,

@@ -23,6 +23,7 @@ EXPECTED = {
     "invalid": 422,
     "idempotency_key_reused": 422,
     "unavailable": 503,
+    "not_caught_up": 504,
 }
 
 
