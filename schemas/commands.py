@@ -7,10 +7,17 @@ them to the core in a context.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, NaiveDatetime, WithJsonSchema, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    NaiveDatetime,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 
 from schemas.base import MAX_CHUNK, CommandBase, Record
 from schemas.text import ONE_LINE
@@ -23,7 +30,7 @@ __all__ = [
     "CopyMessage",
     "CreateDraft",
     "DiscardDraft",
-    "DraftChange",
+    "DraftPatch",
     "EditDraft",
     "PauseMessage",
     "Reason",
@@ -52,18 +59,62 @@ LocalDateTime = Annotated[
 Reason = Annotated[str, Field(max_length=1000), ONE_LINE]
 
 
-class DraftChange(Record):
-    """What an edit of a draft changes: content, plan or both (only what is given changes).
-    One rule for the command and for the API's request body (services/commands/bodies.py)."""
+def _partial(model: type[Record]) -> type[Record]:
+    """``model`` with every field optional and no model-level rule: the members a merge patch
+    may give, each checked with its field's own type and rules (a nested model is partial too).
+    What the members make together is checked on the merged result (core/patch.py)."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        nested = [a for a in get_args(annotation) or (annotation,) if _is_record(a)]
+        if nested:
+            annotation = _partial(nested[0])
+        elif info.metadata:
+            annotation = Annotated[annotation, *info.metadata]
+        fields[name] = (annotation | None, Field(default=None, description=info.description))
+    partial: type[Record] = create_model(
+        f"{model.__name__}Patch",
+        __base__=Record,
+        __doc__=f"Members of {model.__name__} to change; null: back to the default.",
+        **fields,
+    )
+    return partial
 
-    content: Content | None = None
-    plan: DeliveryPlan | None = None
+
+def _is_record(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Record)
+
+
+if TYPE_CHECKING:  # built at run time: to the type checker, records
+    ContentPatch = Record
+    PlanPatch = Record
+else:
+    ContentPatch = _partial(Content)
+    PlanPatch = _partial(DeliveryPlan)
+
+
+class DraftPatch(Record):
+    """A partial edit of a draft as a JSON merge patch (RFC 7396) of ``{"content": ..., "plan":
+    ...}``: only the members given change, a member set to null goes back to its default. Each
+    given member is checked with its field's rules here; the core applies the patch to the
+    draft it holds and validates the result whole (core/patch.py). One rule for the command and
+    for the API's PATCH body (services/commands/bodies.py)."""
+
+    content: ContentPatch | None = None
+    plan: PlanPatch | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> DraftChange:
+    def _something(self) -> DraftPatch:
+        if "content" in self.model_fields_set and self.content is None:
+            raise ValueError("a draft keeps its content: give the members to change")
         if self.content is None and self.plan is None:
             raise ValueError("an edit changes content, plan or both")
         return self
+
+    def members(self) -> dict[str, Any]:
+        """The patch as JSON, only what was given (explicit nulls kept: they remove)."""
+        given: dict[str, Any] = self.model_dump(mode="json", exclude_unset=True)
+        return given
 
 
 class SendTime(Record):
@@ -91,11 +142,22 @@ class CreateDraft(CommandBase):
     plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
 
 
-class EditDraft(DraftChange, CommandBase):
-    """Replace a draft's content and/or plan (only what is given changes)."""
+class EditDraft(CommandBase):
+    """Change a draft: replace its content and/or plan (only what is given changes), or apply a
+    merge patch to them (``patch``)."""
 
     type: Literal["EditDraft"] = "EditDraft"
     schema_version: Literal[1] = 1
+    content: Content | None = None
+    plan: DeliveryPlan | None = None
+    patch: DraftPatch | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> EditDraft:
+        whole = self.content is not None or self.plan is not None
+        if whole == (self.patch is not None):
+            raise ValueError("an edit changes content, plan or both (whole, or as a patch)")
+        return self
 
 
 class ScheduleMessage(SendTime, CommandBase):

@@ -32,6 +32,7 @@ from schemas import (
     ScheduleMessage,
     UnscheduleMessage,
 )
+from schemas.commands import DraftPatch
 from schemas.values import OneLine
 from services.commands.bodies import (
     AddRecipientsBody,
@@ -249,8 +250,12 @@ def command_routes(
     @router.patch(
         "/messages/{message_id}",
         summary="Edit a draft",
-        description="Replaces the content, the plan, or both, of a draft (409 in any other "
-        "status). An edit that changes nothing is accepted without events.",
+        description="A JSON merge patch (RFC 7396; `application/merge-patch+json` or "
+        "`application/json`) of the draft's content and plan: only the members given change, "
+        '`{"content": {"subject": "New"}}` changes the subject alone; a member set to null goes '
+        "back to its default. The result is validated whole (422 naming the field, e.g. "
+        "`content.from_address`). 409 in any status but draft. An edit that changes nothing is "
+        "accepted without events.",
         response_model=Outcome,
         responses=pending,
     )
@@ -259,7 +264,9 @@ def command_routes(
             who,
             body,
             lambda c: EditDraft(
-                command_id=c, message_id=message_id, content=body.content, plan=body.plan
+                command_id=c,
+                message_id=message_id,
+                patch=DraftPatch.model_validate(body.model_dump(exclude_unset=True)),
             ),
         )
 

@@ -166,7 +166,7 @@ def create_app(
 
     app.include_router(command_routes(auth.account, executor, parts.store))
     if parts.views is not None:
-        app.include_router(read_routes(auth.account, parts.views))
+        app.include_router(read_routes(auth.account, parts.views, settings.read_max_wait_s))
     if parts.ui is not None and isinstance(parts.views, PostgresViews):
         install_ui(
             app,

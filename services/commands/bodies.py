@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import MAX_CHUNK, Contact, Content, DeliveryPlan
-from schemas.commands import DraftChange, Reason, SendTime
+from schemas.commands import DraftPatch, Reason, SendTime
 from schemas.values import ContactId
 
 __all__ = [
@@ -34,8 +34,10 @@ class CreateMessageBody(Strict):
     plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
 
 
-class EditMessageBody(DraftChange):
-    """What to replace in a draft (`EditDraft`): content, plan or both."""
+class EditMessageBody(DraftPatch):
+    """What to change in a draft (`EditDraft`), as a JSON merge patch (RFC 7396): only the
+    members given change (`{"content": {"subject": "New"}}`), a member set to null goes back to
+    its default; the result is validated as a whole content and plan."""
 
 
 class ScheduleBody(SendTime):

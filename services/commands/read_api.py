@@ -30,8 +30,10 @@ __all__ = ["ViewReader", "message_view", "read_routes"]
 #: bounded by it in the schema, so a larger one is a 422 naming the parameter, never a 500.
 PG_INT_MAX = 2**31 - 1
 
-#: The longest a read waits for a view to catch up with `min_sequence`.
+#: The longest a read waits for a view to catch up with `min_sequence` (by default; the setting
+#: `read_max_wait_s`), and how long when `wait_s` is not given.
 MAX_WAIT_S = 30.0
+DEFAULT_WAIT_S = 5.0
 _POLL_S = 0.05
 
 ListName = Literal["sent", "scheduled", "drafts"]
@@ -208,7 +210,9 @@ def _not_found() -> HTTPException:
     return HTTPException(404, "no such message")
 
 
-def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> APIRouter:
+def read_routes(
+    account: Callable[..., Awaitable[str]], views: ViewReader, max_wait_s: float = MAX_WAIT_S
+) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["views"], responses=ERROR_RESPONSES)
     Account = Annotated[str, Depends(account)]
     MinSequence = Annotated[
@@ -220,8 +224,9 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             "of the message (a command's answer carries it)",
         ),
     ]
+    default_wait = min(DEFAULT_WAIT_S, max_wait_s)
     WaitS = Annotated[
-        float, Query(gt=0, le=MAX_WAIT_S, description="how long to wait for `min_sequence`")
+        float, Query(gt=0, le=max_wait_s, description="how long to wait for `min_sequence`")
     ]
 
     async def caught_up(
@@ -269,7 +274,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
                 UUID | None, Query(description="with `min_sequence`: the message to wait for")
             ] = None,
             min_sequence: MinSequence = None,
-            wait_s: WaitS = 5.0,
+            wait_s: WaitS = default_wait,
         ) -> MessageList:
             if min_sequence is not None:
                 if message_id is None:
@@ -308,7 +313,10 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
         responses=NOT_CAUGHT_UP,
     )
     async def message_details(
-        who: Account, message_id: UUID, min_sequence: MinSequence = None, wait_s: WaitS = 5.0
+        who: Account,
+        message_id: UUID,
+        min_sequence: MinSequence = None,
+        wait_s: WaitS = default_wait,
     ) -> MessageView:
         await caught_up(who, message_id, min_sequence, wait_s)
         row = await views.message(who, message_id)
@@ -338,7 +346,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             str | None, Query(max_length=300, description="address contains (any case)")
         ] = None,
         min_sequence: MinSequence = None,
-        wait_s: WaitS = 5.0,
+        wait_s: WaitS = default_wait,
     ) -> RecipientPage:
         await caught_up(who, message_id, min_sequence, wait_s)
         if await views.sequence_of(who, message_id) is None:
@@ -384,7 +392,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         min_sequence: MinSequence = None,
-        wait_s: WaitS = 5.0,
+        wait_s: WaitS = default_wait,
     ) -> HistoryPage:
         await caught_up(who, message_id, min_sequence, wait_s)
         if await views.sequence_of(who, message_id) is None:

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     message_id_domain: str = "mailctl.invalid"
     # How long the API waits for a command's outcome before answering 202 with a URL to poll.
     command_wait_s: float = 5.0
+    # The largest `wait_s` a read with `min_sequence` accepts (services/commands/read_api.py).
+    read_max_wait_s: float = 30.0
 
     # Where the service processes listen. Loopback by default: nothing is exposed to the network
     # unless asked (docker-compose sets 0.0.0.0 inside its containers).

@@ -5,6 +5,7 @@ fuzzed run against the real stack: tests/integration/test_api_conformance.py."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from services.commands.errors import ErrorBody
 from tests.commands.conftest import Api
@@ -108,3 +109,25 @@ async def test_a_send_at_local_with_an_offset_is_refused_naming_the_field(api: A
 
     assert answer.status_code == 422
     assert answer.json()["detail"]["field"] == "send_at_local"
+
+
+async def test_patch_of_a_draft_is_a_json_merge_patch(api: Api) -> None:
+    message = await api.create()
+    subject = await api.call(
+        "PATCH",
+        f"/v1/messages/{message}",
+        {"content": {"subject": "Only the subject"}},
+        **{"Content-Type": "application/merge-patch+json"},
+    )
+    broken = await api.call("PATCH", f"/v1/messages/{message}", {"content": {"from_address": None}})
+    unknown = await api.call("PATCH", f"/v1/messages/{message}", {"content": {"subjekt": "x"}})
+
+    assert subject.status_code == 200, subject.text
+    content = api.bus.states[UUID(message)].content
+    assert content.subject == "Only the subject"
+    assert (content.name, content.body) == ("News", "Hello")  # the rest is kept
+    # Removing a required member: the merged result is refused, naming the field.
+    assert broken.status_code == 422
+    assert broken.json()["detail"]["field"] == "content.from_address"
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"]["field"] == "content.subjekt"
