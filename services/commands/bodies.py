@@ -39,6 +39,8 @@ class EditMessageBody(DraftPatch):
     members given change (`{"content": {"subject": "New"}}`), a member set to null goes back to
     its default; the result is validated as a whole content and plan."""
 
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
 
 class ScheduleBody(SendTime):
     """When to send (`ScheduleMessage`). Exactly one of: `send_at` (an instant with its UTC

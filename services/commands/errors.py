@@ -219,6 +219,17 @@ def invalid_input(errors: list[dict[str, Any]]) -> Problem:
     )
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document declares for the request's path."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error of the app in the problem shape."""
 
@@ -236,7 +247,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(invalid_input([dict(e) for e in error.errors(include_url=False)]))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only; a
+            # path served by two routers (GET view, PATCH command) has them all.
+            return JSONResponse(
+                {"detail": error.detail},
+                status_code=405,
+                headers={"Allow": ", ".join(_allowed_methods(request))},
+            )
         if error.status_code == 400:
             # The framework could not decode the body (not JSON, not UTF-8...): invalid input,
             # in the declared shape like every other.

@@ -131,3 +131,8 @@ async def test_patch_of_a_draft_is_a_json_merge_patch(api: Api) -> None:
     assert broken.json()["detail"]["field"] == "content.from_address"
     assert unknown.status_code == 422
     assert unknown.json()["detail"]["field"] == "content.subjekt"
+
+
+async def test_an_empty_edit_is_declared_invalid_in_the_schema(api: Api) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    assert components(doc)["EditMessageBody"]["minProperties"] == 1

@@ -317,3 +317,14 @@ async def test_numbers_past_postgres_integer_range_are_422_naming_the_parameter(
         assert answer.status_code == 422, (name, answer.text)
         assert answer.json()["detail"]["field"] == name
         assert answer.json()["detail"]["code"] == "invalid"
+
+
+async def test_a_405_lists_every_method_of_a_path_served_by_two_routers(
+    client: httpx.AsyncClient, world: Any
+) -> None:
+    _, ids = world
+    answer = await client.options(f"/v1/messages/{ids['draft']}")
+
+    assert answer.status_code == 405
+    # GET comes from the read API, PATCH from the command routes.
+    assert {m.strip() for m in answer.headers["allow"].split(",")} >= {"GET", "PATCH"}
