@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     delivery_rate: float = 1000.0
     smtp_pool_size: int = 8
     smtp_timeout_s: float = 30.0
+    # A pooled SMTP connection older than this is closed and opened anew before its next mail,
+    # so a changed server configuration (or DNS) is picked up (docs/delivery.md).
+    smtp_connection_max_age_s: float = 300.0
     delivery_retry_base_s: float = 2.0
     delivery_max_attempts: int = 5
     delivery_instance_id: str | None = None
@@ -97,6 +100,9 @@ class Settings(BaseSettings):
     # Whether the sink offers SMTPUTF8 (RFC 6531, internationalized addresses): on by default, off
     # to meet a server without it (a send to a non-ASCII local part then fails with the reason).
     smtp_sink_smtputf8: bool = True
+    # Emulates Postfix's smtpd_hard_error_limit: after this many refused recipients in one
+    # session the sink answers the next MAIL with 421 and drops the session (0: never).
+    smtp_sink_error_limit: int = 0
 
     # Where `make run` keeps the development API key it prints (services.commands.apikeys).
     dev_api_key_file: Path = REPO_ROOT / ".state" / "dev-api-key"

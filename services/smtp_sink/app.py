@@ -92,6 +92,7 @@ class SinkRuntime:
             self._store,
             fail_permanent=split_patterns(settings.smtp_sink_fail_permanent),
             fail_transient=split_patterns(settings.smtp_sink_fail_transient),
+            error_limit=settings.smtp_sink_error_limit,
         )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
