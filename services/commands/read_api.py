@@ -260,11 +260,13 @@ def read_routes(
 
     def list_route(view: ListName, title: str) -> None:
         allowed = LISTS[view]
+        # The statuses this list shows, as the parameter's enum: another is not schema-valid.
+        shown: Any = Literal.__getitem__(tuple(allowed))
 
         async def handler(
             who: Account,
             status: Annotated[
-                list[MessageStatus] | None,
+                list[shown] | None,
                 Query(description=f"only these statuses (of: {', '.join(allowed)})"),
             ] = None,
             q: Annotated[SearchText, Query(max_length=200, description="name contains")] = None,
@@ -280,7 +282,7 @@ def read_routes(
                 if message_id is None:
                     raise HTTPException(422, "min_sequence needs message_id")
                 await caught_up(who, message_id, min_sequence, wait_s)
-            statuses = [s.value for s in status] if status else list(allowed)
+            statuses = [str(s) for s in status] if status else list(allowed)
             if any(s not in allowed for s in statuses):
                 raise HTTPException(422, f"status: the {view} list shows {', '.join(allowed)}")
             rows = await views.list_messages(
