@@ -265,6 +265,11 @@ def _zone_name(state: MessageState, key: str) -> str:
     return state.schedule.default_time_zone if state.schedule is not None else ""
 
 
+def _numbered(batch: int | None) -> int | None:
+    """A batch as people count it: the core numbers batches from 0, the views from 1."""
+    return None if batch is None else batch + 1
+
+
 def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
     """The messages view's row of one folded message (columns: :data:`MESSAGE_COLUMNS`).
 
@@ -277,9 +282,11 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
     throttle = plan.throttle
     schedule = state.schedule
     status = state.status
-    open_status = status in (MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED)
+    # While paused no batch is due: the next one comes only after a resume (empty, not a time
+    # that will have passed by then).
+    due = status in (MessageStatus.SCHEDULED, MessageStatus.SENDING)
     next_batch_at: datetime | None = None
-    if throttle is not None and schedule is not None and open_status and book.pending > 0:
+    if throttle is not None and schedule is not None and due and book.pending > 0:
         candidate = state.slot_at(state.next_slot)
         if throttle.end_at is None or candidate < throttle.end_at:
             next_batch_at = candidate
@@ -333,7 +340,7 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
         counts[RecipientStatus.REMOVED],
         counts[RecipientStatus.EXCLUDED],
         counts[RecipientStatus.UNKNOWN],
-        state.batch,
+        _numbered(state.batch),
         state.batch_remaining if throttle is not None else None,
         next_batch_at,
         None if zones_pending is None else [storable(z) for z in zones_pending],
@@ -583,5 +590,5 @@ def _record(
             patch.batch = None
         elif released:
             patch.released_at = at
-            patch.batch = release_batch
+            patch.batch = _numbered(release_batch)
     batch.patched += new

@@ -286,12 +286,16 @@ def test_throttled_sending_shows_the_current_batch_and_the_next_batch_time() -> 
     tables = project(sim.events)
 
     row = tables.messages[message]
-    assert row["current_batch"] == 0
+    assert row["current_batch"] == 1  # numbered from 1 in the views
     send_at = row["send_at"]
     assert row["next_batch_at"] == send_at + timedelta(seconds=60)
     assert {r["batch"] for (m, _), r in tables.recipients.items() if r["state"] == "released"} == {
-        0
+        1
     }
+
+    sim.run(PauseMessage(command_id=sim.new_id(), message_id=message))
+    paused = project(sim.events).messages[message]
+    assert paused["status"] == "paused" and paused["next_batch_at"] is None
 
 
 def test_recipient_timezone_shows_zones_pending_and_done() -> None:
