@@ -12,9 +12,12 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
+from schemas.values import TimeZoneName
 from services.commands.api import command_routes
 from services.commands.auth import Authenticator
+from services.commands.bodies import Strict
 from services.commands.bus import KafkaCommandBus
 from services.commands.errors import (
     ERROR_RESPONSES,
@@ -35,6 +38,16 @@ from services.web.security import install_security_headers
 from services.web.sessions import UiStore
 
 SERVICE = "commands"
+
+
+class AccountSettings(BaseModel):
+    account_id: str
+    default_time_zone: str = Field(description="an IANA zone name, e.g. Europe/Berlin")
+
+
+class TimeZoneBody(Strict):
+    default_time_zone: TimeZoneName
+
 
 # How long the API keeps waiting, in the background, for a result it answered 202 for; past it
 # the row stays pending and a retry with the same key publishes the command again.
@@ -163,6 +176,35 @@ def create_app(
     )
     async def whoami(account: Annotated[str, Depends(auth.account)]) -> dict[str, str]:
         return {"account_id": account}
+
+    @app.get(
+        "/v1/account",
+        tags=["accounts"],
+        summary="The account's settings: its default time zone",
+        description="`default_time_zone` is the zone of contacts without one, and the zone of "
+        "`send_at_local` outside recipient_timezone mode (UTC unless set).",
+        responses={401: ERROR_RESPONSES[401]},
+    )
+    async def account_settings(
+        account: Annotated[str, Depends(auth.account)],
+    ) -> AccountSettings:
+        zone = await parts.store.default_time_zone(account)
+        return AccountSettings(account_id=account, default_time_zone=zone)
+
+    @app.put(
+        "/v1/account/time-zone",
+        tags=["accounts"],
+        summary="Change the account's default time zone",
+        description="An IANA zone name (422 naming `default_time_zone` otherwise). Commands "
+        "issued from then on carry it; messages already scheduled keep the zone they were "
+        "scheduled with.",
+        responses={401: ERROR_RESPONSES[401], 422: ERROR_RESPONSES[422]},
+    )
+    async def change_time_zone(
+        account: Annotated[str, Depends(auth.account)], body: TimeZoneBody
+    ) -> AccountSettings:
+        await parts.store.set_default_time_zone(account, body.default_time_zone)
+        return AccountSettings(account_id=account, default_time_zone=body.default_time_zone)
 
     app.include_router(command_routes(auth.account, executor, parts.store))
     if parts.views is not None:
