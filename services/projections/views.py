@@ -536,6 +536,10 @@ def _entries(state: MessageState | None, ids: Sequence[str]) -> list[Entry | Non
 
 
 _REMOVED = RecipientStatus.REMOVED
+_EXCLUDED_STATE = RecipientStatus.EXCLUDED
+#: Why a contact is excluded: a copy made with exclude_delivered leaves out every contact (by id
+#: or by address) that may have received the original (`copied_from` names it).
+EXCLUDED_REASON = "may_have_received_original"
 
 
 def _record(
@@ -576,7 +580,10 @@ def _record(
             patch = patches[cid] = RecipientPatch(message_id, cid, was is not None)
             new += 1
         patch.state = now
-        reason = reasons.get(cid) if now in _REASONED else None
+        if now is _EXCLUDED_STATE:
+            reason: str | None = EXCLUDED_REASON
+        else:
+            reason = reasons.get(cid) if now in _REASONED else None
         patch.reason = None if reason is None else storable(reason)
         patch.state_at = at
         patch.sequence = sequence

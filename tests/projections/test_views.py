@@ -253,6 +253,13 @@ def test_a_copy_excluding_delivered_shows_them_excluded_and_is_a_draft() -> None
     assert tables.messages[copy_id]["copied_from"] == message
     # Who may have received it is excluded; a permanent failure never did.
     assert states(tables, copy_id) == {"c0": "excluded", "c1": "pending", "c2": "excluded"}
+    # Excluded recipients carry their reason, pending ones none.
+    reasons = {c: r["reason"] for (m, c), r in tables.recipients.items() if m == copy_id}
+    assert reasons == {
+        "c0": "may_have_received_original",
+        "c1": None,
+        "c2": "may_have_received_original",
+    }
     assert tables.messages[copy_id]["audience"] == 1
     assert "MessageCopied" in {h[3] for h in tables.history.values() if h[0] == message}
 
