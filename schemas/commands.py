@@ -59,7 +59,24 @@ LocalDateTime = Annotated[
 Reason = Annotated[str, Field(max_length=1000), ONE_LINE]
 
 
-def _partial(model: type[Record]) -> type[Record]:
+def _plan_rules(patch: Any) -> Any:
+    """DeliveryPlan's own rule on what a plan patch gives itself (a patch naming both the mode
+    and a throttle): refused at the edge like a whole plan; the rest is checked on the result."""
+    throttle = getattr(patch, "throttle", None)
+    if getattr(patch, "mode", None) == "recipient_timezone" and throttle is not None:
+        raise ValueError("throttle is only available in fixed delivery mode")
+    rate = getattr(patch, "release_rate", None)
+    size = getattr(throttle, "batch_size", None)
+    interval = getattr(throttle, "interval_seconds", None)
+    if rate is not None and size is not None and interval is not None and size > rate * interval:
+        raise ValueError(
+            "throttle.batch_size cannot be released within interval_seconds "
+            "at release_rate recipients per second"
+        )
+    return patch
+
+
+def _partial(model: type[Record], rules: Any = None) -> type[Record]:
     """``model`` with every field optional and no model-level rule: the members a merge patch
     may give, each checked with its field's own type and rules (a nested model is partial too).
     What the members make together is checked on the merged result (core/patch.py)."""
@@ -76,6 +93,7 @@ def _partial(model: type[Record]) -> type[Record]:
         f"{model.__name__}Patch",
         __base__=Record,
         __doc__=f"Members of {model.__name__} to change; null: back to the default.",
+        __validators__={"rules": model_validator(mode="after")(rules)} if rules else None,  # type: ignore[dict-item]
         **fields,
     )
     return partial
@@ -90,7 +108,7 @@ if TYPE_CHECKING:  # built at run time: to the type checker, records
     PlanPatch = Record
 else:
     ContentPatch = _partial(Content)
-    PlanPatch = _partial(DeliveryPlan)
+    PlanPatch = _partial(DeliveryPlan, _plan_rules)
 
 
 class DraftPatch(Record):
