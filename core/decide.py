@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from core.audience import sort_added, sort_removed
 from core.book import MAY_HAVE_RECEIVED, RELEASED, REMOVED
 from core.context import Context
@@ -28,6 +30,7 @@ from core.errors import (
     MessageAlreadyExistsError,
     MessageNotFoundError,
 )
+from core.patch import merge_patch
 from core.state import ALLOWED_COMMANDS, MessageState, MessageStatus
 from core.timezones import local_to_instant, wall_clock
 from schemas import (
@@ -35,8 +38,10 @@ from schemas import (
     AddRecipients,
     CancelMessage,
     Command,
+    Content,
     CopyMessage,
     CreateDraft,
+    DeliveryPlan,
     DiscardDraft,
     DraftCreated,
     DraftDiscarded,
@@ -66,6 +71,7 @@ from schemas import (
     TestSendRequested,
     UnscheduleMessage,
 )
+from schemas.commands import DraftPatch
 
 __all__ = ["SCHEDULE_GRACE", "decide"]
 
@@ -142,11 +148,33 @@ def _edit(command: EditDraft, state: MessageState, ctx: Context, emit: Emitter) 
     """Content and plan can be edited only in draft."""
     if state.status is not MessageStatus.DRAFT:
         raise _refuse(command, state)
-    content = command.content if command.content is not None else state.content
-    plan = command.plan if command.plan is not None else state.plan
+    if command.patch is not None:
+        content, plan = _patched(command.patch, state)
+    else:
+        content = command.content if command.content is not None else state.content
+        plan = command.plan if command.plan is not None else state.plan
     if content == state.content and plan == state.plan:
         return []
     return [emit(DraftEdited, content=content, plan=plan)]
+
+
+def _patched(patch: DraftPatch, state: MessageState) -> tuple[Content, DeliveryPlan]:
+    """The draft's content and plan with a merge patch applied, validated whole: a result that
+    breaks a rule is refused naming the field (`content.from_address`)."""
+    current = {
+        "content": state.content.model_dump(mode="json"),
+        "plan": state.plan.model_dump(mode="json"),
+    }
+    merged = merge_patch(current, patch.members())
+    try:
+        return Content.model_validate(merged.get("content", {})), DeliveryPlan.model_validate(
+            merged.get("plan", {})
+        )
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        name = "content" if error.title == "Content" else "plan"
+        path = ".".join(str(p) for p in (name, *first["loc"]))
+        raise InvalidCommandError(path, str(first["msg"]).removeprefix("Value error, ")) from None
 
 
 def _send_time(

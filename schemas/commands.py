@@ -7,12 +7,19 @@ them to the core in a context.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, NaiveDatetime, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    NaiveDatetime,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 
-from schemas.base import MAX_CHUNK, CommandBase
+from schemas.base import MAX_CHUNK, CommandBase, Record
 from schemas.text import ONE_LINE
 from schemas.values import (
     Contact,
@@ -32,15 +39,126 @@ __all__ = [
     "CopyMessage",
     "CreateDraft",
     "DiscardDraft",
+    "DraftPatch",
     "EditDraft",
     "PauseMessage",
+    "Reason",
     "RecordDeliveryOutcomes",
     "RemoveRecipients",
     "ResumeMessage",
     "ScheduleMessage",
     "SendTestMessage",
+    "SendTime",
     "UnscheduleMessage",
 ]
+
+#: A wall-clock time without offset (ISO 8601 `2026-12-24T09:00:00`): the JSON Schema says so,
+#: since `format: date-time` would allow the offset this field refuses.
+LocalDateTime = Annotated[
+    NaiveDatetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,6})?)?$",
+            "description": "a wall-clock time without UTC offset, e.g. 2026-12-24T09:00:00",
+        }
+    ),
+]
+
+#: Why an operator paused or canceled: one line, shown in the history and the pause details.
+Reason = Annotated[str, Field(max_length=1000), ONE_LINE]
+
+
+def _plan_rules(patch: Any) -> Any:
+    """DeliveryPlan's own rule on what a plan patch gives itself (a patch naming both the mode
+    and a throttle): refused at the edge like a whole plan; the rest is checked on the result."""
+    throttle = getattr(patch, "throttle", None)
+    if getattr(patch, "mode", None) == "recipient_timezone" and throttle is not None:
+        raise ValueError("throttle is only available in fixed delivery mode")
+    rate = getattr(patch, "release_rate", None)
+    size = getattr(throttle, "batch_size", None)
+    interval = getattr(throttle, "interval_seconds", None)
+    if rate is not None and size is not None and interval is not None and size > rate * interval:
+        raise ValueError(
+            "throttle.batch_size cannot be released within interval_seconds "
+            "at release_rate recipients per second"
+        )
+    return patch
+
+
+def _partial(model: type[Record], rules: Any = None) -> type[Record]:
+    """``model`` with every field optional and no model-level rule: the members a merge patch
+    may give, each checked with its field's own type and rules (a nested model is partial too).
+    What the members make together is checked on the merged result (core/patch.py)."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation: Any = info.annotation
+        nested = [a for a in get_args(annotation) or (annotation,) if _is_record(a)]
+        if nested:
+            annotation = _partial(nested[0])
+        elif info.metadata:
+            annotation = Annotated[annotation, *info.metadata]
+        fields[name] = (annotation | None, Field(default=None, description=info.description))
+    partial: type[Record] = create_model(
+        f"{model.__name__}Patch",
+        __base__=Record,
+        __doc__=f"Members of {model.__name__} to change; null: back to the default.",
+        __validators__={"rules": model_validator(mode="after")(rules)} if rules else None,  # type: ignore[dict-item]
+        **fields,
+    )
+    return partial
+
+
+def _is_record(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Record)
+
+
+if TYPE_CHECKING:  # built at run time: to the type checker, records
+    ContentPatch = Record
+    PlanPatch = Record
+else:
+    ContentPatch = _partial(Content)
+    PlanPatch = _partial(DeliveryPlan, _plan_rules)
+
+
+class DraftPatch(Record):
+    """A partial edit of a draft as a JSON merge patch (RFC 7396) of ``{"content": ..., "plan":
+    ...}``: only the members given change, a member set to null goes back to its default. Each
+    given member is checked with its field's rules here; the core applies the patch to the
+    draft it holds and validates the result whole (core/patch.py). One rule for the command and
+    for the API's PATCH body (services/commands/bodies.py)."""
+
+    content: ContentPatch | None = None
+    plan: PlanPatch | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> DraftPatch:
+        if "content" in self.model_fields_set and self.content is None:
+            raise ValueError("a draft keeps its content: give the members to change")
+        if self.content is None and self.plan is None:
+            raise ValueError("an edit changes content, plan or both")
+        return self
+
+    def members(self) -> dict[str, Any]:
+        """The patch as JSON, only what was given (explicit nulls kept: they remove)."""
+        given: dict[str, Any] = self.model_dump(mode="json", exclude_unset=True)
+        return given
+
+
+class SendTime(Record):
+    """When to send: exactly one of ``send_at`` (an instant), ``send_at_local`` (a wall-clock
+    time) and ``send_now``. One rule for the command and for the API's request body."""
+
+    send_at: AwareDatetime | None = None
+    send_at_local: LocalDateTime | None = None
+    send_now: bool = False
+
+    @model_validator(mode="after")
+    def _one_time(self) -> SendTime:
+        given = (self.send_at is not None) + (self.send_at_local is not None) + self.send_now
+        if given != 1:
+            raise ValueError("give exactly one of send_at, send_at_local, send_now")
+        return self
 
 
 class CreateDraft(CommandBase):
@@ -53,21 +171,24 @@ class CreateDraft(CommandBase):
 
 
 class EditDraft(CommandBase):
-    """Replace a draft's content and/or plan (only what is given changes)."""
+    """Change a draft: replace its content and/or plan (only what is given changes), or apply a
+    merge patch to them (``patch``)."""
 
     type: Literal["EditDraft"] = "EditDraft"
     schema_version: Literal[1] = 1
     content: Content | None = None
     plan: DeliveryPlan | None = None
+    patch: DraftPatch | None = None
 
     @model_validator(mode="after")
     def _something(self) -> EditDraft:
-        if self.content is None and self.plan is None:
-            raise ValueError("an edit changes content, plan or both")
+        whole = self.content is not None or self.plan is not None
+        if whole == (self.patch is not None):
+            raise ValueError("an edit changes content, plan or both (whole, or as a patch)")
         return self
 
 
-class ScheduleMessage(CommandBase):
+class ScheduleMessage(SendTime, CommandBase):
     """Schedule a draft: at an instant, at a local wall-clock time, or now.
 
     Exactly one of ``send_at`` (an instant), ``send_at_local`` (a wall-clock time read in the
@@ -77,16 +198,6 @@ class ScheduleMessage(CommandBase):
 
     type: Literal["ScheduleMessage"] = "ScheduleMessage"
     schema_version: Literal[1] = 1
-    send_at: AwareDatetime | None = None
-    send_at_local: NaiveDatetime | None = None
-    send_now: bool = False
-
-    @model_validator(mode="after")
-    def _one_time(self) -> ScheduleMessage:
-        given = (self.send_at is not None) + (self.send_at_local is not None) + self.send_now
-        if given != 1:
-            raise ValueError("give exactly one of send_at, send_at_local, send_now")
-        return self
 
 
 class UnscheduleMessage(CommandBase):
@@ -108,7 +219,7 @@ class PauseMessage(CommandBase):
 
     type: Literal["PauseMessage"] = "PauseMessage"
     schema_version: Literal[1] = 1
-    reason: Annotated[str, Field(max_length=1000), ONE_LINE] | None = None
+    reason: Reason | None = None
 
 
 class ResumeMessage(CommandBase):
@@ -123,7 +234,7 @@ class CancelMessage(CommandBase):
 
     type: Literal["CancelMessage"] = "CancelMessage"
     schema_version: Literal[1] = 1
-    reason: Annotated[str, Field(max_length=1000), ONE_LINE] | None = None
+    reason: Reason | None = None
 
 
 class CopyMessage(CommandBase):

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import AfterValidator, ValidationInfo
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 __all__ = [
     "ONE_LINE",
@@ -103,6 +106,28 @@ def one_line(value: str) -> str:
     return _NOT_ONE_LINE.sub(" ", value)
 
 
+@dataclass(frozen=True)
+class TextRule:
+    """Annotated metadata applying a text rule after the type's own checks, and declaring it in
+    the JSON Schema as a `pattern` (so the OpenAPI document and schemas/json say what the API
+    refuses, and a fuzzer generates what it accepts)."""
+
+    check: Callable[[str, ValidationInfo], str]
+    pattern: str
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.with_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        found = handler(schema)
+        found["pattern"] = self.pattern
+        return found
+
+
 #: Annotated metadata applying the rules, e.g. ``Annotated[str, Field(...), ONE_LINE]``.
-ONE_LINE: Final = AfterValidator(check_one_line)
-TEXT: Final = AfterValidator(check_text)
+ONE_LINE: Final = TextRule(check_one_line, "^[^\\u0000-\\u001f\\u007f\\u0085\\u2028\\u2029]*$")
+TEXT: Final = TextRule(check_text, "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$")

@@ -113,7 +113,11 @@ def _check_zone(value: str) -> str:
 
 #: One line of text (schemas/text.py): no control character, no line break.
 OneLine = Annotated[str, ONE_LINE]
-EmailAddress = Annotated[str, Field(min_length=3, max_length=300), AfterValidator(_check_email)]
+EmailAddress = Annotated[
+    str,
+    Field(min_length=3, max_length=300, json_schema_extra={"format": "email"}),
+    AfterValidator(_check_email),
+]
 TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_zone)]
 #: A contact id as the audience's owner gives it (one line).
 ContactId = Annotated[str, Field(min_length=1, max_length=200), ONE_LINE]
@@ -187,7 +191,9 @@ class Throttle(Record):
     """
 
     batch_size: int = Field(ge=1, le=1_000_000)
-    interval_seconds: int = Field(ge=60, le=7 * 24 * 3600)
+    interval_seconds: int = Field(
+        ge=60, le=7 * 24 * 3600, description="at least 60 seconds, at most a week"
+    )
     end_at: AwareDatetime | None = None
 
 
@@ -205,7 +211,11 @@ class DeliveryPlan(Record):
     """
 
     mode: DeliveryMode = "fixed"
-    throttle: Throttle | None = None
+    throttle: Throttle | None = Field(
+        default=None,
+        description="fixed mode only; throttle.batch_size must be releasable in one interval: "
+        "at most release_rate * throttle.interval_seconds (else 422 naming plan)",
+    )
     missed_zone_policy: MissedZonePolicy = "send_on_resume"
     release_rate: int = Field(default=1000, ge=1, le=10_000)
     #: The most recipients released and still awaiting their delivery outcome: the planner

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # Printed at the end of `make run`: where everything is.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# External-SMTP mode (SMTP_HOST named by the environment, scripts/smtp_sink.sh started no sink):
+# decided before export_server_env fills in the sink's address.
+if [[ -n ${SMTP_HOST:-} ]]; then
+  smtp_lines="  SMTP (external, no sink)  ${SMTP_HOST}:${SMTP_PORT}"
+else
+  smtp_lines="  SMTP sink (SMTP)          127.0.0.1:${SMTP_PORT}
+  SMTP sink (received mail) http://127.0.0.1:${SMTP_SINK_HTTP_PORT}/messages"
+fi
 # The key and the operator go to the database the services use (not the default port's).
 export_server_env
 # The dev account's key: created once, kept in .state/dev-api-key, the same on every run.
@@ -17,8 +25,7 @@ mailctl is running. Stop it with: make down
   dispatcher health         http://127.0.0.1:${DISPATCHER_HEALTH_PORT:-8081}/health
   delivery worker health    http://127.0.0.1:${DELIVERY_HEALTH_PORT:-8082}/health
   projections health        http://127.0.0.1:${PROJECTIONS_HEALTH_PORT:-8083}/health
-  SMTP sink (SMTP)          ${SMTP_HOST:-127.0.0.1}:${SMTP_PORT}
-  SMTP sink (received mail) http://127.0.0.1:${SMTP_SINK_HTTP_PORT}/messages
+$smtp_lines
   Kafka                     ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
   Postgres                  ${DATABASE_URL:-postgresql://mailctl:mailctl@127.0.0.1:$PG_PORT/mailctl}
   logs                      $LOG_DIR/

@@ -1,24 +1,20 @@
-"""The command endpoints: each request becomes one command record for the processor, and the
-answer is the command's result (docs/api.md).
+"""The command routes: each request becomes one command for the processor (through the command
+gateway, services/commands/gateway.py), and the answer is the command's result (docs/api.md).
+Ids and idempotency: services/commands/ids.py; request bodies: bodies.py; answers: responses.py.
 
 No `from __future__ import annotations`: FastAPI reads these annotations at run time, and they
 name dependencies that only exist inside `command_routes`.
 """
 
-import asyncio
-import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
-from uuid import UUID, uuid4, uuid5
+from typing import Annotated, Any, Generic, TypeVar
+from uuid import UUID
 
-import structlog
 from fastapi import APIRouter, Body, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NaiveDatetime, model_validator
+from pydantic import BaseModel
 
 from schemas import (
     MAX_CHUNK,
@@ -26,11 +22,8 @@ from schemas import (
     AddRecipients,
     CancelMessage,
     Command,
-    Contact,
-    Content,
     CopyMessage,
     CreateDraft,
-    DeliveryPlan,
     DiscardDraft,
     EditDraft,
     PauseMessage,
@@ -39,361 +32,88 @@ from schemas import (
     ScheduleMessage,
     UnscheduleMessage,
 )
-from schemas.values import ContactId, OneLine
-from schemas.wire import CommandRecord, CommandResult, EventRef
-from services.commands.audience_answer import AudienceAnswer
-from services.commands.errors import (
-    ERROR_RESPONSES,
-    Problem,
-    ProblemError,
-    http_status,
-    problem_of,
+from schemas.commands import DraftPatch
+from schemas.values import OneLine
+from services.commands.bodies import (
+    AddRecipientsBody,
+    CopyBody,
+    CreateMessageBody,
+    EditMessageBody,
+    EmptyBody,
+    ReasonBody,
+    RemoveRecipientsBody,
+    ScheduleBody,
 )
-from services.commands.ports import CommandBus, IdempotencyStore
+from services.commands.errors import ERROR_RESPONSES, Problem, ProblemError
+from services.commands.gateway import CommandRequest, Executor
+from services.commands.ids import command_id_for, created_message_id
+from services.commands.ports import IdempotencyStore
+from services.commands.responses import CommandStatus, Outcome, Pending
 
-log = structlog.get_logger(__name__)
+__all__ = ["LIFECYCLE", "Caller", "Lifecycle", "command_routes"]
 
-# Command ids and new message ids are derived from (account, Idempotency-Key) in this namespace,
-# so a retry names the same command and the same new message. Never change it: retries across a
-# deployment would become new commands.
-ID_NAMESPACE = UUID("0b5c3f0e-6f2a-4c8e-9d1b-7a4e2c9f3d61")
-
-# A record carries more than its JSON value (key, headers, batch framing): keep this much of
-# max_record_bytes free so that a command that passes the check is never refused by the producer.
-RECORD_OVERHEAD_BYTES = 4096
-
-
-def command_id_for(account: str, key: str | None) -> UUID:
-    """The command id of a request: derived from the account and its Idempotency-Key (a retry
-    publishes the same command), random without a key."""
-    return uuid5(ID_NAMESPACE, f"{account}\n{key}") if key is not None else uuid4()
-
-
-def created_message_id(command_id: UUID, kind: Literal["create", "copy"]) -> UUID:
-    """The id of the message a create or copy makes: a retry targets the same message."""
-    return uuid5(ID_NAMESPACE, f"{command_id}\n{kind}")
-
-
-def fingerprint(method: str, path: str, body: Any) -> str:
-    """sha256 of the method, the path and the canonical JSON of the validated body: what makes
-    two requests with one Idempotency-Key the same request."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------- request bodies
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CreateMessageBody(Strict):
-    """A new draft (`CreateDraft`)."""
-
-    content: Content
-    plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
-
-
-class EditMessageBody(Strict):
-    """What to replace in a draft (`EditDraft`): content, plan or both."""
-
-    content: Content | None = None
-    plan: DeliveryPlan | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> "EditMessageBody":
-        if self.content is None and self.plan is None:
-            raise ValueError("an edit changes content, plan or both")
-        return self
-
-
-class ScheduleBody(Strict):
-    """When to send (`ScheduleMessage`). Exactly one of: `send_at` (an instant with its UTC
-    offset), `send_at_local` (a wall-clock time without offset: in `recipient_timezone` mode read
-    in each recipient's zone, else in the account's default zone), `send_now: true`."""
-
-    send_at: AwareDatetime | None = None
-    send_at_local: NaiveDatetime | None = None
-    send_now: bool = False
-
-    @model_validator(mode="after")
-    def _one_time(self) -> "ScheduleBody":
-        given = (self.send_at is not None) + (self.send_at_local is not None) + self.send_now
-        if given != 1:
-            raise ValueError("give exactly one of send_at, send_at_local, send_now")
-        return self
-
-
-class ReasonBody(Strict):
-    """Optional; the reason shows in the message's history and pause details."""
-
-    reason: str | None = Field(default=None, max_length=1000)
-
-
-class EmptyBody(Strict):
-    """No fields: send no body, or `{}`."""
-
-
-class CopyBody(Strict):
-    """`exclude_delivered`: leave out every contact that may have received the original
-    (released, delivered, or with an unknown outcome)."""
-
-    exclude_delivered: bool = False
-
-
-class AddRecipientsBody(Strict):
-    contacts: list[Contact] = Field(
-        min_length=1,
-        max_length=MAX_CHUNK,
-        description=f"1 to {MAX_CHUNK} contacts; a larger audience is sent as several chunks",
-    )
-
-
-class RemoveRecipientsBody(Strict):
-    contact_ids: list[ContactId] = Field(
-        min_length=1, max_length=MAX_CHUNK, description=f"1 to {MAX_CHUNK} contact ids"
-    )
-
-
-# ---------------------------------------------------------------------------- response bodies
-
-
-class Outcome(BaseModel):
-    """An accepted command: what it did, and the message's status and last event sequence
-    number after it. A repeat of a command whose effect already held has no events."""
-
-    command_id: UUID
-    message_id: UUID = Field(description="the message the command addressed (a copy's original)")
-    new_message_id: UUID | None = Field(
-        default=None, description="copy only: the id of the new draft"
-    )
-    command_type: str
-    outcome: Literal["accepted"] = "accepted"
-    status: str | None
-    sequence: int
-    events: list[EventRef]
-    audience: AudienceAnswer | None = Field(
-        default=None, description="add/remove recipients: what the chunk did to each contact"
-    )
-
-
-class Pending(BaseModel):
-    """The outcome was not known in time; poll `status_url` (also the Location header)."""
-
-    command_id: UUID
-    message_id: UUID
-    state: Literal["pending"] = "pending"
-    status_url: str
-
-
-class CommandStatus(BaseModel):
-    """A command's stored outcome: `pending`, or `done` with the HTTP status and body the
-    command's request was (or would have been) answered with."""
-
-    command_id: UUID
-    message_id: UUID
-    state: Literal["pending", "done"]
-    http_status: int | None = None
-    response: dict[str, Any] | None = None
-
-
-def render(result: CommandResult, created: bool, new_message_id: UUID | None) -> tuple[int, Any]:
-    """A command's result as the HTTP status and body the API answers with."""
-    if result.outcome == "rejected":
-        assert result.rejection is not None  # the processor always says why
-        problem = problem_of(result.rejection, result.command_id)
-        return http_status(problem.code), {"detail": problem.model_dump(exclude_none=True)}
-    body = Outcome(
-        command_id=result.command_id,
-        message_id=result.message_id,
-        new_message_id=new_message_id,
-        command_type=result.command_type,
-        status=result.status,
-        sequence=result.sequence,
-        events=list(result.events),
-        audience=None if result.audience is None else AudienceAnswer.of(result.audience),
-    )
-    return (201 if created else 200), body.model_dump(mode="json", exclude_none=True)
-
-
-def headers_for(status: int, body: Any) -> dict[str, str]:
-    """The headers of an answer, from its status and body (so a replayed answer gets them too)."""
-    if status == 201:
-        created = body.get("new_message_id") or body.get("message_id")
-        return {"Location": f"/v1/messages/{created}"}
-    return {}
-
-
-# ---------------------------------------------------------------------------- executing
+B = TypeVar("B", bound=BaseModel)
 
 
 @dataclass(frozen=True)
-class CommandRequest:
-    """One command request, everything validated."""
+class Lifecycle(Generic[B]):
+    """A lifecycle route: `POST /v1/messages/{message_id}/<verb>` with an optional body, making
+    one command from the command id, the message id and the body."""
 
-    account: str
-    key: str | None
-    actor: Actor
-    correlation_id: UUID | None
-    method: str
-    path: str
-    body: Any
-    command: Command
-    created: bool = False
-    new_message_id: UUID | None = None
+    verb: str
+    name: str  # the endpoint's name (and so its OpenAPI operation id)
+    summary: str
+    description: str
+    body: type[B]
+    make: Callable[[UUID, UUID, B], Command]
 
 
-class Executor:
-    """Claims the idempotency row, publishes the command, waits for its result and stores it."""
-
-    def __init__(
-        self,
-        bus: CommandBus,
-        store: IdempotencyStore,
-        *,
-        wait_s: float,
-        background_wait_s: float,
-        max_record_bytes: int,
-    ) -> None:
-        self.bus = bus
-        self.store = store
-        self.wait_s = wait_s
-        self.background_wait_s = background_wait_s
-        self.max_record_bytes = max_record_bytes
-        self._background: set[asyncio.Task[None]] = set()
-
-    async def close(self) -> None:
-        """Stop the background waits (at shutdown); their rows stay pending, a retry finishes."""
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-
-    async def execute(self, req: CommandRequest) -> JSONResponse:
-        command = req.command
-        # Built without validating again: the command and the actor are validated models
-        # already, and validating a chunk of 10,000 contacts again costs more than publishing
-        # it (the processor validates the record it reads, at its own edge).
-        record = CommandRecord.model_construct(
-            type="CommandRecord",
-            schema_version=1,
-            command=command,
-            actor=req.actor,
-            issued_at=datetime.now(UTC),
-            correlation_id=req.correlation_id or command.command_id,
-            default_time_zone=await self.store.default_time_zone(req.account),
-        )
-        value = record.model_dump_json().encode()
-        if len(value) + RECORD_OVERHEAD_BYTES > self.max_record_bytes:
-            # Refused before anything is written: the broker would refuse it after the claim.
-            raise ProblemError(
-                Problem(
-                    code="too_large",
-                    message=f"the command is {len(value)} bytes as a record; at most "
-                    f"{self.max_record_bytes - RECORD_OVERHEAD_BYTES} fit: send smaller chunks",
-                )
-            )
-        request_print = fingerprint(req.method, req.path, req.body)
-        claim = await self.store.claim(
-            req.account,
-            # Keyless requests get a row too, so that GET /v1/commands/{id} can report them.
-            req.key if req.key is not None else f"auto:{command.command_id}",
-            request_print,
-            command.command_id,
-            command.message_id,
-        )
-        if claim.fingerprint != request_print:
-            raise ProblemError(
-                Problem(
-                    code="idempotency_key_reused",
-                    message="this Idempotency-Key was already used with another request "
-                    "(another method, path or body); use a new key for a new request",
-                    field="Idempotency-Key",
-                )
-            )
-        if claim.response_status is not None:
-            return JSONResponse(
-                claim.response_body,
-                status_code=claim.response_status,
-                headers={
-                    **headers_for(claim.response_status, claim.response_body),
-                    "Idempotent-Replayed": "true",
-                },
-            )
-        # No stored answer: a first try, or a retry of one that died or timed out. Either way
-        # publish (the same command id): the processor decides a command id once and answers a
-        # repeat with its first result.
-        future = self.bus.expect(command.command_id)  # before publishing: never miss the result
-        try:
-            await self.bus.publish(record)
-        except Exception as error:
-            self.bus.forget(command.command_id, future)
-            log.warning(
-                "command not published", command_id=str(command.command_id), error=repr(error)
-            )
-            raise ProblemError(
-                Problem(
-                    code="unavailable",
-                    message="the command could not be published; nothing was decided: retry "
-                    "with the same Idempotency-Key",
-                )
-            ) from error
-        try:
-            result = await asyncio.wait_for(asyncio.shield(future), self.wait_s)
-        except TimeoutError:
-            self._answer_later(req, future)
-            pending = Pending(
-                command_id=command.command_id,
-                message_id=command.message_id,
-                status_url=f"/v1/commands/{command.command_id}",
-            )
-            return JSONResponse(
-                pending.model_dump(mode="json"),
-                status_code=202,
-                headers={"Location": pending.status_url, "Retry-After": "1"},
-            )
-        except asyncio.CancelledError:
-            # The client went away: the outcome is still stored for its retry or a poll.
-            self._answer_later(req, future)
-            raise
-        status, body = render(result, req.created, req.new_message_id)
-        await self.store.answer(command.command_id, status, body)
-        log.info(
-            "command answered",
-            command_id=str(command.command_id),
-            message_id=str(command.message_id),
-            command_type=command.type,
-            http_status=status,
-            account_id=req.account,
-        )
-        return JSONResponse(body, status_code=status, headers=headers_for(status, body))
-
-    def _answer_later(self, req: CommandRequest, future: asyncio.Future[CommandResult]) -> None:
-        task = asyncio.create_task(self._wait_and_store(req, future))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _wait_and_store(
-        self, req: CommandRequest, future: asyncio.Future[CommandResult]
-    ) -> None:
-        command_id = req.command.command_id
-        try:
-            result = await asyncio.wait_for(future, self.background_wait_s)
-        except TimeoutError:
-            # Bounded: the row stays pending; a retry with the same key publishes again.
-            self.bus.forget(command_id, future)
-            log.warning("command outcome not seen", command_id=str(command_id))
-            return
-        status, body = render(result, req.created, req.new_message_id)
-        try:
-            await self.store.answer(command_id, status, body)
-        except Exception as error:  # a background task has nobody to raise to
-            log.error("command outcome not stored", command_id=str(command_id), error=repr(error))
-            return
-        log.info("command answered late", command_id=str(command_id), http_status=status)
-
-
-# ---------------------------------------------------------------------------- routes
+#: The lifecycle routes, one table: every row is served the same way (`command_routes`).
+LIFECYCLE: tuple[Lifecycle[Any], ...] = (
+    Lifecycle(
+        "unschedule",
+        "unschedule_message",
+        "Take a scheduled message back to draft",
+        "Only before it started sending. No body, or `{}`.",
+        EmptyBody,
+        lambda c, m, _: UnscheduleMessage(command_id=c, message_id=m),
+    ),
+    Lifecycle(
+        "discard",
+        "discard_draft",
+        "Discard a draft",
+        "Final: the draft leaves the Drafts list and is never sent (its history stays). Only "
+        "in draft. No body, or `{}`.",
+        EmptyBody,
+        lambda c, m, _: DiscardDraft(command_id=c, message_id=m),
+    ),
+    Lifecycle(
+        "pause",
+        "pause_message",
+        "Pause a sending message",
+        "No further recipient is released; sends already handed to the mail transport finish. "
+        'Body optional: `{"reason": ...}`.',
+        ReasonBody,
+        lambda c, m, body: PauseMessage(command_id=c, message_id=m, reason=body.reason),
+    ),
+    Lifecycle(
+        "resume",
+        "resume_message",
+        "Resume a paused message",
+        "Sending continues (missed zones and throttle slots: see the product rules). No body, "
+        "or `{}`.",
+        EmptyBody,
+        lambda c, m, _: ResumeMessage(command_id=c, message_id=m),
+    ),
+    Lifecycle(
+        "cancel",
+        "cancel_message",
+        "Cancel a scheduled, sending or paused message for good",
+        'Final: nothing more is released. Body optional: `{"reason": ...}`.',
+        ReasonBody,
+        lambda c, m, body: CancelMessage(command_id=c, message_id=m, reason=body.reason),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -530,8 +250,12 @@ def command_routes(
     @router.patch(
         "/messages/{message_id}",
         summary="Edit a draft",
-        description="Replaces the content, the plan, or both, of a draft (409 in any other "
-        "status). An edit that changes nothing is accepted without events.",
+        description="A JSON merge patch (RFC 7396; `application/merge-patch+json` or "
+        "`application/json`) of the draft's content and plan: only the members given change, "
+        '`{"content": {"subject": "New"}}` changes the subject alone; a member set to null goes '
+        "back to its default. The result is validated whole (422 naming the field, e.g. "
+        "`content.from_address`). 409 in any status but draft. An edit that changes nothing is "
+        "accepted without events.",
         response_model=Outcome,
         responses=pending,
     )
@@ -540,7 +264,9 @@ def command_routes(
             who,
             body,
             lambda c: EditDraft(
-                command_id=c, message_id=message_id, content=body.content, plan=body.plan
+                command_id=c,
+                message_id=message_id,
+                patch=DraftPatch.model_validate(body.model_dump(exclude_unset=True)),
             ),
         )
 
@@ -566,89 +292,25 @@ def command_routes(
             ),
         )
 
-    @router.post(
-        "/messages/{message_id}/unschedule",
-        summary="Take a scheduled message back to draft",
-        description="Only before it started sending. No body, or `{}`.",
-        response_model=Outcome,
-        responses=pending,
-    )
-    async def unschedule_message(
-        who: Who, message_id: UUID, body: Annotated[EmptyBody | None, Body()] = None
-    ) -> JSONResponse:
-        return await run(
-            who,
-            body or EmptyBody(),
-            lambda c: UnscheduleMessage(command_id=c, message_id=message_id),
-        )
+    def lifecycle_endpoint(row: Lifecycle[Any]) -> Callable[..., Awaitable[JSONResponse]]:
+        async def endpoint(who: Who, message_id: UUID, body: Any = None) -> JSONResponse:
+            given = body or row.body()
+            return await run(who, given, lambda c: row.make(c, message_id, given))
 
-    @router.post(
-        "/messages/{message_id}/discard",
-        summary="Discard a draft",
-        description="Final: the draft leaves the Drafts list and is never sent (its history "
-        "stays). Only in draft. No body, or `{}`.",
-        response_model=Outcome,
-        responses=pending,
-    )
-    async def discard_draft(
-        who: Who, message_id: UUID, body: Annotated[EmptyBody | None, Body()] = None
-    ) -> JSONResponse:
-        return await run(
-            who,
-            body or EmptyBody(),
-            lambda c: DiscardDraft(command_id=c, message_id=message_id),
-        )
+        # The body's model is the row's: FastAPI reads it from the annotation.
+        endpoint.__annotations__["body"] = Annotated[row.body | None, Body()]
+        return endpoint
 
-    @router.post(
-        "/messages/{message_id}/pause",
-        summary="Pause a sending message",
-        description="No further recipient is released; sends already handed to the mail "
-        'transport finish. Body optional: `{"reason": ...}`.',
-        response_model=Outcome,
-        responses=pending,
-    )
-    async def pause_message(
-        who: Who, message_id: UUID, body: Annotated[ReasonBody | None, Body()] = None
-    ) -> JSONResponse:
-        given = body or ReasonBody()
-        return await run(
-            who,
-            given,
-            lambda c: PauseMessage(command_id=c, message_id=message_id, reason=given.reason),
-        )
-
-    @router.post(
-        "/messages/{message_id}/resume",
-        summary="Resume a paused message",
-        description="Sending continues (missed zones and throttle slots: see the product "
-        "rules). No body, or `{}`.",
-        response_model=Outcome,
-        responses=pending,
-    )
-    async def resume_message(
-        who: Who, message_id: UUID, body: Annotated[EmptyBody | None, Body()] = None
-    ) -> JSONResponse:
-        return await run(
-            who,
-            body or EmptyBody(),
-            lambda c: ResumeMessage(command_id=c, message_id=message_id),
-        )
-
-    @router.post(
-        "/messages/{message_id}/cancel",
-        summary="Cancel a scheduled, sending or paused message for good",
-        description='Final: nothing more is released. Body optional: `{"reason": ...}`.',
-        response_model=Outcome,
-        responses=pending,
-    )
-    async def cancel_message(
-        who: Who, message_id: UUID, body: Annotated[ReasonBody | None, Body()] = None
-    ) -> JSONResponse:
-        given = body or ReasonBody()
-        return await run(
-            who,
-            given,
-            lambda c: CancelMessage(command_id=c, message_id=message_id, reason=given.reason),
+    for row in LIFECYCLE:
+        router.add_api_route(
+            f"/messages/{{message_id}}/{row.verb}",
+            lifecycle_endpoint(row),
+            methods=["POST"],
+            name=row.name,
+            summary=row.summary,
+            description=row.description,
+            response_model=Outcome,
+            responses=pending,
         )
 
     @router.post(

@@ -7,15 +7,19 @@ the caller's identity (`GET /v1/whoami`), health and the OpenAPI document. See d
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
-from services.commands.api import Executor, command_routes
+from schemas.values import TimeZoneName
+from services.commands.api import command_routes
 from services.commands.audience_api import audience_routes
 from services.commands.audiences import AudienceService
 from services.commands.auth import Authenticator
+from services.commands.bodies import Strict
 from services.commands.bus import KafkaCommandBus
 from services.commands.errors import (
     ERROR_RESPONSES,
@@ -23,6 +27,7 @@ from services.commands.errors import (
     install_error_handlers,
     problem_response,
 )
+from services.commands.gateway import Executor
 from services.commands.ports import CommandBus, IdempotencyStore, KeyStore
 from services.commands.read_api import ViewReader, read_routes
 from services.commands.store import PostgresStore
@@ -37,6 +42,16 @@ from services.web.security import install_security_headers
 from services.web.sessions import UiStore
 
 SERVICE = "commands"
+
+
+class AccountSettings(BaseModel):
+    account_id: str
+    default_time_zone: str = Field(description="an IANA zone name, e.g. Europe/Berlin")
+
+
+class TimeZoneBody(Strict):
+    default_time_zone: TimeZoneName
+
 
 # How long the API keeps waiting, in the background, for a result it answered 202 for; past it
 # the row stays pending and a retry with the same key publishes the command again.
@@ -171,9 +186,38 @@ def create_app(
     async def whoami(account: Annotated[str, Depends(auth.account)]) -> dict[str, str]:
         return {"account_id": account}
 
+    @app.get(
+        "/v1/account",
+        tags=["accounts"],
+        summary="The account's settings: its default time zone",
+        description="`default_time_zone` is the zone of contacts without one, and the zone of "
+        "`send_at_local` outside recipient_timezone mode (UTC unless set).",
+        responses={401: ERROR_RESPONSES[401]},
+    )
+    async def account_settings(
+        account: Annotated[str, Depends(auth.account)],
+    ) -> AccountSettings:
+        zone = await parts.store.default_time_zone(account)
+        return AccountSettings(account_id=account, default_time_zone=zone)
+
+    @app.put(
+        "/v1/account/time-zone",
+        tags=["accounts"],
+        summary="Change the account's default time zone",
+        description="An IANA zone name (422 naming `default_time_zone` otherwise). Commands "
+        "issued from then on carry it; messages already scheduled keep the zone they were "
+        "scheduled with.",
+        responses={401: ERROR_RESPONSES[401], 422: ERROR_RESPONSES[422]},
+    )
+    async def change_time_zone(
+        account: Annotated[str, Depends(auth.account)], body: TimeZoneBody
+    ) -> AccountSettings:
+        await parts.store.set_default_time_zone(account, body.default_time_zone)
+        return AccountSettings(account_id=account, default_time_zone=body.default_time_zone)
+
     app.include_router(command_routes(auth.account, executor, parts.store))
     if parts.views is not None:
-        app.include_router(read_routes(auth.account, parts.views))
+        app.include_router(read_routes(auth.account, parts.views, settings.read_max_wait_s))
     if parts.ui is not None and isinstance(parts.views, PostgresViews):
         install_ui(
             app,
@@ -197,4 +241,50 @@ def create_app(
         if parts.ui is not None:
             app.include_router(audience_pages(audiences, parts.views, parts.ui))
     install_docs(app)
+    install_openapi(app)
     return app
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema without the `null` branch of an optional one: a header or query
+    parameter is absent or a string, never the JSON null a generator would send as "null"."""
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**kept[0], **rest}
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document as the API behaves: the Bearer scheme declared (every /v1 operation
+    needs it), optional parameters without a `null` they could never carry."""
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = doc.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (`mk_...`, docs/api.md#authentication-and-accounts).",
+        }
+        for path, operations in doc.get("paths", {}).items():
+            for operation in operations.values():
+                if path.startswith("/v1/"):
+                    operation["security"] = [{"bearer": []}]
+                for parameter in operation.get("parameters", []):
+                    if "schema" in parameter:
+                        parameter["schema"] = _not_null(parameter["schema"])
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = document  # type: ignore[method-assign]

@@ -39,9 +39,10 @@ from schemas import (
     SendTestMessage,
     normalize_address,
 )
-from services.commands.api import CommandRequest, Executor, command_id_for
 from services.commands.csv_rows import CsvContacts, HeaderError, InvalidRow, ParsedRow
 from services.commands.errors import Problem, ProblemError
+from services.commands.gateway import CommandRequest, Executor
+from services.commands.ids import command_id_for
 from services.commands.ports import IdempotencyStore
 from services.dispatcher.delivery.mail import compose
 from services.projections.reader import PostgresViews

@@ -7,6 +7,7 @@ codes (``schemas.wire.Rejection``) and the codes the API itself raises at the ed
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -38,6 +39,7 @@ ProblemCode = Literal[
     "idempotency_key_reused",
     "too_large",
     "unavailable",
+    "not_caught_up",
 ]
 
 _STATUS: dict[str, int] = {
@@ -50,6 +52,7 @@ _STATUS: dict[str, int] = {
     "invalid": 422,
     "idempotency_key_reused": 422,
     "unavailable": 503,
+    "not_caught_up": 504,
 }
 
 # The code an HTTP error raised by the framework or a dependency (a bare status) is reported with.
@@ -69,7 +72,10 @@ def http_status(code: str) -> int:
 
 
 class FieldProblem(BaseModel):
-    field: str | None = Field(description="dotted path of the input, e.g. `contacts.3.email`")
+    field: str | None = Field(
+        default=None,
+        description="dotted path of the input, e.g. `contacts.3.email` (absent: the whole body)",
+    )
     message: str
 
 
@@ -92,6 +98,12 @@ class Problem(BaseModel):
     )
     errors: list[FieldProblem] | None = Field(
         default=None, description="invalid input: every problem found, the first one above"
+    )
+    min_sequence: int | None = Field(
+        default=None, description="not_caught_up: the sequence the read waited for"
+    )
+    sequence: int | None = Field(
+        default=None, description="not_caught_up: the sequence the view is at"
     )
 
 
@@ -158,9 +170,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The tags pydantic adds to a location for the member of a union or a validator wrapper
+# (`str`, `function-after[...]`, `list[...]`, `constrained-str` ...): validator internals, not
+# the API's fields.
+_TAG = re.compile(r"^[a-z-]+\[.*\]$|^(constrained|lax|strict)-[a-z]+$")
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
+
+
 def _field(loc: tuple[int | str, ...]) -> str | None:
-    # FastAPI prefixes where the input came from; the client knows its own body.
+    """The input's path as the API names it: FastAPI's prefix of where the input came from
+    (the client knows its own body) and pydantic's union and wrapper tags are left out, so an
+    attribute's bad value is `contacts.0.attributes.a`, not `contacts.0.attributes.a.str`."""
     parts = list(loc[1:] if loc and loc[0] in ("body", "path", "query", "header") else loc)
+    parts = [p for p in parts if not (isinstance(p, str) and _TAG.match(p))]
+    if len(parts) > 1 and isinstance(parts[-1], str) and parts[-1] in _TYPE_TAGS:
+        parts.pop()
     return ".".join(str(part) for part in parts) or None
 
 
@@ -195,6 +219,17 @@ def invalid_input(errors: list[dict[str, Any]]) -> Problem:
     )
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document declares for the request's path."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error of the app in the problem shape."""
 
@@ -212,7 +247,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(invalid_input([dict(e) for e in error.errors(include_url=False)]))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only; a
+            # path served by two routers (GET view, PATCH command) has them all.
+            return JSONResponse(
+                {"detail": error.detail},
+                status_code=405,
+                headers={"Allow": ", ".join(_allowed_methods(request))},
+            )
+        if error.status_code == 400:
+            # The framework could not decode the body (not JSON, not UTF-8...): invalid input,
+            # in the declared shape like every other.
+            problem = Problem(
+                code="invalid",
+                message=f"the request body could not be read as JSON: {error.detail}",
+                errors=[FieldProblem(message="the request body could not be read as JSON")],
+            )
+            return problem_response(problem)
         code = _CODE_OF_STATUS.get(error.status_code)
         if code is None or http_status(code) != error.status_code:
             # A status without a problem code of its own (405 ...): the framework's plain body.

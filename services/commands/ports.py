@@ -68,6 +68,10 @@ class IdempotencyStore(Protocol):
         """The account's zone for contacts without one (UTC unless set)."""
         ...
 
+    async def set_default_time_zone(self, account: str, zone: str) -> None:
+        """Set the account's zone (a valid IANA name); commands issued from then on carry it."""
+        ...
+
 
 class KeyStore(Protocol):
     async def account_for(self, key: str) -> str | None:

@@ -4,7 +4,8 @@ exactly like an unknown one.
 
 Read-your-writes: a command's answer carries the message's `sequence`; pass it as
 `min_sequence` and the read waits (up to `wait_s`) until the view has caught up with it, or
-answers 504 `not_caught_up` with the sequence the view is at.
+answers 504 `not_caught_up` with the sequence the view is at; a message the view does not hold
+at all by then answers 404, like an unknown one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
@@ -20,13 +21,19 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from core import MessageStatus, RecipientStatus
 from schemas.text import ONE_LINE, UnsafeTextError
-from services.commands.errors import ERROR_RESPONSES
+from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
 from services.projections.views import LISTS
 
 __all__ = ["ViewReader", "message_view", "read_routes"]
 
-#: The longest a read waits for a view to catch up with `min_sequence`.
+#: The largest number the views store (Postgres `integer`): sequences, offsets and cursors are
+#: bounded by it in the schema, so a larger one is a 422 naming the parameter, never a 500.
+PG_INT_MAX = 2**31 - 1
+
+#: The longest a read waits for a view to catch up with `min_sequence` (by default; the setting
+#: `read_max_wait_s`), and how long when `wait_s` is not given.
 MAX_WAIT_S = 30.0
+DEFAULT_WAIT_S = 5.0
 _POLL_S = 0.05
 
 ListName = Literal["sent", "scheduled", "drafts"]
@@ -190,30 +197,44 @@ def message_view(row: dict[str, Any]) -> MessageView:
     return MessageView(**data, remaining=remaining)
 
 
+NOT_CAUGHT_UP: dict[int | str, dict[str, Any]] = {
+    504: {
+        "model": ErrorBody,
+        "description": "`not_caught_up`: the view holds the message but did not reach "
+        "`min_sequence` in time (a message the view does not hold at all answers 404)",
+    }
+}
+
+
 def _not_found() -> HTTPException:
     return HTTPException(404, "no such message")
 
 
-def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> APIRouter:
+def read_routes(
+    account: Callable[..., Awaitable[str]], views: ViewReader, max_wait_s: float = MAX_WAIT_S
+) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["views"], responses=ERROR_RESPONSES)
     Account = Annotated[str, Depends(account)]
     MinSequence = Annotated[
         int | None,
         Query(
             ge=1,
+            le=PG_INT_MAX,
             description="read-your-writes: wait until the view includes this sequence number "
             "of the message (a command's answer carries it)",
         ),
     ]
+    default_wait = min(DEFAULT_WAIT_S, max_wait_s)
     WaitS = Annotated[
-        float, Query(gt=0, le=MAX_WAIT_S, description="how long to wait for `min_sequence`")
+        float, Query(gt=0, le=max_wait_s, description="how long to wait for `min_sequence`")
     ]
 
     async def caught_up(
         who: str, message_id: UUID, min_sequence: int | None, wait_s: float
     ) -> None:
-        """Wait until the view of the message has `min_sequence` (504 when it has not in time).
-        Unknown and other accounts' messages wait like a message not projected yet: the answer
+        """Wait until the view of the message has `min_sequence` (504 when it has not in time,
+        404 when the view holds nothing of it by then). Unknown and other accounts' messages
+        wait like a message not projected yet and then answer the same 404: the answer
         says nothing about whether it exists."""
         if min_sequence is None:
             return
@@ -223,41 +244,45 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             if seen is not None and seen >= min_sequence:
                 return
             if time.monotonic() >= deadline:
-                raise HTTPException(
-                    504,
-                    {
-                        "code": "not_caught_up",
-                        "message": f"the view has not reached sequence {min_sequence} of the "
+                if seen is None:
+                    # The view holds nothing of it: no such message (in this account).
+                    raise _not_found()
+                raise ProblemError(
+                    Problem(
+                        code="not_caught_up",
+                        message=f"the view has not reached sequence {min_sequence} of the "
                         f"message within {wait_s:g}s; retry",
-                        "min_sequence": min_sequence,
-                        "sequence": seen or 0,
-                    },
+                        min_sequence=min_sequence,
+                        sequence=seen,
+                    )
                 )
             await asyncio.sleep(_POLL_S)
 
     def list_route(view: ListName, title: str) -> None:
         allowed = LISTS[view]
+        # The statuses this list shows, as the parameter's enum: another is not schema-valid.
+        shown: Any = Literal.__getitem__(tuple(allowed))
 
         async def handler(
             who: Account,
             status: Annotated[
-                list[MessageStatus] | None,
+                list[shown] | None,
                 Query(description=f"only these statuses (of: {', '.join(allowed)})"),
             ] = None,
             q: Annotated[SearchText, Query(max_length=200, description="name contains")] = None,
             limit: Annotated[int, Query(ge=1, le=200)] = 50,
-            offset: Annotated[int, Query(ge=0)] = 0,
+            offset: Annotated[int, Query(ge=0, le=PG_INT_MAX)] = 0,
             message_id: Annotated[
                 UUID | None, Query(description="with `min_sequence`: the message to wait for")
             ] = None,
             min_sequence: MinSequence = None,
-            wait_s: WaitS = 5.0,
+            wait_s: WaitS = default_wait,
         ) -> MessageList:
             if min_sequence is not None:
                 if message_id is None:
                     raise HTTPException(422, "min_sequence needs message_id")
                 await caught_up(who, message_id, min_sequence, wait_s)
-            statuses = [s.value for s in status] if status else list(allowed)
+            statuses = [str(s) for s in status] if status else list(allowed)
             if any(s not in allowed for s in statuses):
                 raise HTTPException(422, f"status: the {view} list shows {', '.join(allowed)}")
             rows = await views.list_messages(
@@ -277,7 +302,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             methods=["GET"],
             summary=title,
             response_model=MessageList,
-            responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+            responses=NOT_CAUGHT_UP,
         )
 
     list_route("sent", "Email Sent: sending, paused, canceled and sent messages")
@@ -287,10 +312,13 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
     @router.get(
         "/messages/{message_id}",
         summary="One message's details (the hover details included)",
-        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+        responses=NOT_CAUGHT_UP,
     )
     async def message_details(
-        who: Account, message_id: UUID, min_sequence: MinSequence = None, wait_s: WaitS = 5.0
+        who: Account,
+        message_id: UUID,
+        min_sequence: MinSequence = None,
+        wait_s: WaitS = default_wait,
     ) -> MessageView:
         await caught_up(who, message_id, min_sequence, wait_s)
         row = await views.message(who, message_id)
@@ -301,7 +329,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
     @router.get(
         "/messages/{message_id}/recipients",
         summary="The message's recipients with their state and timestamps",
-        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+        responses=NOT_CAUGHT_UP,
     )
     async def message_recipients(
         who: Account,
@@ -320,7 +348,7 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
             str | None, Query(max_length=300, description="address contains (any case)")
         ] = None,
         min_sequence: MinSequence = None,
-        wait_s: WaitS = 5.0,
+        wait_s: WaitS = default_wait,
     ) -> RecipientPage:
         await caught_up(who, message_id, min_sequence, wait_s)
         if await views.sequence_of(who, message_id) is None:
@@ -355,17 +383,18 @@ def read_routes(account: Callable[..., Awaitable[str]], views: ViewReader) -> AP
     @router.get(
         "/messages/{message_id}/history",
         summary="Every event of the message, in order, with who caused it",
-        responses={504: {"description": "the view did not reach `min_sequence` in time"}},
+        responses=NOT_CAUGHT_UP,
     )
     async def message_history(
         who: Account,
         message_id: UUID,
         after: Annotated[
-            int, Query(ge=0, description="the last sequence of the previous page")
+            int,
+            Query(ge=0, le=PG_INT_MAX, description="the last sequence of the previous page"),
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         min_sequence: MinSequence = None,
-        wait_s: WaitS = 5.0,
+        wait_s: WaitS = default_wait,
     ) -> HistoryPage:
         await caught_up(who, message_id, min_sequence, wait_s)
         if await views.sequence_of(who, message_id) is None:

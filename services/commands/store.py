@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.commands.apikeys import account_for, time_zone
+from services.commands.apikeys import account_for, set_time_zone, time_zone
 from services.commands.ports import Claim
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 
@@ -107,3 +107,7 @@ class PostgresStore:
 
     async def default_time_zone(self, account: str) -> str:
         return await time_zone(await self.pool(), account)
+
+    async def set_default_time_zone(self, account: str, zone: str) -> None:
+        async with (await self.pool()).acquire() as conn:
+            await set_time_zone(conn, account, zone)

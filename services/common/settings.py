@@ -71,12 +71,17 @@ class Settings(BaseSettings):
     delivery_rate: float = 1000.0
     smtp_pool_size: int = 8
     smtp_timeout_s: float = 30.0
+    # A pooled SMTP connection older than this is closed and opened anew before its next mail,
+    # so a changed server configuration (or DNS) is picked up (docs/delivery.md).
+    smtp_connection_max_age_s: float = 300.0
     delivery_retry_base_s: float = 2.0
     delivery_max_attempts: int = 5
     delivery_instance_id: str | None = None
     message_id_domain: str = "mailctl.invalid"
     # How long the API waits for a command's outcome before answering 202 with a URL to poll.
     command_wait_s: float = 5.0
+    # The largest `wait_s` a read with `min_sequence` accepts (services/commands/read_api.py).
+    read_max_wait_s: float = 30.0
 
     # Where the service processes listen. Loopback by default: nothing is exposed to the network
     # unless asked (docker-compose sets 0.0.0.0 inside its containers).
@@ -97,6 +102,9 @@ class Settings(BaseSettings):
     smtp_sink_smtputf8: bool = True
     # Seconds the sink waits after recording a mail before its 250 (a slow server; tests).
     smtp_sink_data_delay_s: float = 0.0
+    # Emulates Postfix's smtpd_hard_error_limit: after this many refused recipients in one
+    # session the sink answers the next MAIL with 421 and drops the session (0: never).
+    smtp_sink_error_limit: int = 0
 
     # Where `make run` keeps the development API key it prints (services.commands.apikeys).
     dev_api_key_file: Path = REPO_ROOT / ".state" / "dev-api-key"

@@ -274,6 +274,11 @@ def _zone_name(state: MessageState, key: str) -> str:
     return state.schedule.default_time_zone if state.schedule is not None else ""
 
 
+def _numbered(batch: int | None) -> int | None:
+    """A batch as people count it: the core numbers batches from 0, the views from 1."""
+    return None if batch is None else batch + 1
+
+
 def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
     """The messages view's row of one folded message (columns: :data:`MESSAGE_COLUMNS`).
 
@@ -286,9 +291,11 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
     throttle = plan.throttle
     schedule = state.schedule
     status = state.status
-    open_status = status in (MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED)
+    # While paused no batch is due: the next one comes only after a resume (empty, not a time
+    # that will have passed by then).
+    due = status in (MessageStatus.SCHEDULED, MessageStatus.SENDING)
     next_batch_at: datetime | None = None
-    if throttle is not None and schedule is not None and open_status and book.pending > 0:
+    if throttle is not None and schedule is not None and due and book.pending > 0:
         candidate = state.slot_at(state.next_slot)
         if throttle.end_at is None or candidate < throttle.end_at:
             next_batch_at = candidate
@@ -342,7 +349,7 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
         counts[RecipientStatus.REMOVED],
         counts[RecipientStatus.EXCLUDED],
         counts[RecipientStatus.UNKNOWN],
-        state.batch,
+        _numbered(state.batch),
         state.batch_remaining if throttle is not None else None,
         next_batch_at,
         None if zones_pending is None else [storable(z) for z in zones_pending],
@@ -543,6 +550,10 @@ def _entries(state: MessageState | None, ids: Sequence[str]) -> list[Entry | Non
 
 _REMOVED = RecipientStatus.REMOVED
 _PENDING = RecipientStatus.PENDING
+_EXCLUDED_STATE = RecipientStatus.EXCLUDED
+#: Why a contact is excluded: a copy made with exclude_delivered leaves out every contact (by id
+#: or by address) that may have received the original (`copied_from` names it).
+EXCLUDED_REASON = "may_have_received_original"
 
 
 def _record(
@@ -584,7 +595,10 @@ def _record(
             patch = patches[cid] = RecipientPatch(message_id, cid, was is not None)
             new += 1
         patch.state = now
-        reason = reasons.get(cid) if now in _REASONED else None
+        if now is _EXCLUDED_STATE:
+            reason: str | None = EXCLUDED_REASON
+        else:
+            reason = reasons.get(cid) if now in _REASONED else None
         patch.reason = None if reason is None else storable(reason)
         patch.state_at = at
         patch.sequence = sequence
@@ -601,5 +615,5 @@ def _record(
             patch.batch = None
         elif released:
             patch.released_at = at
-            patch.batch = release_batch
+            patch.batch = _numbered(release_batch)
     batch.patched += new

@@ -101,6 +101,7 @@ class SinkRuntime:
             fail_permanent=split_patterns(settings.smtp_sink_fail_permanent),
             fail_transient=split_patterns(settings.smtp_sink_fail_transient),
             data_delay_s=settings.smtp_sink_data_delay_s,
+            error_limit=settings.smtp_sink_error_limit,
         )
         self._handler = handler
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from services.smtp_sink.store import SinkStore
 log = structlog.get_logger(__name__)
 
 PERMANENT_REPLY = "550 5.1.1 <{rcpt}>: mailbox unavailable (sink rule: permanent failure)"
+TOO_MANY_ERRORS_REPLY = "421 4.7.0 mailctl-smtp-sink Error: too many errors"
 TRANSIENT_REPLY = "451 4.3.0 <{rcpt}>: try again later (sink rule: transient failure)"
 
 
@@ -33,8 +34,13 @@ class SinkHandler:
         fail_permanent: tuple[str, ...] = (),
         fail_transient: tuple[str, ...] = (),
         data_delay_s: float = 0.0,
+        error_limit: int = 0,
     ) -> None:
         self.store = store
+        self.error_limit = error_limit
+        # Refused recipients per session (by the session object's id; sessions end with their
+        # connection, and a new connection's session starts at 0).
+        self._errors: dict[int, int] = {}
         self.fail_permanent = tuple(p.lower() for p in fail_permanent)
         self.fail_transient = tuple(p.lower() for p in fail_transient)
         self.data_delay_s = data_delay_s
@@ -65,6 +71,19 @@ class SinkHandler:
             return TRANSIENT_REPLY.format(rcpt=rcpt)
         return None
 
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self.error_limit and self._errors.get(id(session), 0) >= self.error_limit:
+            # Like Postfix past smtpd_hard_error_limit: 421, and the session is dropped.
+            self._errors.pop(id(session), None)
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            log.info("session dropped after too many errors", limit=self.error_limit)
+            return TOO_MANY_ERRORS_REPLY
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
@@ -74,6 +93,7 @@ class SinkHandler:
                 mail_from=envelope.mail_from, rcpt=address, code=int(reply[:3]), reply=reply
             )
             log.info("recipient refused", rcpt=address, code=int(reply[:3]))
+            self._errors[id(session)] = self._errors.get(id(session), 0) + 1
             return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)

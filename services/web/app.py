@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.commands.api import Executor
+from services.commands.gateway import Executor
 from services.commands.ports import IdempotencyStore
 from services.projections.reader import PostgresViews
 from services.web.pages import environment, ui_routes

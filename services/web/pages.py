@@ -42,14 +42,10 @@ from schemas import (
     ScheduleMessage,
     UnscheduleMessage,
 )
-from services.commands.api import (
-    CommandRequest,
-    Executor,
-    ScheduleBody,
-    command_id_for,
-    created_message_id,
-)
+from services.commands.bodies import ScheduleBody
 from services.commands.errors import ProblemError, http_status
+from services.commands.gateway import CommandRequest, Executor
+from services.commands.ids import command_id_for, created_message_id
 from services.commands.ports import IdempotencyStore
 from services.commands.read_api import message_view
 from services.projections.reader import PostgresViews

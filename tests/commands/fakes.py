@@ -144,3 +144,6 @@ class FakeStore:
 
     async def default_time_zone(self, account: str) -> str:
         return self.zones.get(account, "UTC")
+
+    async def set_default_time_zone(self, account: str, zone: str) -> None:
+        self.zones[account] = zone

@@ -6,9 +6,9 @@ import uuid
 from typing import get_args
 
 from schemas.wire import CommandResult, Rejection
-from services.commands.api import render
 from services.commands.app import Adapters, create_app
 from services.commands.errors import ProblemCode, http_status
+from services.commands.responses import render
 from services.common.settings import Settings
 from tests.commands.conftest import Api
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
@@ -23,6 +23,7 @@ EXPECTED = {
     "invalid": 422,
     "idempotency_key_reused": 422,
     "unavailable": 503,
+    "not_caught_up": 504,
 }
 
 

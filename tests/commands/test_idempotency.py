@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from services.commands.api import command_id_for
+from services.commands.ids import command_id_for
 from tests.commands.conftest import CONTENT, Api, Build
 
 

@@ -18,7 +18,7 @@ from schemas import (
     ScheduleMessage,
     UnscheduleMessage,
 )
-from services.commands.api import created_message_id
+from services.commands.ids import created_message_id
 from tests.commands.conftest import CONTENT, Api, Build
 
 CONTACTS = [{"contact_id": f"c{i}", "email": f"c{i}@example.org"} for i in range(3)]

@@ -88,3 +88,14 @@ async def test_the_default_time_zone_is_utc_until_set(
     assert wrong.returncode != 0 and "unknown IANA time zone" in wrong.stderr
     assert set_.returncode == 0 and set_.stdout.strip() == "America/New_York"
     assert await store.default_time_zone(account) == "America/New_York"
+
+
+async def test_the_default_time_zone_is_set_through_the_store(
+    store: PostgresStore, account: str
+) -> None:
+    await store.set_default_time_zone(account, "Asia/Tokyo")
+    first = await store.default_time_zone(account)
+    await store.set_default_time_zone(account, "Europe/Berlin")
+
+    assert first == "Asia/Tokyo"
+    assert await store.default_time_zone(account) == "Europe/Berlin"

@@ -239,7 +239,7 @@ async def test_reads_need_a_key(client: httpx.AsyncClient, world: Any) -> None:
         assert answer.status_code == 401
 
 
-async def test_read_your_writes_waits_for_the_sequence_or_answers_504(
+async def test_read_your_writes_waits_for_the_sequence_or_answers_504_or_404(
     client: httpx.AsyncClient, world: Any
 ) -> None:
     _, ids = world
@@ -253,14 +253,17 @@ async def test_read_your_writes_waits_for_the_sequence_or_answers_504(
     theirs = await client.get(
         f"/v1/messages/{ids['theirs']}", params={"min_sequence": 1, "wait_s": 0.2}
     )
+    unknown = await client.get(f"/v1/messages/{uuid4()}", params={"min_sequence": 1, "wait_s": 0.2})
     listed = await client.get("/v1/views/sent", params={"message_id": str(m), "min_sequence": last})
 
     assert reached.status_code == 200
     assert ahead.status_code == 504
     assert ahead.json()["detail"]["code"] == "not_caught_up"
     assert ahead.json()["detail"]["sequence"] == last
-    # Another account's message waits like one not projected yet: nothing leaks.
-    assert theirs.status_code == 504 and theirs.json()["detail"]["sequence"] == 0
+    # A message the view does not hold answers 404 after the wait, not 504; another account's
+    # message answers exactly like an unknown one: nothing leaks.
+    assert unknown.status_code == 404 and unknown.json()["detail"]["code"] == "not_found"
+    assert theirs.status_code == 404 and theirs.json() == unknown.json()
     assert listed.status_code == 200
 
 
@@ -295,3 +298,33 @@ async def test_a_nul_or_control_character_in_a_query_parameter_is_422_naming_it(
     answer = await client.get(path.format(m=m["sending"]), params=params)
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"]["field"] == field
+
+
+async def test_numbers_past_postgres_integer_range_are_422_naming_the_parameter(
+    client: httpx.AsyncClient, world: Any
+) -> None:
+    _, ids = world
+    huge = str(2**31)
+    answers = {
+        "offset": await client.get("/v1/views/sent", params={"offset": huge}),
+        "min_sequence": await client.get(
+            f"/v1/messages/{ids['sending']}", params={"min_sequence": huge}
+        ),
+        "after": await client.get(f"/v1/messages/{ids['sending']}/history", params={"after": huge}),
+    }
+
+    for name, answer in answers.items():
+        assert answer.status_code == 422, (name, answer.text)
+        assert answer.json()["detail"]["field"] == name
+        assert answer.json()["detail"]["code"] == "invalid"
+
+
+async def test_a_405_lists_every_method_of_a_path_served_by_two_routers(
+    client: httpx.AsyncClient, world: Any
+) -> None:
+    _, ids = world
+    answer = await client.options(f"/v1/messages/{ids['draft']}")
+
+    assert answer.status_code == 405
+    # GET comes from the read API, PATCH from the command routes.
+    assert {m.strip() for m in answer.headers["allow"].split(",")} >= {"GET", "PATCH"}

@@ -306,6 +306,13 @@ def test_a_copy_excluding_delivered_shows_them_excluded_and_is_a_draft() -> None
     assert tables.messages[copy_id]["copied_from"] == message
     # Who may have received it is excluded; a permanent failure never did.
     assert states(tables, copy_id) == {"c0": "excluded", "c1": "pending", "c2": "excluded"}
+    # Excluded recipients carry their reason, pending ones none.
+    reasons = {c: r["reason"] for (m, c), r in tables.recipients.items() if m == copy_id}
+    assert reasons == {
+        "c0": "may_have_received_original",
+        "c1": None,
+        "c2": "may_have_received_original",
+    }
     assert tables.messages[copy_id]["audience"] == 1
     assert "MessageCopied" in {h[3] for h in tables.history.values() if h[0] == message}
 
@@ -339,12 +346,16 @@ def test_throttled_sending_shows_the_current_batch_and_the_next_batch_time() -> 
     tables = project(sim.events)
 
     row = tables.messages[message]
-    assert row["current_batch"] == 0
+    assert row["current_batch"] == 1  # numbered from 1 in the views
     send_at = row["send_at"]
     assert row["next_batch_at"] == send_at + timedelta(seconds=60)
     assert {r["batch"] for (m, _), r in tables.recipients.items() if r["state"] == "released"} == {
-        0
+        1
     }
+
+    sim.run(PauseMessage(command_id=sim.new_id(), message_id=message))
+    paused = project(sim.events).messages[message]
+    assert paused["status"] == "paused" and paused["next_batch_at"] is None
 
 
 def test_recipient_timezone_shows_zones_pending_and_done() -> None:

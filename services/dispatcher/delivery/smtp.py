@@ -81,13 +81,31 @@ class RateLimiter:
             await asyncio.sleep(start - now)
 
 
-class SmtpPool:
-    """`size` SMTP connections, each used by one hand-off at a time, opened on demand."""
+def _dropped(error: Exception) -> bool:
+    """Whether an error at MAIL means the server ended the session, not refused the mail: a
+    disconnect, or 421 (Postfix past its error limit, a server shutting down)."""
+    if isinstance(error, aiosmtplib.SMTPServerDisconnected | ConnectionError):
+        return True
+    return isinstance(error, aiosmtplib.SMTPResponseException) and error.code == 421
 
-    def __init__(self, host: str, port: int, size: int, timeout: float) -> None:
+
+class SmtpPool:
+    """`size` SMTP connections, each used by one hand-off at a time, opened on demand.
+
+    A connection that has served mails before and is found dropped at MAIL (the server closed
+    the idle session, or ended it after too many errors, as Postfix does) is opened anew and the
+    mail tried on it once more, within the same hand-off: the server never looked at the mail,
+    so no retry attempt is spent. A connection older than `max_age_s` is closed before its next
+    mail, so a changed server configuration is picked up."""
+
+    def __init__(
+        self, host: str, port: int, size: int, timeout: float, *, max_age_s: float = 300.0
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.max_age_s = max_age_s
+        self._opened: dict[int, float] = {}  # id(client) -> when it connected (monotonic)
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
         for _ in range(size):
             self._idle.put_nowait(
@@ -101,21 +119,38 @@ class SmtpPool:
             # right before DATA: a pause or cancel that arrived meanwhile stops the hand-off.
             if fence is not None and fence():
                 return Answer("returned", FENCED)
-            return await self._conversation(client, mail, fence)
+            reused = await self._ready(client)
+            answer = await self._conversation(client, mail, fence, reconnect=reused)
+            if answer is None:  # the reused session was gone: once more on a new one
+                client.close()
+                await self._ready(client)
+                answer = await self._conversation(client, mail, fence, reconnect=False)
+            assert answer is not None
+            return answer
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            client.close()
+            return Answer("deferred", f"before DATA: {type(error).__name__}: {error}")
         finally:
             self._idle.put_nowait(client)
 
     async def _conversation(
-        self, client: aiosmtplib.SMTP, mail: Mail, fence: Fence | None = None
-    ) -> Answer:
+        self, client: aiosmtplib.SMTP, mail: Mail, fence: Fence | None, *, reconnect: bool
+    ) -> Answer | None:
+        """One mail on a ready connection; None when `reconnect` and the session turned out
+        dropped at MAIL (nothing of the mail was taken)."""
         try:
-            await self._ready(client)
             if mail.smtputf8 and not client.supports_extension("smtputf8"):
                 # Nothing was sent for this mail: the connection stays usable as it is.
                 return Answer("failed", NO_SMTPUTF8)
             options = ["SMTPUTF8"] if mail.smtputf8 else []
             encoding = "utf-8" if mail.smtputf8 else "ascii"
-            await client.mail(mail.mail_from, options=options, encoding=encoding)
+            try:
+                await client.mail(mail.mail_from, options=options, encoding=encoding)
+            except (aiosmtplib.SMTPException, OSError) as error:
+                if reconnect and _dropped(error):
+                    log.info("smtp session dropped by the server: reconnecting", error=str(error))
+                    return None
+                raise
             await client.rcpt(mail.rcpt_to, encoding=encoding)
         except aiosmtplib.SMTPResponseException as error:
             await self._reset(client)
@@ -142,9 +177,20 @@ class SmtpPool:
             return Answer("unknown", f"during DATA: {type(error).__name__}: {error}")
         return Answer("delivered", f"{response.code} {response.message}".strip())
 
-    async def _ready(self, client: aiosmtplib.SMTP) -> None:
+    async def _ready(self, client: aiosmtplib.SMTP) -> bool:
+        """Connect (anew when older than max_age_s) and greet; True when the connection was
+        already open, i.e. it may have been dropped by the server while idle."""
+        opened = self._opened.get(id(client))
+        if (
+            client.is_connected
+            and opened is not None
+            and time.monotonic() - opened >= self.max_age_s
+        ):
+            await self._retire(client)
+        reused = client.is_connected
         if not client.is_connected:
             await client.connect()
+            self._opened[id(client)] = time.monotonic()
         if client.is_ehlo_or_helo_needed:
             # The server's extensions (SMTPUTF8) are known only after EHLO; aiosmtplib would
             # send it lazily at MAIL, too late to decide the MAIL command's options.
@@ -152,6 +198,14 @@ class SmtpPool:
                 await client.ehlo()
             except aiosmtplib.SMTPHeloError:
                 await client.helo()
+        return reused
+
+    async def _retire(self, client: aiosmtplib.SMTP) -> None:
+        """Close an old connection politely (QUIT), or at once if the server does not answer."""
+        try:
+            await asyncio.wait_for(client.quit(), 2.0)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
 
     async def _reset(self, client: aiosmtplib.SMTP) -> None:
         # After a refusal the envelope must be reset before the connection is used again.

@@ -189,7 +189,11 @@ class DeliveryWorker:
         settings = self.settings
         self._ledger = await Ledger.connect(settings.database_url)
         self._pool = SmtpPool(
-            settings.smtp_host, settings.smtp_port, settings.smtp_pool_size, settings.smtp_timeout_s
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_pool_size,
+            settings.smtp_timeout_s,
+            max_age_s=settings.smtp_connection_max_age_s,
         )
         self._producer = AIOKafkaProducer(
             **client_options(settings),

@@ -1,0 +1,79 @@
+"""The request bodies of the command endpoints (docs/api.md). Every rule a body shares with its
+command lives once, in schemas/ (`SendTime`, `DraftChange`, `Reason`, `Contact` ...): a body
+only adds what is the API's own (no ids, which the API derives; the chunk bounds' wording)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import MAX_CHUNK, Contact, Content, DeliveryPlan
+from schemas.commands import DraftPatch, Reason, SendTime
+from schemas.values import ContactId
+
+__all__ = [
+    "AddRecipientsBody",
+    "CopyBody",
+    "CreateMessageBody",
+    "EditMessageBody",
+    "EmptyBody",
+    "ReasonBody",
+    "RemoveRecipientsBody",
+    "ScheduleBody",
+    "Strict",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CreateMessageBody(Strict):
+    """A new draft (`CreateDraft`)."""
+
+    content: Content
+    plan: DeliveryPlan = Field(default_factory=DeliveryPlan)
+
+
+class EditMessageBody(DraftPatch):
+    """What to change in a draft (`EditDraft`), as a JSON merge patch (RFC 7396): only the
+    members given change (`{"content": {"subject": "New"}}`), a member set to null goes back to
+    its default; the result is validated as a whole content and plan."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+
+class ScheduleBody(SendTime):
+    """When to send (`ScheduleMessage`). Exactly one of: `send_at` (an instant with its UTC
+    offset), `send_at_local` (a wall-clock time without offset: in `recipient_timezone` mode read
+    in each recipient's zone, else in the account's default zone), `send_now: true`."""
+
+
+class ReasonBody(Strict):
+    """Optional; the reason shows in the message's history and pause details."""
+
+    reason: Reason | None = None
+
+
+class EmptyBody(Strict):
+    """No fields: send no body, or `{}`."""
+
+
+class CopyBody(Strict):
+    """`exclude_delivered`: leave out every contact that may have received the original
+    (released, delivered, or with an unknown outcome)."""
+
+    exclude_delivered: bool = False
+
+
+class AddRecipientsBody(Strict):
+    contacts: list[Contact] = Field(
+        min_length=1,
+        max_length=MAX_CHUNK,
+        description=f"1 to {MAX_CHUNK} contacts; a larger audience is sent as several chunks",
+    )
+
+
+class RemoveRecipientsBody(Strict):
+    contact_ids: list[ContactId] = Field(
+        min_length=1, max_length=MAX_CHUNK, description=f"1 to {MAX_CHUNK} contact ids"
+    )

@@ -1,0 +1,115 @@
+"""The commands API against its own OpenAPI document: schemathesis (every check, every phase,
+the stateful one included) drives the real commands service, with the processor and the
+projections behind it on topics of the test's own, real Kafka and Postgres (docs/api.md,
+"Conformance").
+
+Bounded for `make test`: a fixed seed, few examples per operation and a time budget
+(`CONFORMANCE_MAX_TIME_S`, 75 s). The longer run is the same test with `CONFORMANCE_EXAMPLES` and
+`CONFORMANCE_MAX_TIME_S` raised (docs/api.md). Failures still open are listed in
+conformance-baseline.json (each class explained in docs/api.md): any other failure fails the
+test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.processor_harness import REPO_ROOT, Stack, free_port
+from tests.integration.test_api_commands import cli
+
+EXAMPLES = int(os.environ.get("CONFORMANCE_EXAMPLES", "2"))
+#: The run's time budget in `make test` (the longer run: docs/api.md, "Conformance").
+MAX_TIME_S = int(os.environ.get("CONFORMANCE_MAX_TIME_S", "75"))
+#: The failures accepted for now, each named in docs/api.md ("Conformance: what is left"): the
+#: run fails on any failure not in it. `CONFORMANCE_BASELINE_UPDATE=1` merges a run's failures.
+BASELINE = Path(__file__).parent / "conformance-baseline.json"
+SEED = int(os.environ.get("CONFORMANCE_SEED", "11"))
+
+
+@pytest.fixture
+async def service(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The commands service (a subprocess, as deployed), the processor and the projections on
+    the stack's topics; yields the service's base URL once it answers /health."""
+    stack = Stack(kafka_bootstrap, tmp_path)
+    await stack.start()
+    port = free_port()
+    # Reads with min_sequence wait at most 1 s here (the setting read_max_wait_s), so a fuzzed
+    # wait on a sequence never reached stays short.
+    env = {"DATABASE_URL": database_url, "COMMAND_WAIT_S": "10", "READ_MAX_WAIT_S": "1"}
+    stack.spawn(**env)
+    stack.spawn(
+        "projections", "services.projections", PROJECTIONS_HEALTH_PORT=str(free_port()), **env
+    )
+    stack.spawn("commands", "services.commands", COMMANDS_PORT=str(port), **env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            for _ in range(600):  # bounded: 60 s for the service to come up
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the commands service did not become healthy")
+        yield url
+    finally:
+        await stack.close()
+
+
+async def test_the_api_conforms_to_its_openapi_document(
+    service: str, database_url: str, tmp_path: Path
+) -> None:
+    key = cli(database_url, "create", "--account", f"acct-{uuid.uuid4().hex[:8]}")
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{service}/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            str(EXAMPLES),
+            "--max-time",
+            str(MAX_TIME_S),
+            "--seed",
+            str(SEED),
+            "--workers",
+            "1",
+            "--no-shrink",
+            "--include-path-regex",
+            "^/v1/",
+            "--header",
+            f"Authorization: Bearer {key}",
+            "--request-timeout",
+            "30",
+            "--baseline",
+            str(BASELINE),
+            *(["--baseline-update"] if os.environ.get("CONFORMANCE_BASELINE_UPDATE") else []),
+        ],
+        cwd=tmp_path,  # schemathesis keeps a cache of past crashes in .schemathesis/ there
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "SCHEMATHESIS_HOOKS": "tests.integration.conformance_hooks",
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-4000:]
