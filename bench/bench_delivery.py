@@ -51,7 +51,7 @@ from schemas import (
     ScheduleMessage,
 )
 from schemas.sends import send_records_json
-from services.dispatcher.processor import key_of, partition_of
+from services.dispatcher.decider import key_of, partition_of
 from tests.integration.delivery_harness import DeliveryStack
 from tests.integration.kafka_env import kafka_options
 from tests.integration.processor_harness import ids, record
