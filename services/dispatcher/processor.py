@@ -32,12 +32,12 @@ from typing import Any, assert_never
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
 from schemas import decode_event
 from schemas.wire import CommandResult
 from services.common.kafka import client_options
+from services.common.ownership import Ownership
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -114,13 +114,19 @@ class Processor:
     def __init__(self, settings: Settings, topics: Topics) -> None:
         self.settings = settings
         self.topics = topics
-        self.partitions: dict[int, Partition] = {}
-        # Assigned partitions this process could not take (Kafka failing while it rebuilt):
-        # paused in the consumer, taken again by the loop. number -> earliest next attempt.
-        self.orphans: dict[int, float] = {}
-        # Held while a batch is processed and while partitions change hands, so a revocation
-        # never drops a partition in the middle of its transaction.
-        self._lock = asyncio.Lock()
+        # The shared ownership piece (services/common/ownership.py): the rebalance listener,
+        # takes with retries, owned partitions and their lag. Its lock is held while a batch is
+        # processed, so a revocation never drops a partition in the middle of its transaction.
+        self.ownership: Ownership[Partition] = Ownership(
+            topics.commands,
+            take=self._take,
+            drop=self._drop,
+            position=lambda part: part.next_offset,
+            fenced=FENCED,
+        )
+        self.partitions = self.ownership.partitions
+        self.orphans = self.ownership.orphans
+        self._lock = self.ownership.lock
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
         self.decided = 0
@@ -142,7 +148,8 @@ class Processor:
             max_partition_fetch_bytes=self.settings.max_record_bytes,
         )
         self._consumer = consumer
-        consumer.subscribe([self.topics.commands], listener=_Listener(self))
+        self.ownership.attach(consumer)
+        consumer.subscribe([self.topics.commands], listener=self.ownership.listener())
         await consumer.start()
         clock = asyncio.create_task(
             self.clock.run(stop) if self.settings.clock_enabled else stop.wait()
@@ -152,7 +159,7 @@ class Processor:
             while not stop.is_set():
                 if clock.done():
                     clock.result()  # the clock died: end the process rather than never tick
-                await self._retake_orphans()
+                await self.ownership.retake_orphans()
                 batches = await consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
                 for tp, records in batches.items():
                     async with self._lock:
@@ -163,8 +170,7 @@ class Processor:
             with contextlib.suppress(asyncio.CancelledError):
                 await clock
             async with self._lock:
-                for number in list(self.partitions):
-                    await self._drop(number)
+                await self.ownership.drop_all()
             await consumer.stop()
 
     async def _process(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
@@ -193,8 +199,7 @@ class Processor:
             # the partition now (or will once the group rebalances). Stop reading it until the
             # group gives it back; our transaction was aborted by the broker.
             log.warning("fenced: another owner took the partition", partition=tp.partition)
-            await self._drop(tp.partition)
-            self._pause(tp.partition)
+            await self.ownership.fenced_out(tp.partition)
         except Exception:
             # Aborted, or a commit with an unknown outcome: the in-memory state may hold what
             # the log does not (evolve folds in place), and the consumer does not rewind by
@@ -202,8 +207,7 @@ class Processor:
             # the old one and settles its transaction either way) rebuilds from the committed
             # log and rewinds the input to the committed offset.
             log.exception("transaction failed; rebuilding the partition", partition=tp.partition)
-            await self._drop(tp.partition)
-            await self._try_take(tp.partition, rewind=True)
+            await self.ownership.rebuild(tp.partition)
 
     async def _transaction(
         self, part: Partition, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
@@ -323,10 +327,9 @@ class Processor:
 
     # ------------------------------------------------------------------ ownership
 
-    async def _take(self, number: int, *, rewind: bool = False) -> None:
-        """Own a partition: fence its previous owner and rebuild its state. With `rewind` (after
-        an abort) also move the input back to the committed offset; on a new assignment the
-        consumer starts there by itself, and a second seek would make it read records twice."""
+    async def _take(self, number: int) -> Partition:
+        """Own a partition: fence its previous owner and rebuild its state (the ownership
+        piece moves the input back to the committed offset when it retakes a partition)."""
         started = time.perf_counter()
         producer = AIOKafkaProducer(
             **client_options(self.settings),
@@ -345,18 +348,6 @@ class Processor:
         except BaseException:
             await _close(producer)
             raise
-        tp = TopicPartition(self.topics.commands, number)
-        consumer = self._consumer
-        if rewind and consumer is not None:
-            committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
-        self.partitions[number] = part
-        self.orphans.pop(number, None)
-        if consumer is not None and tp in consumer.assignment():
-            consumer.resume(tp)
         # The folded states live as long as the partition: keep the cyclic GC from walking
         # them at every collection (docs/core.md, measured figures).
         gc.collect()
@@ -369,48 +360,15 @@ class Processor:
             active=len(part.state.active),
             events=events,
             results=results,
-            rewound=rewind,
             init_s=round(init_s, 3),
             take_s=round(time.perf_counter() - started, 3),
         )
+        return part
 
-    async def _try_take(self, number: int, *, rewind: bool) -> None:
-        """Take a partition; when Kafka fails meanwhile, pause it and let the loop try again."""
-        try:
-            await self._take(number, rewind=rewind)
-        except FENCED:
-            log.warning("fenced while taking the partition", partition=number)
-            self._pause(number)
-        except Exception:
-            log.exception("partition could not be taken; will retry", partition=number)
-            self._pause(number)
-            self.orphans[number] = time.monotonic() + 2.0
-
-    async def _retake_orphans(self) -> None:
-        if not self.orphans or self._consumer is None:
-            return
-        now = time.monotonic()
-        async with self._lock:
-            assigned = {tp.partition for tp in self._consumer.assignment()}
-            for number, due in list(self.orphans.items()):
-                if number not in assigned:
-                    self.orphans.pop(number, None)  # revoked meanwhile: not ours to take
-                elif due <= now and number not in self.partitions:
-                    # Rewind: records may have been fetched and skipped while it was orphaned.
-                    await self._try_take(number, rewind=True)
-
-    def _pause(self, number: int) -> None:
-        tp = TopicPartition(self.topics.commands, number)
-        if self._consumer is not None and tp in self._consumer.assignment():
-            self._consumer.pause(tp)
-
-    async def _drop(self, number: int) -> None:
-        part = self.partitions.pop(number, None)
-        if part is not None:
-            await _close(part.producer)
-            # Let the dropped state be collected (it was frozen when the partition was taken).
-            gc.unfreeze()
-            log.info("partition dropped", partition=number)
+    async def _drop(self, number: int, part: Partition) -> None:
+        await _close(part.producer)
+        # Let the dropped state be collected (it was frozen when the partition was taken).
+        gc.unfreeze()
 
     async def _rebuild(self, part: PartitionState) -> tuple[int, int]:
         """Fold the partition's committed events and results, from the beginning to the end."""
@@ -426,24 +384,13 @@ class Processor:
     # ------------------------------------------------------------------ reporting
 
     def owned(self) -> list[int]:
-        return sorted(self.partitions)
+        return self.ownership.owned()
 
     def status(self) -> dict[str, Any]:
         """Owned partitions and their lag, from what the consumer already knows (no request)."""
-        lag: dict[str, int | None] = {}
-        consumer = self._consumer
-        for number, part in sorted(self.partitions.items()):
-            end = None
-            if consumer is not None:
-                end = consumer.last_stable_offset(TopicPartition(self.topics.commands, number))
-            lag[str(number)] = (
-                None if end is None or part.next_offset is None else max(0, end - part.next_offset)
-            )
         return {
             "running": self.running,
-            "partitions": self.owned(),
-            "orphaned": sorted(self.orphans),
-            "lag": lag,
+            **self.ownership.status(),
             "decided": self.decided,
             "ticks_written": self.clock.written,
         }
@@ -453,31 +400,7 @@ class Processor:
         owns every partition the group gave it."""
         if not self.running:
             raise RuntimeError("the processor is not consuming")
-        if self.orphans:
-            raise RuntimeError(f"partitions assigned but not taken: {sorted(self.orphans)}")
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, processor: Processor) -> None:
-        self.processor = processor
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.processor._lock:
-            for tp in revoked:
-                self.processor.orphans.pop(tp.partition, None)
-                await self.processor._drop(tp.partition)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        # The partitions are taken concurrently: each take is mostly waiting for the broker
-        # (producer init, reading the partition's history), so a restart resumes sooner.
-        async with self.processor._lock:
-            await asyncio.gather(
-                *(
-                    self.processor._try_take(tp.partition, rewind=False)
-                    for tp in sorted(assigned, key=lambda tp: tp.partition)
-                    if tp.partition not in self.processor.partitions
-                )
-            )
+        self.ownership.check()
 
 
 async def _close(producer: AIOKafkaProducer) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import structlog
 
 from services.common.checks import KafkaCheck, PostgresCheck, SmtpCheck
-from services.common.health import PartitionChecks, lag_problem
+from services.common.health import PartitionChecks
 from services.common.settings import Settings
 from services.common.startup import migrate_when_reachable, topics_when_reachable
 from services.common.topics import Topics
@@ -40,8 +40,8 @@ async def serve(settings: Settings) -> None:
         port=settings.delivery_health_port,
         checks=PartitionChecks(
             {"kafka": kafka, "postgres": postgres, "smtp": smtp, "worker": worker.check},
-            lambda: worker.owned,
-            lambda n: lag_problem(worker.status()["lag"].get(str(n)), MAX_LAG, "sends"),
+            worker.ownership.assigned,
+            lambda n: worker.ownership.problem(n, MAX_LAG, "sends"),
         ),
         check_timeout=settings.health_check_timeout,
         main=main,
