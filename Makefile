@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv browser up run down test test-unit test-integration lint bench clean
+.PHONY: help venv browser up run down test test-unit test-integration lint bench probe-faust clean
 
 help:
 	@echo "make run    set up everything and start the whole service (prints URLs and a dev API key)"
@@ -11,6 +11,7 @@ help:
 	@echo "make down   stop everything started by make run / make test"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  measure the figures reported in docs/"
+	@echo "make probe-faust  the faust-streaming exactly-once probe (docs/faust-findings.md)"
 
 venv:
 	@bash scripts/venv.sh
@@ -45,6 +46,10 @@ test: lint up browser
 
 bench: up
 	@bash scripts/with_env.sh $(PY) -m bench
+
+# The evidence of docs/faust-findings.md; not part of `make test` (installs the `faust` extra).
+probe-faust: up
+	@bash scripts/faust_probe.sh
 
 clean: down
 	rm -rf .state
