@@ -27,7 +27,7 @@ from core.errors import (
     MessageAlreadyExistsError,
     MessageNotFoundError,
 )
-from core.state import ALLOWED_COMMANDS, MessageState, MessageStatus
+from core.state import ACTIVE_STATUSES, ALLOWED_COMMANDS, MessageState, MessageStatus
 from core.timezones import local_to_instant, wall_clock
 from schemas import (
     MAX_CHUNK,
@@ -73,7 +73,7 @@ SCHEDULE_GRACE = timedelta(minutes=5)
 _OPEN = frozenset(
     {MessageStatus.DRAFT, MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED}
 )
-_CANCELABLE = frozenset({MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED})
+_CANCELABLE = ACTIVE_STATUSES
 
 T = TypeVar("T")
 

@@ -28,12 +28,12 @@ from core import (
     MessageAlreadyExistsError,
     MessageNotFoundError,
     MessageState,
-    MessageStatus,
     decide,
     evolve,
     plan,
 )
 from core.ids import send_ids
+from core.state import ACTIVE_STATUSES
 from schemas import DraftCreated, Event, RecipientsReleased, SendingStarted, Tick
 from schemas.sends import FenceRecord, FenceStatus, MailContent, send_records_json
 from schemas.wire import (
@@ -49,8 +49,8 @@ from schemas.wire import (
 
 log = structlog.get_logger(__name__)
 
-#: Statuses in which a tick can change a message (start, release, skip, finish).
-ACTIVE = frozenset({MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED})
+#: Statuses in which a tick can change a message (start, release, skip, finish): the core's.
+ACTIVE = ACTIVE_STATUSES
 
 #: The events that change a message's fence (docs/delivery.md, "The fence"), and its status then.
 FENCES: dict[str, FenceStatus] = {
