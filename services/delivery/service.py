@@ -1,4 +1,4 @@
-"""The delivery worker process: the worker (services/dispatcher/delivery/worker.py) with its
+"""The delivery worker process: the worker (services/delivery/worker.py) with its
 health: Kafka, Postgres, the SMTP server, the worker itself and one entry per owned partition."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from services.common.settings import Settings
 from services.common.startup import migrate_when_reachable, topics_when_reachable
 from services.common.topics import Topics
 from services.common.worker import run_worker
-from services.dispatcher.delivery.worker import DeliveryWorker
+from services.delivery.worker import DeliveryWorker
 
 SERVICE = "delivery"
 #: A partition whose sends wait unread beyond this many records fails its health entry.

@@ -65,7 +65,7 @@ from services.common.kafka import client_options
 from services.common.ownership import Ownership
 from services.common.settings import Settings
 from services.common.topics import Topics
-from services.dispatcher.delivery.ledger import (
+from services.delivery.ledger import (
     Claim,
     FencedError,
     Ledger,
@@ -73,8 +73,8 @@ from services.dispatcher.delivery.ledger import (
     Reportable,
     retry_at,
 )
-from services.dispatcher.delivery.mail import compose
-from services.dispatcher.delivery.smtp import Answer, RateLimiter, SmtpPool
+from services.delivery.mail import compose
+from services.delivery.smtp import Answer, RateLimiter, SmtpPool
 
 log = structlog.get_logger(__name__)
 

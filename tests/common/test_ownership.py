@@ -193,7 +193,7 @@ class FlakyLedger:
 def test_the_delivery_worker_retakes_a_partition_whose_take_failed() -> None:
     from services.common.settings import Settings
     from services.common.topics import Topics
-    from services.dispatcher.delivery.worker import DeliveryWorker
+    from services.delivery.worker import DeliveryWorker
 
     async def scenario() -> None:
         topics = Topics("t")

@@ -18,7 +18,7 @@ from schemas import (
     PauseMessage,
     ResumeMessage,
 )
-from services.dispatcher.delivery.worker import CLAIM_CHUNK
+from services.delivery.worker import CLAIM_CHUNK
 from tests.integration.delivery_harness import DeliveryStack, read_topic, released
 from tests.integration.processor_harness import ids, record
 

@@ -20,7 +20,7 @@ import pytest
 
 from core import MessageState, MessageStatus, RecipientStatus
 from schemas import CancelMessage, Contact, DeliveryPlan, PauseMessage, ResumeMessage
-from services.dispatcher.delivery.worker import CLAIM_CHUNK
+from services.delivery.worker import CLAIM_CHUNK
 from tests.integration.delivery_harness import DeliveryStack, released
 from tests.integration.processor_harness import ids, record
 from tests.projections.tables import project

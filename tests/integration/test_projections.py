@@ -41,8 +41,8 @@ from schemas import (
 from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
 from services.projections.reader import PostgresViews
-from services.projections.synthetic import sends_history
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
+from tests.histories import sends_history
 from tests.integration.processor_harness import (
     CONTENT,
     REPO_ROOT,

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from schemas import Event
-from services.projections.synthetic import Simulator
+from tests.histories import Simulator
 from tests.integration.processor_harness import REPO_ROOT, Stack, free_port
 from tests.projections.live import (
     compare_with_rebuild,

@@ -17,8 +17,8 @@ from services.common.health import run_checks
 from services.projections.consumer import Narrowing, Partition, ViewsWorker
 from services.projections.service import health_checks, metrics_text
 from services.projections.store import OffsetMovedError, PartitionBatch, is_record_fault
-from services.projections.synthetic import CONTENT, Simulator
 from services.projections.views import history_row, storable
+from tests.histories import CONTENT, Simulator
 from tests.projections.fake_log import (
     Database,
     Log,

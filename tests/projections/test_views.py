@@ -1,6 +1,6 @@
 """What each event does to the views (spec, "What the views show"), through the pure view function
 and the in-memory tables of tests/projections/tables.py. Histories are decided by the real core
-(services/projections/synthetic.py), so each one is a history the processor could have written."""
+(tests/histories.py), so each one is a history the processor could have written."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from schemas import (
     Throttle,
     UnscheduleMessage,
 )
-from services.projections.synthetic import (
+from services.projections.views import LISTS, Batch, Projector
+from tests.histories import (
     CONTENT,
     DELIVERY,
     OPERATOR,
@@ -37,7 +38,6 @@ from services.projections.synthetic import (
     contacts,
     sends_history,
 )
-from services.projections.views import LISTS, Batch, Projector
 from tests.projections.tables import Tables, project
 
 
