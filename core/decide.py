@@ -14,9 +14,9 @@ Rules of idempotency at the core level (the API's idempotency-key store is the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from core.book import MAY_HAVE_RECEIVED, PENDING, RELEASED, REMOVED
 from core.context import Context
@@ -112,8 +112,32 @@ def decide(command: Command, state: MessageState | None, ctx: Context) -> list[E
     if command.command_id in state.book.command_ids:
         return []
     emit = _emitter(state.version, state.message_id, command, ctx)
-    handler = _HANDLERS[command.type]
-    return handler(command, state, ctx, emit)
+    # One case per command type; mypy checks that none is missing (assert_never).
+    match command:
+        case EditDraft():
+            return _edit(command, state, ctx, emit)
+        case ScheduleMessage():
+            return _schedule(command, state, ctx, emit)
+        case UnscheduleMessage():
+            return _unschedule(command, state, ctx, emit)
+        case DiscardDraft():
+            return _discard(command, state, ctx, emit)
+        case PauseMessage():
+            return _pause(command, state, ctx, emit)
+        case ResumeMessage():
+            return _resume(command, state, ctx, emit)
+        case CancelMessage():
+            return _cancel(command, state, ctx, emit)
+        case CopyMessage():
+            return _copy(command, state, ctx, emit)
+        case AddRecipients():
+            return _add(command, state, ctx, emit)
+        case RemoveRecipients():
+            return _remove(command, state, ctx, emit)
+        case RecordDeliveryOutcomes():
+            return _outcomes(command, state, ctx, emit)
+        case _:
+            assert_never(command)
 
 
 def _create(command: CreateDraft, state: MessageState | None, ctx: Context) -> list[Event]:
@@ -395,20 +419,3 @@ def _outcomes(
     if returned:
         events.append(emit(RecipientsReturned, contact_ids=tuple(returned)))
     return events
-
-
-_Handler = Callable[[Any, MessageState, Context, Emitter], list[Event]]
-
-_HANDLERS: dict[str, _Handler] = {
-    "EditDraft": _edit,
-    "ScheduleMessage": _schedule,
-    "UnscheduleMessage": _unschedule,
-    "DiscardDraft": _discard,
-    "PauseMessage": _pause,
-    "ResumeMessage": _resume,
-    "CancelMessage": _cancel,
-    "CopyMessage": _copy,
-    "AddRecipients": _add,
-    "RemoveRecipients": _remove,
-    "RecordDeliveryOutcomes": _outcomes,
-}
