@@ -387,7 +387,10 @@ def decide_record(state: PartitionState, record: Input, rules: Rules) -> Decisio
     if isinstance(item, CopiedEvent):
         _copied(state, record, item, out)
     else:
-        _command(state, record, item, rules, out)
+        # Bound once for the unit of work: every line of this command carries its ids (the
+        # processor binds the partition and offset around the whole record).
+        with structlog.contextvars.bound_contextvars(**_ids(item)):
+            _command(state, record, item, rules, out)
     return out
 
 
@@ -475,7 +478,7 @@ def _command(
     if first is not None:
         # A repeat is answered with its first result before its time is looked at.
         out.writes.append(WriteResult(first, integrator))
-        log.info("command repeated", **_ids(item), outcome=first.outcome)
+        log.info("command repeated", outcome=first.outcome)
         return
     try:
         now = decision_time(record, rules.timestamp_type)
@@ -487,7 +490,7 @@ def _command(
     except UndecidableError as error:
         # decide is pure and only reads the state: the same record would fail the same way
         # on every retry and block the partition. Set it aside; nothing was written for it.
-        log.error("command could not be decided", **_ids(item), exc_info=error.__cause__)
+        log.error("command could not be decided", exc_info=error.__cause__)
         cause = error.__cause__
         _dead_letter(state, record, cause if isinstance(cause, Exception) else error, out)
         return

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+import structlog
+import structlog.testing
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 
 from schemas import (
@@ -236,3 +238,19 @@ def test_a_forwarded_event_is_appended_once() -> None:
     assert all(len(w) == 1 and isinstance(w[0], WriteEvent) for w in first)
     assert again == [[] for _ in forwards]
     assert target.messages[new].version == len(forwards)
+
+
+def test_every_line_of_a_command_carries_its_ids_bound_once() -> None:
+    state, message = PartitionState(0), uuid.uuid4()
+    command = CreateDraft(command_id=uuid.uuid4(), message_id=message, content=CONTENT)
+    decide_record(state, command_input(command), RULES)
+
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as lines:
+        decide_record(state, command_input(command), RULES)  # a repeat
+
+    [line] = [entry for entry in lines if entry["event"] == "command repeated"]
+    assert line["command_id"] == str(command.command_id)
+    assert line["message_id"] == str(message)
+    assert structlog.contextvars.get_contextvars() == {}  # unbound after the unit of work
