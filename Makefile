@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv browser up run down test test-unit test-integration lint bench bench-smoke clean
+.PHONY: help venv browser up run down test test-unit test-integration lint bench bench-smoke probe-faust clean
 
 help:
 	@echo "make run    set up everything and start the whole service (prints URLs and a dev API key)"
@@ -11,6 +11,7 @@ help:
 	@echo "make down   stop everything started by make run / make test"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  measure every figure beside its ceiling (docs/benchmarks.md, ~20 min)"
+	@echo "make probe-faust  the faust-streaming exactly-once probe (docs/faust-findings.md)"
 
 venv:
 	@bash scripts/venv.sh
@@ -55,6 +56,10 @@ bench-smoke: up
 		bash scripts/with_env.sh $(PY) -m bench > $(CURDIR)/.state/bench-smoke.log 2>&1 \
 		|| { tail -n 60 $(CURDIR)/.state/bench-smoke.log; exit 1; }
 	@echo "bench-smoke: every figure measured (log .state/bench-smoke.log)"
+
+# The evidence of docs/faust-findings.md; not part of `make test` (installs the `faust` extra).
+probe-faust: up
+	@bash scripts/faust_probe.sh
 
 clean: down
 	rm -rf .state

@@ -2,7 +2,7 @@
 the delivery worker's recovery. On the real Kafka, Postgres and SMTP sink.
 
 1. **delivery**: a message of N recipients (make bench: 50,000) is released completely first
-   (no worker running), then the real delivery worker (`python -m services.dispatcher.delivery`,
+   (no worker running), then the real delivery worker (`python -m services.delivery`,
    `SMTP_POOL_SIZE` connections, its rate limit lifted) delivers it. Rate = mails between the
    first and the last arrival at the sink (the sink's own receive times) per second.
    **Ceiling**: a plain aiosmtplib client, the same pool size (one `aiosmtplib.SMTP` per
@@ -38,8 +38,8 @@ from bench.harness.processor import ids, record
 from bench.progress import say
 from core import send_id
 from schemas import DeliveryPlan, PauseMessage
-from services.dispatcher.delivery.mail import Mail, compose
-from services.dispatcher.processor import key_of, partition_of
+from services.delivery.mail import Mail, compose
+from services.dispatcher.decider import key_of, partition_of
 
 Server = tuple[str, str, tuple[str, int], str]  # bootstrap, database, smtp, sink
 

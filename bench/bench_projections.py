@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_projections [--recipients 1000000] [--runs 3] [--full]
 
-Builds one message of N recipients with the core (services/projections/synthetic.py: added in
+Builds one message of N recipients with the core (tests/histories.py: added in
 chunks of 10,000, sent now, released at 10,000 per second of simulated clock, every recipient's
 outcome recorded: 1 in 100 failed, the rest delivered) and produces its events to a fresh
 `<prefix>.events` topic: first the audience (create, adds, schedule), then the send events
@@ -36,6 +36,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.harness.histories import sends_history
 from bench.harness.projections import end_offsets, produce, with_schema
 from bench.progress import say
 from schemas import Event, SendingStarted
@@ -44,7 +45,6 @@ from services.common.topics import Topics, ensure_topics
 from services.projections.audit import rebuild
 from services.projections.consumer import LIVE, Partition, ViewsWorker
 from services.projections.store import create_schema, quote_ident
-from services.projections.synthetic import sends_history
 from services.projections.views import RECIPIENT_COLUMNS
 
 

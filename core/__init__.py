@@ -23,10 +23,18 @@ from core.errors import (
 from core.evolve import PLANNED_EVENT_TYPES, evolve, fold
 from core.ids import event_id, send_id
 from core.plan import DISPATCHER, RATE_WINDOW, plan, start_instant
-from core.state import ALLOWED_COMMANDS, MessageState, MessageStatus, Pause, Schedule
+from core.state import (
+    ACTIVE_STATUSES,
+    ALLOWED_COMMANDS,
+    MessageState,
+    MessageStatus,
+    Pause,
+    Schedule,
+)
 from core.timezones import local_to_instant, wall_clock
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "ALLOWED_COMMANDS",
     "DISPATCHER",
     "PLANNED_EVENT_TYPES",

@@ -14,9 +14,9 @@ Rules of idempotency at the core level (the API's idempotency-key store is the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from pydantic import ValidationError
 
@@ -31,7 +31,7 @@ from core.errors import (
     MessageNotFoundError,
 )
 from core.patch import merge_patch
-from core.state import ALLOWED_COMMANDS, MessageState, MessageStatus
+from core.state import ACTIVE_STATUSES, ALLOWED_COMMANDS, MessageState, MessageStatus
 from core.timezones import local_to_instant, wall_clock
 from schemas import (
     MAX_CHUNK,
@@ -81,7 +81,7 @@ SCHEDULE_GRACE = timedelta(minutes=5)
 _OPEN = frozenset(
     {MessageStatus.DRAFT, MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED}
 )
-_CANCELABLE = frozenset({MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED})
+_CANCELABLE = ACTIVE_STATUSES
 
 T = TypeVar("T")
 
@@ -120,8 +120,34 @@ def decide(command: Command, state: MessageState | None, ctx: Context) -> list[E
     if command.command_id in state.book.command_ids:
         return []
     emit = _emitter(state.version, state.message_id, command, ctx)
-    handler = _HANDLERS[command.type]
-    return handler(command, state, ctx, emit)
+    # One case per command type; mypy checks that none is missing (assert_never).
+    match command:
+        case EditDraft():
+            return _edit(command, state, ctx, emit)
+        case ScheduleMessage():
+            return _schedule(command, state, ctx, emit)
+        case UnscheduleMessage():
+            return _unschedule(command, state, ctx, emit)
+        case DiscardDraft():
+            return _discard(command, state, ctx, emit)
+        case PauseMessage():
+            return _pause(command, state, ctx, emit)
+        case ResumeMessage():
+            return _resume(command, state, ctx, emit)
+        case CancelMessage():
+            return _cancel(command, state, ctx, emit)
+        case CopyMessage():
+            return _copy(command, state, ctx, emit)
+        case AddRecipients():
+            return _add(command, state, ctx, emit)
+        case RemoveRecipients():
+            return _remove(command, state, ctx, emit)
+        case RecordDeliveryOutcomes():
+            return _outcomes(command, state, ctx, emit)
+        case SendTestMessage():
+            return _test_send(command, state, ctx, emit)
+        case _:
+            assert_never(command)
 
 
 def _create(command: CreateDraft, state: MessageState | None, ctx: Context) -> list[Event]:
@@ -443,21 +469,3 @@ def _test_send(
             status=state.status.value,
         )
     ]
-
-
-_Handler = Callable[[Any, MessageState, Context, Emitter], list[Event]]
-
-_HANDLERS: dict[str, _Handler] = {
-    "EditDraft": _edit,
-    "ScheduleMessage": _schedule,
-    "UnscheduleMessage": _unschedule,
-    "DiscardDraft": _discard,
-    "PauseMessage": _pause,
-    "ResumeMessage": _resume,
-    "CancelMessage": _cancel,
-    "CopyMessage": _copy,
-    "AddRecipients": _add,
-    "RemoveRecipients": _remove,
-    "RecordDeliveryOutcomes": _outcomes,
-    "SendTestMessage": _test_send,
-}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
+from typing import assert_never
 
 from core.book import RecipientBook, RecipientStatus
 from core.errors import EventOutOfOrderError
@@ -215,7 +216,8 @@ def _apply(state: MessageState, event: Event) -> MessageState:
             return state  # a test send is history only: no recipient, no count changes
         case DraftCreated():
             raise EventOutOfOrderError(expected=state.version + 1, got=1)
-    raise TypeError(f"unknown event {type(event).__name__}")  # pragma: no cover
+        case _:
+            assert_never(event)
 
 
 def evolve(state: MessageState | None, event: Event) -> MessageState:

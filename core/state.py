@@ -17,7 +17,14 @@ from core.book import RecipientBook
 from core.timezones import local_to_instant
 from schemas import Actor, Content, DeliveryPlan
 
-__all__ = ["ALLOWED_COMMANDS", "MessageState", "MessageStatus", "Pause", "Schedule"]
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ALLOWED_COMMANDS",
+    "MessageState",
+    "MessageStatus",
+    "Pause",
+    "Schedule",
+]
 
 
 class MessageStatus(StrEnum):
@@ -30,6 +37,12 @@ class MessageStatus(StrEnum):
     SENT = "sent"
     CANCELED = "canceled"
     DISCARDED = "discarded"
+
+
+#: The active statuses: scheduled and not yet over. A tick can change a message only in these
+#: (start, release, skip, finish), a cancel is allowed only in these, and only these have a next
+#: batch. The one definition; the dispatcher and the views use it.
+ACTIVE_STATUSES = frozenset({MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED})
 
 
 _AUDIENCE = ("AddRecipients", "RemoveRecipients")

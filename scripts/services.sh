@@ -19,7 +19,7 @@ SERVICES=(
   "projections|services.projections|$PROJECTIONS_HEALTH_PORT|mailctl-projections"
   "commands|services.commands|$COMMANDS_PORT|mailctl-api"
   "dispatcher|services.dispatcher|$DISPATCHER_HEALTH_PORT|mailctl-dispatcher"
-  "delivery|services.dispatcher.delivery|$DELIVERY_HEALTH_PORT|mailctl-delivery"
+  "delivery|services.delivery|$DELIVERY_HEALTH_PORT|mailctl-delivery"
 )
 
 pidfile() { echo "$RUN_DIR/$1.pid"; }

@@ -16,7 +16,7 @@ SERVICE_MODULES = {
     "smtp-sink": "services.smtp_sink",
     "commands": "services.commands",
     "dispatcher": "services.dispatcher",
-    "delivery": "services.dispatcher.delivery",
+    "delivery": "services.delivery",
     "projections": "services.projections",
 }
 

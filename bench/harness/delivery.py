@@ -1,5 +1,5 @@
 """The whole sending path on real servers: the processor (`python -m services.dispatcher`) and the
-delivery worker (`python -m services.dispatcher.delivery`) as subprocesses on a topic prefix of
+delivery worker (`python -m services.delivery`) as subprocesses on a topic prefix of
 their own, the real Postgres ledger and the real SMTP sink. Used by the test_delivery*.py tests.
 
 Every test sends from its own address (`news@<prefix>.test`), so what the shared sink received for
@@ -91,7 +91,7 @@ class DeliveryStack(Stack):
     def spawn_delivery(self, name: str = "delivery", **env: str) -> subprocess.Popen[bytes]:
         return self.spawn(
             name,
-            module="services.dispatcher.delivery",
+            module="services.delivery",
             DATABASE_URL=self.database_url,
             SMTP_HOST=self.smtp[0],
             SMTP_PORT=str(self.smtp[1]),

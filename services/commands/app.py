@@ -34,7 +34,7 @@ from services.commands.store import PostgresStore
 from services.common.checks import KafkaCheck, PostgresCheck
 from services.common.health import Check, run_checks
 from services.common.settings import Settings
-from services.dispatcher.delivery.smtp import SmtpPool
+from services.delivery.smtp import SmtpPool
 from services.projections.reader import PostgresViews
 from services.web.app import install_docs, install_ui
 from services.web.audience_pages import audience_pages

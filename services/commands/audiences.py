@@ -44,7 +44,7 @@ from services.commands.errors import Problem, ProblemError
 from services.commands.gateway import CommandRequest, Executor
 from services.commands.ids import command_id_for
 from services.commands.ports import IdempotencyStore
-from services.dispatcher.delivery.mail import compose
+from services.delivery.mail import compose
 from services.projections.reader import PostgresViews
 
 log = structlog.get_logger(__name__)
@@ -123,7 +123,7 @@ class AudienceService:
         self.executor = executor
         self.views = views
         self.store = store
-        self.smtp = smtp  # an SmtpPool (services/dispatcher/delivery/smtp.py), made lazily
+        self.smtp = smtp  # an SmtpPool (services/delivery/smtp.py), made lazily
         self.domain = message_id_domain
         self.chunk_size = chunk_size
 

@@ -20,9 +20,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AfterValidator, BaseModel, Field
 
 from core import MessageStatus, RecipientStatus
+from core.views import LISTS, not_sent_reason, remaining_count
 from schemas.text import ONE_LINE, UnsafeTextError
 from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
-from services.projections.views import LISTS
 
 __all__ = ["ViewReader", "message_view", "read_routes"]
 
@@ -191,8 +191,7 @@ class HistoryPage(BaseModel):
 
 
 def message_view(row: dict[str, Any]) -> MessageView:
-    canceled = row["status"] == MessageStatus.CANCELED.value
-    remaining = row["released"] + (0 if canceled else row["pending"])
+    remaining = remaining_count(row["status"], row["pending"], row["released"])
     data = {k: v for k, v in row.items() if k != "account_id"}
     return MessageView(**data, remaining=remaining)
 
@@ -367,9 +366,7 @@ def read_routes(
         )
         items = []
         for row in rows[:limit]:
-            reason = row["reason"]
-            if row["state"] == "pending" and row["message_status"] == MessageStatus.CANCELED.value:
-                reason = "canceled"  # docs/core.md, Cancel: not sent, because canceled
+            reason = not_sent_reason(row["state"], row["reason"], row["message_status"])
             items.append(
                 RecipientView(
                     **{k: v for k, v in row.items() if k not in ("message_status", "reason")},

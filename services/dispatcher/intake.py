@@ -43,7 +43,7 @@ from services.common.kafka import client_options
 from services.common.kafka_admin import create_intake_topic
 from services.common.settings import Settings
 from services.common.topics import Topics
-from services.dispatcher.processor import (
+from services.dispatcher.decider import (
     INTAKE_HEADER,
     dead_letter_result,
     key_of,

@@ -10,7 +10,7 @@ import asyncio
 import structlog
 
 from services.common.checks import KafkaCheck
-from services.common.health import Check, PartitionChecks, lag_problem
+from services.common.health import Check, PartitionChecks
 from services.common.settings import Settings
 from services.common.startup import topics_when_reachable
 from services.common.topics import Topics
@@ -31,14 +31,14 @@ def health_checks(
     kafka: KafkaCheck, processor: Processor, relay: IntakeRelay | None = None
 ) -> PartitionChecks:
     """Kafka, the processor, the intake relay (when enabled), and one `partition-N` entry per
-    owned partition (failing past MAX_LAG records of lag)."""
+    assigned partition (failing while it is not taken, or past MAX_LAG records of lag)."""
     checks: dict[str, Check] = {"kafka": kafka, "processor": processor.check}
     if relay is not None:
         checks["intake"] = relay.check
     return PartitionChecks(
         checks,
-        processor.owned,
-        lambda n: lag_problem(processor.status()["lag"].get(str(n)), MAX_LAG),
+        processor.ownership.assigned,
+        lambda n: processor.ownership.problem(n, MAX_LAG),
     )
 
 

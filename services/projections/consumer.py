@@ -22,12 +22,12 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from core import EventOutOfOrderError
 from schemas import decode_event
 from services.common.kafka import client_options
+from services.common.ownership import Ownership
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -247,8 +247,19 @@ class ViewsWorker:
         self.consumer_name = consumer_name
         self.max_batch_rows = max_batch_rows
         self.max_batch_age_s = max_batch_age_s
-        self.partitions: dict[int, Partition] = {}
-        self.orphans: dict[int, float] = {}
+        # The shared ownership piece (services/common/ownership.py). The take seeks the input
+        # itself, to the offset stored with the views (not Kafka's committed offset).
+        self.ownership: Ownership[Partition] = Ownership(
+            topics.events,
+            take=self._take,
+            drop=self._drop,
+            position=lambda part: part.stored,
+            rewind=False,
+            concurrent=False,
+            revoked=self._revoked,
+        )
+        self.partitions = self.ownership.partitions
+        self.orphans = self.ownership.orphans
         self.running = False
         self.events = 0
         self.batches = 0
@@ -256,7 +267,7 @@ class ViewsWorker:
         self.retries = 0
         self.retrying: dict[int, Retrying] = {}
         self.narrowings: dict[int, Narrowing] = {}
-        self._lock = asyncio.Lock()
+        self._lock = self.ownership.lock
         self._consumer: AIOKafkaConsumer | None = None
         self._writer: Writer | None = None
 
@@ -276,12 +287,13 @@ class ViewsWorker:
             max_partition_fetch_bytes=self.settings.max_record_bytes,
         )
         self._consumer = consumer
-        consumer.subscribe([self.topics.events], listener=_Listener(self))
+        self.ownership.attach(consumer)
+        consumer.subscribe([self.topics.events], listener=self.ownership.listener())
         await consumer.start()
         self.running = True
         try:
             while not stop.is_set():
-                await self._retake_orphans()
+                await self.ownership.retake_orphans()
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 async with self._lock:
                     # The owners the records were fetched for: a failed write noticed below
@@ -447,29 +459,23 @@ class ViewsWorker:
             if isinstance(error, OffsetMovedError):
                 # Another instance wrote the partition (a rebalance): nothing is wrong, the
                 # partition is taken again from what that one stored.
-                await self._try_take(other)
+                await self.ownership.try_take(other)
                 continue
             was = self.retrying.get(other)
             attempts = 1 if was is None else was.attempts + 1
             since = now if was is None else was.since
             self.retrying[other] = Retrying(f"{error!r}"[:500], since, attempts)
             if narrowed:
-                await self._try_take(other)
+                await self.ownership.try_take(other)
             else:
                 # The database's state (down, a lock, a privilege): wait before the next try,
                 # with the partition paused; /health shows it retrying meanwhile.
                 delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** min(attempts - 1, 16))
-                self._pause(other)
-                self.orphans[other] = now + delay
-
-    def _pause(self, number: int) -> None:
-        tp = TopicPartition(self.topics.events, number)
-        if self._consumer is not None and tp in self._consumer.assignment():
-            self._consumer.pause(tp)
+                self.ownership.orphan(other, delay)
 
     # ------------------------------------------------------------------ ownership
 
-    async def _take(self, number: int) -> None:
+    async def _take(self, number: int) -> Partition:
         started = time.perf_counter()
         try:
             stored, dead = await load_stored(
@@ -488,9 +494,6 @@ class ViewsWorker:
         consumer = self._consumer
         if consumer is not None and tp in consumer.assignment():
             consumer.seek(tp, stored)
-            consumer.resume(tp)
-        self.partitions[number] = part
-        self.orphans.pop(number, None)
         # The folded states live as long as the partition: keep the cyclic GC from walking them
         # at every collection (as the processor does; docs/projections.md, figures).
         gc.collect()
@@ -503,31 +506,19 @@ class ViewsWorker:
             messages=len(part.projector.states),
             take_s=round(time.perf_counter() - started, 3),
         )
+        return part
 
-    async def _try_take(self, number: int) -> None:
-        try:
-            await self._take(number)
-        except TakeFailedError:
-            log.exception("partition could not be taken; will retry", partition=number)
-            self._pause(number)
-            self.orphans[number] = time.monotonic() + 2.0
+    async def _drop(self, number: int, part: Partition) -> None:
+        # An open batch is not written: the next owner reads it again from the offset.
+        gc.unfreeze()  # let the dropped fold be collected
 
-    async def _retake_orphans(self) -> None:
-        if not self.orphans or self._consumer is None:
-            return
-        now = time.monotonic()
-        async with self._lock:
-            assigned = {tp.partition for tp in self._consumer.assignment()}
-            for number, due in list(self.orphans.items()):
-                if number not in assigned:
-                    self.orphans.pop(number, None)
-                elif due <= now and number not in self.partitions:
-                    await self._try_take(number)
+    def _revoked(self, number: int) -> None:
+        self.retrying.pop(number, None)
 
     # ------------------------------------------------------------------ reporting
 
     def owned(self) -> list[int]:
-        return sorted(self.partitions)
+        return self.ownership.owned()
 
     def lag(self) -> dict[int, int | None]:
         """Per owned partition: committed records of the events topic not yet in the views."""
@@ -575,25 +566,4 @@ class ViewsWorker:
     async def check(self) -> None:
         if not self.running:
             raise RuntimeError("the projection worker is not consuming")
-        if self.orphans:
-            raise RuntimeError(f"partitions assigned but not taken: {sorted(self.orphans)}")
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, worker: ViewsWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.worker._lock:
-            for tp in revoked:
-                # An open batch is not written: the next owner reads it again from the offset.
-                if self.worker.partitions.pop(tp.partition, None) is not None:
-                    gc.unfreeze()  # let the dropped fold be collected
-                self.worker.orphans.pop(tp.partition, None)
-                self.worker.retrying.pop(tp.partition, None)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        async with self.worker._lock:
-            for tp in sorted(assigned, key=lambda tp: tp.partition):
-                if tp.partition not in self.worker.partitions:
-                    await self.worker._try_take(tp.partition)
+        self.ownership.check()

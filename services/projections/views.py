@@ -29,8 +29,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from core import MessageState, MessageStatus, RecipientStatus, evolve
+from core import MessageState, RecipientStatus, evolve
 from core.book import Entry
+from core.views import LISTS, audience_count, next_batch_at, zones
 from schemas import (
     Actor,
     DraftCreated,
@@ -59,18 +60,6 @@ __all__ = [
     "message_row",
     "storable",
 ]
-
-#: The statuses each list of the UI shows (spec, "What the views show").
-LISTS: dict[str, tuple[str, ...]] = {
-    "sent": (
-        MessageStatus.SENDING.value,
-        MessageStatus.PAUSED.value,
-        MessageStatus.CANCELED.value,
-        MessageStatus.SENT.value,
-    ),
-    "scheduled": (MessageStatus.SCHEDULED.value,),
-    "drafts": (MessageStatus.DRAFT.value,),
-}
 
 MESSAGE_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -268,12 +257,6 @@ def history_row(event: Event) -> tuple[Any, ...]:
     )
 
 
-def _zone_name(state: MessageState, key: str) -> str:
-    if key:
-        return key
-    return state.schedule.default_time_zone if state.schedule is not None else ""
-
-
 def _numbered(batch: int | None) -> int | None:
     """A batch as people count it: the core numbers batches from 0, the views from 1."""
     return None if batch is None else batch + 1
@@ -291,25 +274,11 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
     throttle = plan.throttle
     schedule = state.schedule
     status = state.status
-    # While paused no batch is due: the next one comes only after a resume (empty, not a time
-    # that will have passed by then).
-    due = status in (MessageStatus.SCHEDULED, MessageStatus.SENDING)
-    next_batch_at: datetime | None = None
-    if throttle is not None and schedule is not None and due and book.pending > 0:
-        candidate = state.slot_at(state.next_slot)
-        if throttle.end_at is None or candidate < throttle.end_at:
-            next_batch_at = candidate
-    zones_pending: list[str] | None = None
-    zones_done: list[str] | None = None
-    if plan.mode == "recipient_timezone":
-        zones_pending = sorted(
-            {_zone_name(state, k) for k, q in book.queues.items() if q.pending > 0}
-        )
-        zones_done = sorted(
-            {_zone_name(state, k) for k, q in book.queues.items() if q.pending == 0}
-            - set(zones_pending)
-        )
-    audience = len(book) - counts[RecipientStatus.REMOVED] - counts[RecipientStatus.EXCLUDED]
+    # The product rules of what a row shows are the core's (core/views.py).
+    next_batch = next_batch_at(state)
+    zoned = zones(state)
+    zones_pending, zones_done = (None, None) if zoned is None else zoned
+    audience = audience_count(book)
     content = state.content
     return (
         state.message_id,
@@ -351,7 +320,7 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
         counts[RecipientStatus.UNKNOWN],
         _numbered(state.batch),
         state.batch_remaining if throttle is not None else None,
-        next_batch_at,
+        next_batch,
         None if zones_pending is None else [storable(z) for z in zones_pending],
         None if zones_done is None else [storable(z) for z in zones_done],
         state.version,

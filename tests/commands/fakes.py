@@ -10,11 +10,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from core import Context, DomainError, MessageState, decide, evolve, plan
+from core import MessageState
 from schemas import Event, Tick
 from schemas.wire import CommandRecord, CommandResult
 from services.commands.ports import Claim
-from services.dispatcher.processor import result_for
+from services.dispatcher.decider import (
+    Input,
+    PartitionState,
+    Rules,
+    WriteEvent,
+    WriteForward,
+    WriteResult,
+    decide_command,
+    decide_record,
+)
 
 
 class BusDownError(ConnectionError):
@@ -22,19 +31,28 @@ class BusDownError(ConnectionError):
 
 
 class FakeBus:
-    """Decides each published command at once with the core (unless holding), remembers every
-    command id's first result and answers a repeat with it, like the processor."""
+    """Decides each published command at once with the processor's own partition decider
+    (services/dispatcher/decider.py; unless holding), remembers every command id's first result
+    and answers a repeat with it, like the processor. All messages live in one partition."""
 
     def __init__(self) -> None:
         self.published: list[CommandRecord] = []
-        self.states: dict[UUID, MessageState] = {}
+        self.partition = PartitionState(0)
         self.events: dict[UUID, list[Event]] = {}
-        self.results: dict[UUID, CommandResult] = {}
         self.holding = False  # publish, but decide only on release(): the slow processor
         self.down = False  # publish raises: Kafka unreachable
         self.held: list[CommandRecord] = []
         self._waiters: dict[UUID, list[asyncio.Future[CommandResult]]] = {}
         self.started = False
+        self._ticks = 0
+
+    @property
+    def states(self) -> dict[UUID, MessageState]:
+        return self.partition.messages
+
+    @property
+    def results(self) -> dict[UUID, CommandResult]:
+        return self.partition.results
 
     async def start(self) -> None:
         self.started = True
@@ -71,37 +89,32 @@ class FakeBus:
 
     def tick(self, at: datetime) -> None:
         """A clock tick for every message (starts scheduled ones, releases recipients)."""
-        for message_id in list(self.states):
-            # plan only reads; its events are then folded one by one, as the processor does.
-            for event in plan(self.states[message_id], Tick(tick_id=uuid4(), at=at)):
-                self._append(event)
+        tick = Tick(tick_id=uuid4(), at=at)
+        self._ticks += 1
+        value = tick.model_dump_json().encode()
+        decision = decide_record(
+            self.partition,
+            Input(topic="commands", partition=0, offset=self._ticks, key=None, value=value),
+            Rules(partitions=1),
+        )
+        self._record(decision.writes)
 
-    def _append(self, event: Event) -> None:
-        self.events.setdefault(event.message_id, []).append(event)
-        self.states[event.message_id] = evolve(self.states.get(event.message_id), event)
+    def _record(self, writes: Any) -> None:
+        for write in writes:
+            if isinstance(write, WriteEvent):
+                self.events.setdefault(write.event.message_id, []).append(write.event)
+            elif isinstance(write, WriteForward):
+                # The copy's new message: appended as its own partition's processor would.
+                event = write.copied.event
+                self.events.setdefault(event.message_id, []).append(event)
+                self.partition.fold(event)
 
     def _decide(self, record: CommandRecord) -> None:
-        command = record.command
-        result = self.results.get(command.command_id)
-        if result is None:
-            ctx = Context(
-                now=record.issued_at,
-                actor=record.actor,
-                default_time_zone=record.default_time_zone,
-                correlation_id=record.correlation_id,
-            )
-            state = self.states.get(command.message_id)
-            try:
-                decided: list[Event] | DomainError = decide(command, state, ctx)
-            except DomainError as error:
-                decided = error
-            else:
-                for event in decided:
-                    self._append(event)
-            # The processor's own function: the fake answers exactly as the processor would.
-            result = result_for(record, self.states.get(command.message_id), decided)
-            self.results[command.command_id] = result
-        for future in self._waiters.pop(command.command_id, []):
+        # Decided at the record's issued_at (the fake has no broker to stamp it).
+        decision = decide_command(self.partition, record, record.issued_at)
+        self._record(decision.writes)
+        result = next(w.result for w in decision.writes if isinstance(w, WriteResult))
+        for future in self._waiters.pop(record.command.command_id, []):
             if not future.done():
                 future.set_result(result)
 

@@ -22,8 +22,8 @@ from schemas import Contact, Content
 from schemas.sends import SendRecord, decode_send_topic, send_records_json
 from schemas.text import STORED, breaks_one_line
 from services.common.settings import Settings
-from services.dispatcher.delivery.ledger import Reportable
-from services.dispatcher.delivery.mail import (
+from services.delivery.ledger import Reportable
+from services.delivery.mail import (
     MAX_ENCODED_WORD,
     MAX_LINE,
     Mail,
@@ -32,8 +32,8 @@ from services.dispatcher.delivery.mail import (
     fold_phrase,
     fold_unstructured,
 )
-from services.dispatcher.delivery.smtp import FENCED, Answer, SmtpPool
-from services.dispatcher.delivery.worker import outcome_for, outcomes_command
+from services.delivery.smtp import FENCED, Answer, SmtpPool
+from services.delivery.worker import outcome_for, outcomes_command
 
 ADA = Contact(
     contact_id="ada", email="ada@example.org", attributes={"first_name": "Ada", "vip": True, "n": 3}

@@ -1,4 +1,4 @@
-"""No single send or helper step ends the delivery worker (services/dispatcher/delivery/worker.py):
+"""No single send or helper step ends the delivery worker (services/delivery/worker.py):
 what cannot be composed is failed with its reason before SMTP is asked; a helper step that
 raises is counted, shown in the status, and the loop runs its next step. The same against the
 real stack: tests/integration/test_delivery_input.py."""
@@ -14,10 +14,10 @@ from schemas.sends import SendRecord
 from schemas.text import STORED
 from services.common.settings import Settings
 from services.common.topics import Topics
-from services.dispatcher.delivery.ledger import Reportable
-from services.dispatcher.delivery.mail import Mail
-from services.dispatcher.delivery.smtp import Answer, Fence, SmtpPool
-from services.dispatcher.delivery.worker import DeliveryWorker
+from services.delivery.ledger import Reportable
+from services.delivery.mail import Mail
+from services.delivery.smtp import Answer, Fence, SmtpPool
+from services.delivery.worker import DeliveryWorker
 
 
 class RecordingPool(SmtpPool):

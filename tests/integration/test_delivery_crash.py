@@ -20,7 +20,7 @@ from schemas import (
     PauseMessage,
     ResumeMessage,
 )
-from services.dispatcher.delivery.worker import CLAIM_CHUNK
+from services.delivery.worker import CLAIM_CHUNK
 
 RECIPIENTS = 20_000
 

@@ -22,7 +22,7 @@ from bench.harness.delivery import DeliveryStack, released
 from bench.harness.processor import ids, record
 from core import MessageState, MessageStatus, RecipientStatus
 from schemas import CancelMessage, Contact, DeliveryPlan, PauseMessage, ResumeMessage
-from services.dispatcher.delivery.worker import CLAIM_CHUNK
+from services.delivery.worker import CLAIM_CHUNK
 from tests.projections.tables import project
 
 RECIPIENTS = 24_000

@@ -33,9 +33,9 @@ from schemas import (
 from schemas.sends import MailContent, SendRecord
 from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
-from services.dispatcher.delivery.smtp import NO_SMTPUTF8
-from services.dispatcher.delivery.worker import OUTCOMES_NAMESPACE
-from services.dispatcher.processor import key_of, partition_of
+from services.delivery.smtp import NO_SMTPUTF8
+from services.delivery.worker import OUTCOMES_NAMESPACE
+from services.dispatcher.decider import key_of, partition_of
 from services.projections.reader import PostgresViews
 from services.smtp_sink.app import SinkRuntime
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
-from services.dispatcher.delivery.ledger import (
+from services.delivery.ledger import (
     IDLE_IN_TRANSACTION_S,
     Claim,
     FencedError,

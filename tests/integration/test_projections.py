@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.harness.histories import sends_history
 from bench.harness.processor import (
     CONTENT,
     REPO_ROOT,
@@ -61,7 +62,6 @@ from schemas import (
 from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
 from services.projections.reader import PostgresViews
-from services.projections.synthetic import sends_history
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 
 DELIVERY = Actor(kind="service", account_id="acct-a", service="delivery")

@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.harness.histories import Simulator
 from bench.harness.processor import REPO_ROOT, Stack, free_port
 from bench.harness.projections import (
     compare_with_rebuild,
@@ -34,7 +35,6 @@ from bench.harness.projections import (
     with_schema,
 )
 from schemas import Event
-from services.projections.synthetic import Simulator
 from tests.projections.poison import OTHER, poisoned_history
 
 

@@ -43,7 +43,7 @@ SERVICES = [
     ),
     Service(
         "delivery",
-        "services.dispatcher.delivery",
+        "services.delivery",
         "DELIVERY_HEALTH_PORT",
         frozenset({"kafka", "postgres", "smtp", "worker"}),
     ),

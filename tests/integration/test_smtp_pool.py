@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from services.common.settings import Settings
-from services.dispatcher.delivery.mail import Mail
-from services.dispatcher.delivery.smtp import SmtpPool
+from services.delivery.mail import Mail
+from services.delivery.smtp import SmtpPool
 from services.smtp_sink.app import SinkRuntime
 from tests.integration.processor_harness import free_port
 

@@ -1,13 +1,13 @@
 """A history with poisoned records between good ones (issue 10), for the projections' fast and
 integration tests: every event is one the processor could have written (built by the core through
-services/projections/synthetic.py), then two are altered as old histories hold them."""
+tests/histories.py), then two are altered as old histories hold them."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
+from bench.harness.histories import Simulator, contacts
 from schemas import Actor, Content, Event, RecipientsReleased
-from services.projections.synthetic import Simulator, contacts
 
 INT32 = 2**31 - 1
 

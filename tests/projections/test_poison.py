@@ -12,12 +12,12 @@ import json
 import asyncpg
 import pytest
 
+from bench.harness.histories import CONTENT, Simulator
 from schemas import Event
 from services.common.health import run_checks
 from services.projections.consumer import Narrowing, Partition, ViewsWorker
 from services.projections.service import health_checks, metrics_text
 from services.projections.store import OffsetMovedError, PartitionBatch, is_record_fault
-from services.projections.synthetic import CONTENT, Simulator
 from services.projections.views import history_row, storable
 from tests.projections.fake_log import (
     Database,

@@ -12,11 +12,11 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
+from bench.harness.histories import Simulator, contacts
 from schemas import Actor, CancelMessage, DeliveryPlan, RecipientsReleased
 from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
 from services.projections.reader import ORDER
-from services.projections.synthetic import Simulator, contacts
 from services.projections.views import HISTORY_COLUMNS
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 from tests.projections.tables import Tables, project

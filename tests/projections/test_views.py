@@ -1,6 +1,6 @@
 """What each event does to the views (spec, "What the views show"), through the pure view function
 and the in-memory tables of tests/projections/tables.py. Histories are decided by the real core
-(services/projections/synthetic.py), so each one is a history the processor could have written."""
+(tests/histories.py), so each one is a history the processor could have written."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from uuid import UUID
 
 import pytest
 
+from bench.harness.histories import (
+    CONTENT,
+    DELIVERY,
+    OPERATOR,
+    T0,
+    Simulator,
+    contacts,
+    sends_history,
+)
 from core import EventOutOfOrderError, RecipientStatus, fold
 from schemas import (
     CancelMessage,
@@ -27,15 +36,6 @@ from schemas import (
     ScheduleMessage,
     Throttle,
     UnscheduleMessage,
-)
-from services.projections.synthetic import (
-    CONTENT,
-    DELIVERY,
-    OPERATOR,
-    T0,
-    Simulator,
-    contacts,
-    sends_history,
 )
 from services.projections.views import LISTS, Batch, Projector
 from tests.projections.tables import Tables, project

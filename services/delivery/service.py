@@ -1,4 +1,4 @@
-"""The delivery worker process: the worker (services/dispatcher/delivery/worker.py) with its
+"""The delivery worker process: the worker (services/delivery/worker.py) with its
 health: Kafka, Postgres, the SMTP server, the worker itself and one entry per owned partition."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import asyncio
 import structlog
 
 from services.common.checks import KafkaCheck, PostgresCheck, SmtpCheck
-from services.common.health import PartitionChecks, lag_problem
+from services.common.health import PartitionChecks
 from services.common.settings import Settings
 from services.common.startup import migrate_when_reachable, topics_when_reachable
 from services.common.topics import Topics
 from services.common.worker import run_worker
-from services.dispatcher.delivery.worker import DeliveryWorker
+from services.delivery.worker import DeliveryWorker
 
 SERVICE = "delivery"
 #: A partition whose sends wait unread beyond this many records fails its health entry.
@@ -40,8 +40,8 @@ async def serve(settings: Settings) -> None:
         port=settings.delivery_health_port,
         checks=PartitionChecks(
             {"kafka": kafka, "postgres": postgres, "smtp": smtp, "worker": worker.check},
-            lambda: worker.owned,
-            lambda n: lag_problem(worker.status()["lag"].get(str(n)), MAX_LAG, "sends"),
+            worker.ownership.assigned,
+            lambda n: worker.ownership.problem(n, MAX_LAG, "sends"),
         ),
         check_timeout=settings.health_check_timeout,
         main=main,

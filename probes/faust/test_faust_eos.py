@@ -1,6 +1,6 @@
 """faust-streaming's exactly-once mode on our broker: what a SIGKILL does to it.
 
-The worker is tests/integration/faust_eos_app.py, run as a separate OS process. These tests assert
+The worker is probes/faust/faust_eos_app.py, run as a separate OS process. These tests assert
 only what faust really holds to on the pinned versions (a restarted worker carries on to the end
 of its input, outputs land in the input's partition), plus two behaviours that break
 exactly-once and that we reproduce deterministically (outputs bypassing the transaction, a

@@ -47,7 +47,6 @@ from typing import Any
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -63,9 +62,10 @@ from schemas.sends import FenceRecord, MailContent, SendRecord, decode_send_topi
 from schemas.text import STORED, one_line
 from schemas.wire import CommandRecord, DeadLetter
 from services.common.kafka import client_options
+from services.common.ownership import Ownership
 from services.common.settings import Settings
 from services.common.topics import Topics
-from services.dispatcher.delivery.ledger import (
+from services.delivery.ledger import (
     Claim,
     FencedError,
     Ledger,
@@ -73,8 +73,8 @@ from services.dispatcher.delivery.ledger import (
     Reportable,
     retry_at,
 )
-from services.dispatcher.delivery.mail import compose
-from services.dispatcher.delivery.smtp import Answer, RateLimiter, SmtpPool
+from services.delivery.mail import compose
+from services.delivery.smtp import Answer, RateLimiter, SmtpPool
 
 log = structlog.get_logger(__name__)
 
@@ -167,7 +167,17 @@ class DeliveryWorker:
         self.owner = settings.delivery_instance_id or (
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
-        self.owned: dict[int, Owned] = {}
+        # The shared ownership piece (services/common/ownership.py): a take that fails (the
+        # ledger or Kafka down during a rebalance) leaves the partition paused and reported
+        # unowned on /health, and is retried; the retry re-reads from the committed offset.
+        self.ownership: Ownership[Owned] = Ownership(
+            topics.sends,
+            take=self.take,
+            drop=self._drop,
+            position=lambda owned: owned.next_offset,
+            concurrent=False,
+        )
+        self.owned = self.ownership.partitions
         self.contents: dict[str, Content] = {}
         self.running = False
         self.handed = 0
@@ -176,7 +186,7 @@ class DeliveryWorker:
         self.last_helper_error: str | None = None
         self.returned = 0
         self.fence = FenceReader(settings, topics)
-        self._lock = asyncio.Lock()
+        self._lock = self.ownership.lock
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._ledger: Ledger | None = None
@@ -220,7 +230,8 @@ class DeliveryWorker:
             max_partition_fetch_bytes=settings.max_record_bytes,
         )
         self._consumer = consumer
-        consumer.subscribe([self.topics.sends], listener=_Listener(self))
+        self.ownership.attach(consumer)
+        consumer.subscribe([self.topics.sends], listener=self.ownership.listener())
         await consumer.start()
         helpers = [
             fences,
@@ -233,6 +244,7 @@ class DeliveryWorker:
                 for task in helpers:
                     if task.done():
                         task.result()  # a helper loop died: end the process, do not limp on
+                await self.ownership.retake_orphans()
                 batches = await consumer.getmany(timeout_ms=200, max_records=MAX_FETCH)
                 if not batches:
                     continue
@@ -309,7 +321,7 @@ class DeliveryWorker:
                 partition=tp.partition,
                 error=str(error),
             )
-            self.owned.pop(tp.partition, None)
+            await self.ownership.fenced_out(tp.partition)
             return tp, None
         owned.next_offset = records[-1].offset + 1
         return tp, owned.next_offset
@@ -401,7 +413,9 @@ class DeliveryWorker:
                     ],
                 )
             except FencedError:
+                # Another worker owns it: stop reading it until the group gives it back.
                 self.owned.pop(owned.number, None)
+                self.ownership.pause(owned.number)
 
     async def _retry(self, payload: str) -> Answer:
         try:
@@ -524,11 +538,11 @@ class DeliveryWorker:
 
     # ------------------------------------------------------------------ ownership
 
-    async def take(self, number: int) -> None:
+    async def take(self, number: int) -> Owned:
+        """Take a sends partition in the ledger (a new epoch fences its previous owner)."""
         assert self._ledger is not None
         started = time.perf_counter()
         epoch, marked = await self._ledger.take(self.topics.sends, number, self.owner)
-        self.owned[number] = Owned(number, epoch)
         log.info(
             "sends partition taken",
             partition=number,
@@ -536,24 +550,16 @@ class DeliveryWorker:
             marked_unknown=marked,
             take_s=round(time.perf_counter() - started, 3),
         )
+        return Owned(number, epoch)
+
+    async def _drop(self, number: int, owned: Owned) -> None:
+        pass  # nothing held but the epoch: the next owner's take fences it in the ledger
 
     def status(self) -> dict[str, Any]:
-        lag: dict[str, int | None] = {}
-        consumer = self._consumer
-        for number, owned in sorted(self.owned.items()):
-            end = None
-            if consumer is not None:
-                end = consumer.last_stable_offset(TopicPartition(self.topics.sends, number))
-            lag[str(number)] = (
-                None
-                if end is None or owned.next_offset is None
-                else max(0, end - owned.next_offset)
-            )
         return {
             "running": self.running,
             "owner": self.owner,
-            "partitions": sorted(self.owned),
-            "lag": lag,
+            **self.ownership.status(),
             "handed_to_smtp": self.handed,
             "returned": self.returned,
             "outcomes_reported": self.reported,
@@ -566,6 +572,7 @@ class DeliveryWorker:
     async def check(self) -> None:
         if not self.running:
             raise RuntimeError("the delivery worker is not consuming")
+        self.ownership.check()
 
 
 #: The reason of a send whose ids the ledger cannot store.
@@ -634,18 +641,3 @@ def _claim(send: SendRecord) -> Claim:
         account_id=send.account_id,
         release=send.release_sequence,
     )
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, worker: DeliveryWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.worker._lock:
-            for tp in revoked:
-                self.worker.owned.pop(tp.partition, None)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        async with self.worker._lock:
-            for tp in sorted(assigned, key=lambda tp: tp.partition):
-                await self.worker.take(tp.partition)

@@ -26,7 +26,7 @@ from typing import Literal
 import aiosmtplib
 import structlog
 
-from services.dispatcher.delivery.mail import Mail
+from services.delivery.mail import Mail
 
 log = structlog.get_logger(__name__)
 

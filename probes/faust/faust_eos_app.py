@@ -1,6 +1,6 @@
 """A small faust-streaming worker used by test_faust_eos.py to probe exactly-once on our broker.
 
-It runs as its own OS process (``python tests/integration/faust_eos_app.py worker``) so the test
+It runs as its own OS process (``python probes/faust/faust_eos_app.py worker``) so the test
 can SIGKILL it like a crashed container. Everything it needs comes from ``FAUST_EOS_*``
 environment variables, because faust builds the app at import time and every test run needs
 fresh topic names and a fresh application id (the broker is shared and persistent).

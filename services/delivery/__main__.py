@@ -1,10 +1,10 @@
-"""`python -m services.dispatcher.delivery`"""
+"""`python -m services.delivery`"""
 
 import asyncio
 
 from services.common.logs import configure_logging
 from services.common.settings import Settings
-from services.dispatcher.delivery.service import SERVICE, serve
+from services.delivery.service import SERVICE, serve
 
 settings = Settings()
 configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
