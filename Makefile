@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv browser up run down test test-unit test-integration lint bench clean
+.PHONY: help venv browser up run down test test-unit test-integration lint bench faults clean
 
 help:
 	@echo "make run    set up everything and start the whole service (prints URLs and a dev API key)"
@@ -45,6 +45,10 @@ test: lint up browser
 
 bench: up
 	@bash scripts/with_env.sh $(PY) -m bench
+
+# The fault matrix (docs/reliability.md): faults/results/latest.json and the table in the doc.
+faults: up
+	@bash scripts/with_env.sh $(PY) -m faults $(FAULTS_ARGS)
 
 clean: down
 	rm -rf .state

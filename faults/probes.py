@@ -1,56 +1,46 @@
 """What a fault run reads back from the real servers for the checkers (faults/checkers.py):
-the marker probe for hanging transactions. It writes one marker record (outside any
-transaction) to every partition of a topic, then reads with read_committed from just before
-it: a transaction left open on a partition holds that partition's last stable offset below the
-marker, so the marker stays invisible until the transaction is committed, aborted or timed out.
+the probe for hanging transactions.
+
+A marker written now to a partition would land at its high watermark; a read_committed
+consumer sees it once the partition's last stable offset (LSO, the end a read_committed
+consumer is given) has reached that position, which an open transaction holds back until it
+is committed, aborted or timed out. `marker_seen` takes each partition's high watermark now (the
+marker's position) and polls, bounded, until the read_committed end reaches it. It writes
+nothing: a real marker record would be a foreign record on the services' own topics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-MARKER_HEADER = "mailctl-fault-marker"
+
+async def _ends(
+    options: dict[str, Any], isolation: str, tps: list[TopicPartition]
+) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(**options, isolation_level=isolation, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
 
 
 async def marker_seen(
     options: dict[str, Any], topic: str, partitions: int, *, within: float = 10.0
 ) -> dict[int, bool]:
-    """Per partition, whether a read_committed consumer saw a marker written now, within
-    `within` seconds (bounded poll)."""
-    marker = uuid.uuid4().hex.encode()
-    producer = AIOKafkaProducer(**options, acks="all")
-    await producer.start()
-    offsets: dict[int, int] = {}
-    try:
-        for p in range(partitions):
-            meta = await producer.send_and_wait(
-                topic, value=b"", partition=p, headers=[(MARKER_HEADER, marker)]
-            )
-            offsets[p] = meta.offset
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(
-        **options, isolation_level="read_committed", enable_auto_commit=False
-    )
-    await consumer.start()
-    seen = dict.fromkeys(offsets, False)
-    try:
-        tps = [TopicPartition(topic, p) for p in offsets]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, offsets[tp.partition])
-        deadline = time.monotonic() + within
-        while not all(seen.values()) and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                if any((MARKER_HEADER, marker) in list(r.headers) for r in records):
-                    seen[tp.partition] = True
-            await asyncio.sleep(0)
-        return seen
-    finally:
-        await consumer.stop()
+    """Per partition, whether a read_committed consumer reaches, within `within` seconds, the
+    position a marker written now would take."""
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    marker = await _ends(options, "read_uncommitted", tps)
+    deadline = time.monotonic() + within
+    while True:
+        stable = await _ends(options, "read_committed", tps)
+        seen = {p: stable[p] >= marker[p] for p in marker}
+        if all(seen.values()) or time.monotonic() >= deadline:
+            return seen
+        await asyncio.sleep(0.2)

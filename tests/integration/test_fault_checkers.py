@@ -1,6 +1,6 @@
 """The hanging-transaction checker fires on the real broker: a transaction left open on a
-partition hides the marker written after it from a read_committed consumer (faults/probes.py);
-once committed, the marker is seen on every partition."""
+partition keeps a read_committed consumer from the position of a marker written after it
+(faults/probes.py); once committed, every partition reaches it."""
 
 from __future__ import annotations
 
