@@ -28,6 +28,13 @@ from services.common.settings import Settings
 from services.common.topics import Topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCAL_KAFKA_ENV = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_USERNAME",
+    "KAFKA_PASSWORD",
+)
 RUN_DIR = Path(os.environ.get("STATE_DIR", REPO_ROOT / ".state")) / "run"
 
 
@@ -56,8 +63,14 @@ class Row:
 
 def script(*args: str) -> None:
     """One of the project's scripts, as a user runs it (the environment of with_env.sh)."""
+    env = dict(os.environ)
+    if env.get("MAILCTL_LOCAL_KAFKA") == "1":
+        # The broker the scripts run (with_env.sh exported its address for this process): the
+        # scripts' own choice, not external mode (scripts/kafka.sh), as from a user's shell.
+        for name in (*LOCAL_KAFKA_ENV, "MAILCTL_LOCAL_KAFKA"):
+            env.pop(name, None)
     done = subprocess.run(
-        ["bash", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ["bash", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
@@ -75,9 +88,21 @@ def running(pid: int) -> bool:
     return stat.rsplit(") ", 1)[1][:1] not in ("Z", "X")
 
 
+async def killed(pid: int) -> None:
+    """SIGKILL `pid` and wait until it has died (a zombie has: scripts/lib.sh pid_running). The
+    signal is delivered asynchronously: a JVM with many threads runs on for a moment, and a
+    start script called in that moment rightly finds it running."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while running(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"pid {pid} did not die on SIGKILL")
+        await asyncio.sleep(0.05)
+
+
 async def inject(injection: Injection) -> None:
     if injection.action == "sigkill":
-        os.kill(pid_of(injection.target), signal.SIGKILL)
+        await killed(pid_of(injection.target))
         await asyncio.to_thread(script, "scripts/services.sh", "start")
     elif injection.action == "sigterm":
         pid = pid_of(injection.target)
@@ -89,7 +114,7 @@ async def inject(injection: Injection) -> None:
             await asyncio.sleep(0.1)
         await asyncio.to_thread(script, "scripts/services.sh", "start")
     elif injection.action == "sigkill-broker":
-        os.kill(pid_of("kafka"), signal.SIGKILL)
+        await killed(pid_of("kafka"))
         await asyncio.to_thread(script, "scripts/kafka.sh", "start")
         await asyncio.to_thread(script, "scripts/services.sh", "start")
     else:
