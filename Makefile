@@ -11,6 +11,7 @@ help:
 	@echo "make down   stop everything started by make run / make test"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  measure the figures reported in docs/"
+	@echo "make faults the fault matrix on the real stack (docs/reliability.md)"
 
 venv:
 	@bash scripts/venv.sh
