@@ -81,11 +81,16 @@ def pid_of(name: str) -> int:
 
 
 def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(") ", 1)[1][:1] not in ("Z", "X")
+    """Any thread of the process still runs (scripts/lib.sh pid_running): a JVM's main thread
+    is a zombie while its other threads still exit and hold its ports."""
+    for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            stat = task.read_text()
+        except OSError:
+            continue
+        if stat.rsplit(") ", 1)[1][:1] not in ("Z", "X"):
+            return True
+    return False
 
 
 async def killed(pid: int) -> None:

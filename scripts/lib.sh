@@ -47,14 +47,21 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 # pid_running PID: true when PID is a process that still runs (or is stopped), not one that has
 # exited and waits to be reaped: `kill -0` succeeds on a zombie, so right after a SIGKILL a
 # restart would skip the relaunch. The state is the field after the command name in
-# /proc/PID/stat (Z zombie, X dead); without /proc, ps gives it.
+# /proc/PID/task/*/stat (Z zombie, X dead), of any thread; without /proc, ps gives it.
 pid_running() {
   local pid=$1 stat state
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  if [[ -r /proc/$pid/stat ]]; then
-    stat=$(<"/proc/$pid/stat") 2>/dev/null || return 1
-    state=${stat##*) }; state=${state%% *}
+  if [[ -d /proc/$pid/task ]]; then
+    # Every thread: a multi-threaded process (a JVM) shows its main thread as a zombie while
+    # the others still exit and hold its sockets; it runs until the last one is gone.
+    local task
+    for task in /proc/"$pid"/task/*/stat; do
+      stat=$(<"$task") 2>/dev/null || continue
+      state=${stat##*) }; state=${state%% *}
+      [[ -n $state && $state != Z* && $state != X* ]] && return 0
+    done
+    return 1
   else
     state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
     state=${state# }
