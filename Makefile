@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv browser up run down test test-unit test-integration lint bench bench-smoke probe-faust clean
+.PHONY: help venv browser up run down test test-unit test-integration lint bench bench-smoke probe-faust faults clean
 
 help:
 	@echo "make run    set up everything and start the whole service (prints URLs and a dev API key)"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  measure every figure beside its ceiling (docs/benchmarks.md, ~20 min)"
 	@echo "make probe-faust  the faust-streaming exactly-once probe (docs/faust-findings.md)"
+	@echo "make faults the fault matrix on the real stack (docs/reliability.md)"
 
 venv:
 	@bash scripts/venv.sh
@@ -60,6 +61,7 @@ bench-smoke: up
 # The evidence of docs/faust-findings.md; not part of `make test` (installs the `faust` extra).
 probe-faust: up
 	@bash scripts/faust_probe.sh
+	@echo "make faults the fault matrix on the real stack (docs/reliability.md)"
 
 clean: down
 	rm -rf .state

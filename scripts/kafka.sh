@@ -124,7 +124,7 @@ drop_stale_pidfile() {
   local pid
   [[ -f $KAFKA_PIDFILE ]] || return 0
   pid=$(cat "$KAFKA_PIDFILE")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_running "$pid"; then
     log "removing stale pidfile: pid $pid is alive but is not this broker (pid reused); left alone"
   else
     log "removing stale pidfile: pid $pid is not running"
@@ -241,7 +241,7 @@ ensure_formatted() {
 wait_ready() {
   local pid=$1 deadline=$(($(date +%s) + KAFKA_START_TIMEOUT))
   until probe "$LOCAL_BOOTSTRAP" --timeout 2 >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! pid_running "$pid"; then
       rm -f "$KAFKA_PIDFILE"
       tail -n 30 "$KAFKA_OUT" "$KAFKA_LOG" >&2 2>/dev/null || true
       die "the broker exited during start-up, see $KAFKA_LOG and $KAFKA_OUT"

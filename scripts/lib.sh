@@ -44,8 +44,33 @@ wait_until() {
 # port_open HOST PORT: true when something accepts TCP connections there.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-# pid_alive PIDFILE: true when the pidfile names a running process.
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_running PID: true when PID is a process that still runs (or is stopped), not one that has
+# exited and waits to be reaped: `kill -0` succeeds on a zombie, so right after a SIGKILL a
+# restart would skip the relaunch. The state is the field after the command name in
+# /proc/PID/task/*/stat (Z zombie, X dead), of any thread; without /proc, ps gives it.
+pid_running() {
+  local pid=$1 stat state
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -d /proc/$pid/task ]]; then
+    # Every thread: a multi-threaded process (a JVM) shows its main thread as a zombie while
+    # the others still exit and hold its sockets; it runs until the last one is gone.
+    local task
+    for task in /proc/"$pid"/task/*/stat; do
+      stat=$(<"$task") 2>/dev/null || continue
+      state=${stat##*) }; state=${state%% *}
+      [[ -n $state && $state != Z* && $state != X* ]] && return 0
+    done
+    return 1
+  else
+    state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+    state=${state# }
+  fi
+  [[ -n $state && $state != Z* && $state != X* ]]
+}
+
+# pid_alive PIDFILE: true when the pidfile names a running process (pid_running).
+pid_alive() { [[ -f $1 ]] && pid_running "$(cat "$1")"; }
 
 # stop_pidfile NAME PIDFILE: TERM, wait up to 20 s, then KILL.
 stop_pidfile() {
@@ -53,8 +78,8 @@ stop_pidfile() {
   if ! pid_alive "$pidfile"; then rm -f "$pidfile"; log "$name: not running"; return 0; fi
   pid=$(cat "$pidfile")
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do pid_running "$pid" || break; sleep 0.2; done
+  pid_running "$pid" && kill -9 "$pid" 2>/dev/null || true
   rm -f "$pidfile"
   log "$name: stopped"
 }
