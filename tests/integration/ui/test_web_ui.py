@@ -232,7 +232,10 @@ async def test_draft_schedule_unschedule_edit_send_now_and_counts_rise(ui: UiSta
     # The mail itself: multipart/alternative, the text then the HTML part, both merged.
     assert ui.stack.http is not None
     answer = await ui.stack.http.get("/messages", params={"rcpt": "launch1@example.org"})
-    (item,) = [i for i in answer.json()["items"] if i["subject"] == "Hello Person 1, it is out"]
+    this = UUID(page.url.split("/ui/messages/")[1].split("?")[0])
+    (item,) = [
+        i for i in answer.json()["items"] if dict(i["headers"])["X-Mailctl-Message"] == str(this)
+    ]
     mail = message_from_string(
         f"Content-Type: {dict(item['headers'])['Content-Type']}\n\n{item['body']}",
         policy=policy.default,
