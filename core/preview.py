@@ -1,8 +1,9 @@
 """What a preview shows beside the rendered mail: each merge field, its value or its fallback.
 
 The mail itself is rendered by :func:`core.render.render`, the function delivery uses; this
-module only lists the placeholders of the subject and body (the same syntax, ``core.render``'s
-own pattern) and says, for one contact, which ones fell back because the contact lacks the field.
+module only lists the placeholders of the subject and both bodies (the same syntax,
+``core.render``'s own pattern) and says, for one contact, which ones fell back because the
+contact lacks the field.
 Pure: no I/O.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.render import _FIELD, _value
+from core.render import _FIELD, _value, parts
 from schemas import Contact, Content
 
 __all__ = ["MergeField", "merge_fields"]
@@ -32,10 +33,12 @@ class MergeField:
 
 
 def merge_fields(content: Content, contact: Contact) -> list[MergeField]:
-    """Every distinct placeholder of the subject then the body, in order of first appearance."""
+    """Every distinct placeholder of the subject, the text body then the HTML body, in order of
+    first appearance (one entry for a placeholder used in several of them)."""
     seen: set[tuple[str, str | None]] = set()
     fields: list[MergeField] = []
-    for template in (content.subject, content.body):
+    text, html_part = parts(content)
+    for template in (content.subject, text or "", html_part or ""):
         for match in _FIELD.finditer(template):
             name = match.group(1)
             fallback = match.group(2)

@@ -173,13 +173,20 @@ class Contact(Record):
 
 
 class Content(Record):
-    """What the message says. The body may contain merge fields such as ``{{first_name}}``."""
+    """What the message says. The bodies may contain merge fields such as ``{{first_name}}``.
+
+    Two parts (docs/core.md, "Content: text and HTML bodies"): ``body`` is the text part and
+    ``html_body`` the HTML part. A record without ``html_body`` (every record written before the
+    field existed) keeps its old meaning: a single body, sent as HTML when its first non-blank
+    character is ``<`` and as plain text otherwise (``core.render.parts``).
+    """
 
     name: Annotated[str, Field(min_length=1, max_length=200), ONE_LINE]
     from_address: EmailAddress
     from_name: Annotated[str, Field(max_length=200), ONE_LINE] | None = None
     subject: Annotated[str, Field(min_length=1, max_length=998), ONE_LINE]
-    body: Annotated[str, Field(max_length=2_000_000), TEXT]
+    body: Annotated[str, Field(max_length=2_000_000), TEXT] = ""
+    html_body: Annotated[str, Field(max_length=2_000_000), TEXT] | None = None
 
 
 class Throttle(Record):

@@ -751,8 +751,12 @@ def preview_of(content: Content, contact: Contact) -> dict[str, Any]:
         "from": content.from_address,
         "from_name": content.from_name,
         "subject": mail.subject,
+        # ``body`` / ``html``: the answer of the single-body era (the main body; whether it is
+        # HTML), kept for old clients; ``text_body`` / ``html_body``: both parts (None: no part).
         "body": mail.body,
-        "html": mail.html,
+        "html": mail.text is None,
+        "text_body": mail.text,
+        "html_body": mail.html,
         "fields": [
             {"name": f.name, "value": f.value, "fallback": f.fallback, "missing": f.missing}
             for f in merge_fields(content, contact)

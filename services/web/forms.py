@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from core import local_to_instant, wall_clock
+from core.render import parts
 from schemas import MAX_CHUNK, Contact, Content, DeliveryPlan, is_valid_time_zone
 from schemas.values import normalize_address
 
@@ -108,6 +109,7 @@ class ComposeForm:
     from_name: str = ""
     subject: str = ""
     body: str = ""
+    html_body: str = ""
     mode: str = "fixed"
     throttle: bool = False
     batch_size: str = ""
@@ -124,8 +126,9 @@ class ComposeForm:
     def from_post(cls, data: dict[str, str], default_zone: str) -> ComposeForm:
         names = {f for f in cls.__dataclass_fields__ if f not in ("problems", "throttle")}
         values: dict[str, Any] = {k: data.get(k, "").strip() for k in names if k in data}
-        if "body" in data:
-            values["body"] = data["body"]  # the body keeps its whitespace
+        for body in ("body", "html_body"):
+            if body in data:
+                values[body] = data[body]  # the bodies keep their whitespace
         values["throttle"] = data.get("throttle") == "on"
         values.setdefault("zone", default_zone)
         return cls(**values)
@@ -134,13 +137,17 @@ class ComposeForm:
     def from_draft(cls, content: Content, plan: DeliveryPlan, zone: str) -> ComposeForm:
         """The form of a draft's current content and plan (times shown in `zone`)."""
         throttle = plan.throttle
+        # An old single body shows in the field of the part it is sent as (core.render.parts),
+        # so that saving the form keeps its meaning.
+        text, html_part = parts(content)
         end_at = throttle.end_at if throttle is not None else None
         return cls(
             name=content.name,
             from_address=content.from_address,
             from_name=content.from_name or "",
             subject=content.subject,
-            body=content.body,
+            body=text or "",
+            html_body=html_part or "",
             mode=plan.mode,
             throttle=throttle is not None,
             batch_size=str(throttle.batch_size) if throttle is not None else "",
@@ -160,6 +167,11 @@ class ComposeForm:
         return self.zone
 
     def content(self) -> Content | None:
+        """The content of the form. ``html_body`` is always sent (empty: no HTML part), so the
+        text body is the text part as written, never read as HTML because it begins with ``<``."""
+        if not self.body.strip() and not self.html_body.strip():
+            self.problems.append(Problem("body", "write a text body, an HTML body, or both"))
+            return None
         try:
             return Content(
                 name=self.name,
@@ -167,6 +179,7 @@ class ComposeForm:
                 from_name=self.from_name or None,
                 subject=self.subject,
                 body=self.body,
+                html_body=self.html_body,
             )
         except ValidationError as error:
             self.problems.extend(_problems(error, "name"))

@@ -25,7 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from core import RecipientStatus
-from core.render import is_html
+from core.render import body_parts
 from schemas import (
     Actor,
     AddRecipients,
@@ -116,7 +116,7 @@ def environment() -> Environment:
         in_zone=in_zone,
         utc=utc,
         actor_name=actor_name,
-        is_html=is_html,
+        body_parts=body_parts,
         new_key=lambda: uuid.uuid4().hex,
     )
     return env
@@ -700,6 +700,7 @@ def ui_routes(
                 history=history,
                 names=names,
                 body=(draft or {}).get("content", {}).get("body", ""),
+                html_body=(draft or {}).get("content", {}).get("html_body"),
             ),
         )
 

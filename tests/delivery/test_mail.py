@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.header import decode_header
+from email.message import EmailMessage
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 
 from core import send_id
 from core.ids import send_ids
-from core.render import render
+from core.preview import merge_fields
+from core.render import parts, render
 from schemas import Contact, Content
 from schemas.sends import SendRecord, decode_send_topic, send_records_json
 from schemas.text import STORED, breaks_one_line
@@ -409,3 +411,137 @@ def test_the_pool_does_not_hand_off_a_fenced_mail() -> None:
     )
     answer = asyncio.run(pool.deliver(mail, lambda: True))
     assert answer == Answer("returned", FENCED)
+
+
+def two_parts(subject: str, text: str, html: str) -> Content:
+    return Content(
+        name="N",
+        from_address="news@example.org",
+        subject=subject,
+        body=text,
+        html_body=html,
+    )
+
+
+def test_an_old_single_body_keeps_its_meaning() -> None:
+    """A record without html_body: a body opening a tag is the HTML part, else the text part."""
+    assert parts(content("S", "  <p>Hi</p>")) == (None, "  <p>Hi</p>")
+    assert parts(content("S", "Hi <b>")) == ("Hi <b>", None)
+    assert parts(content("S", "")) == ("", None)
+    old = Content.model_validate(
+        {"name": "N", "from_address": "n@example.org", "subject": "S", "body": "<p>x</p>"},
+        context=STORED,
+    )
+    assert old.html_body is None and render(old, ADA).html == "<p>x</p>"
+    assert render(old, ADA).text is None
+
+
+def test_with_an_html_body_the_body_is_the_text_part_never_sniffed() -> None:
+    assert parts(two_parts("S", "<not a tag>", "<p>x</p>")) == ("<not a tag>", "<p>x</p>")
+    assert parts(two_parts("S", "", "<p>x</p>")) == (None, "<p>x</p>")
+    assert parts(two_parts("S", "plain", "")) == ("plain", None)
+
+
+def test_both_parts_take_the_merge_fields_and_only_the_html_one_escapes() -> None:
+    evil = Contact(contact_id="e", email="e@example.org", attributes={"first_name": "<b>&"})
+    mail = render(
+        two_parts("Hi {{first_name}}", "T {{first_name}}", "<p>{{ first_name }}</p>"), evil
+    )
+    assert mail.subject == "Hi <b>&"
+    assert mail.text == "T <b>&"
+    assert mail.html == "<p>&lt;b&gt;&amp;</p>"
+
+
+def test_the_html_body_follows_the_text_rules_of_a_body() -> None:
+    with pytest.raises(ValueError, match="control character"):
+        two_parts("S", "t", "<p>\x00</p>")
+    with pytest.raises(ValueError):
+        two_parts("S", "t", "x" * 2_000_001)
+    assert two_parts("S", "t", "<p>\ta\r\nb</p>").html_body == "<p>\ta\r\nb</p>"
+
+
+def _part_texts(parsed: EmailMessage) -> list[tuple[str, str]]:
+    return [
+        (p.get_content_type(), p.get_content().replace("\r\n", "\n")) for p in parsed.iter_parts()
+    ]
+
+
+def test_two_parts_are_multipart_alternative_text_then_html_parsed_back() -> None:
+    message = uuid.uuid4()
+    sid = send_id(message, "ada")
+    html_body = "<p>Grüße {{first_name}}</p>\n<p>" + "= long line " * 20 + "</p>"
+    mail = compose(
+        send_id=sid,
+        message_id=message,
+        content=two_parts("Hi {{first_name}}", "Grüße {{first_name}},\nbye.\n", html_body),
+        contact=ADA,
+        domain="example.test",
+    )
+    parsed = message_from_bytes(mail.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed.get_param("boundary") == f"=_mailctl_{sid.hex}"
+    assert parsed["Subject"] == "Hi Ada"
+    assert parsed["Message-ID"] == f"<{sid}@example.test>"
+    assert _part_texts(parsed) == [
+        ("text/plain", "Grüße Ada,\nbye.\n"),
+        ("text/html", "<p>Grüße Ada</p>\n<p>" + "= long line " * 20 + "</p>"),
+    ]
+    for part in parsed.iter_parts():
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert not parsed.defects and all(not p.defects for p in parsed.iter_parts())
+    # Every line within the folding limit, only CRLF line ends, the boundary only as delimiter.
+    lines = mail.data.split(b"\r\n")
+    assert all(len(line) <= MAX_LINE for line in lines)
+    assert b"\r" not in mail.data.replace(b"\r\n", b"") and b"\n" not in mail.data.replace(
+        b"\r\n", b""
+    )
+    boundary = f"=_mailctl_{sid.hex}".encode()
+    assert [line for line in lines if boundary in line and not line.startswith(b" boundary=")] == [
+        b"--" + boundary,
+        b"--" + boundary,
+        b"--" + boundary + b"--",
+    ]
+
+
+def test_a_part_holding_the_boundary_text_cannot_end_its_part() -> None:
+    sid = uuid.uuid4()
+    trap = f"--=_mailctl_{sid.hex}\n--=_mailctl_{sid.hex}--\n"
+    mail = compose(
+        send_id=sid,
+        message_id=uuid.uuid4(),
+        content=two_parts("S", trap, "<p>" + trap + "</p>"),
+        contact=ADA,
+        domain="example.test",
+    )
+    parsed = message_from_bytes(mail.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert _part_texts(parsed) == [("text/plain", trap), ("text/html", "<p>" + trap + "</p>")]
+
+
+def test_one_part_is_a_single_part_mail_as_before() -> None:
+    for c, kind, text in (
+        (two_parts("S", "", "<p>{{first_name}}</p>"), "text/html", "<p>Ada</p>"),
+        (two_parts("S", "<hi {{first_name}}>", ""), "text/plain", "<hi Ada>"),
+        (content("S", "<p>{{first_name}}</p>"), "text/html", "<p>Ada</p>"),
+        (content("S", "hi {{first_name}}"), "text/plain", "hi Ada"),
+    ):
+        mail = compose(
+            send_id=uuid.uuid4(), message_id=uuid.uuid4(), content=c, contact=ADA, domain="x.test"
+        )
+        parsed = message_from_bytes(mail.data, policy=policy.default)
+        assert parsed.get_content_type() == kind
+        assert parsed.get_content_charset() == "utf-8"
+        assert parsed.get_content() == text
+        assert b"multipart" not in mail.data
+
+
+def test_the_preview_lists_the_merge_fields_of_the_subject_and_both_bodies() -> None:
+    c = two_parts("Hi {{first_name}}", "T {{ city | nowhere }} {{first_name}}", "<p>{{email}}</p>")
+    fields = merge_fields(c, ADA)
+    assert [(f.name, f.fallback, f.missing) for f in fields] == [
+        ("first_name", None, False),
+        ("city", "nowhere", True),
+        ("email", None, False),
+    ]

@@ -4,6 +4,8 @@ worker claims each send in the ledger and hands it to SMTP once, outcomes come b
 from __future__ import annotations
 
 from collections import Counter
+from email import message_from_string, policy
+from email.message import EmailMessage
 
 import pytest
 
@@ -12,6 +14,7 @@ from bench.harness.processor import ids
 from core import MessageStatus, RecipientStatus, send_id
 from schemas import (
     Contact,
+    Content,
     DeliveryPlan,
     RecipientsDelivered,
     RecipientsFailed,
@@ -73,6 +76,52 @@ async def test_every_recipient_gets_one_mail_with_its_merge_fields_and_outcomes_
         "soft": "failed",
     }
     assert all(r["reported"] for r in ledger.values())
+
+
+async def test_a_text_and_html_message_reaches_the_sink_as_multipart_alternative_merged(
+    stack: DeliveryStack,
+) -> None:
+    """Given a message with a text and an HTML body, the sink receives one multipart/alternative
+    mail per contact: text/plain then text/html, each merged (the HTML one with escaped values)."""
+    stack.content = Content(
+        name="Two bodies",
+        from_address=stack.sender,
+        subject="Hi {{first_name|friend}}",
+        body="Text for {{ first_name | friend }}\n",
+        html_body="<p>HTML for {{first_name|friend}}</p>",
+    )
+    stack.spawn_dispatcher()
+    stack.spawn_delivery()
+    message = ids()
+    ada = Contact(contact_id="ada", email="ada@example.org", attributes={"first_name": "Ada <&>"})
+    anon = Contact(contact_id="anon", email="anon@example.org")
+    await stack.send_now(message, (ada, anon), DeliveryPlan())
+    await stack.wait_status(message, MessageStatus.SENT)
+    assert stack.http is not None
+    got: dict[str, list[tuple[str, str]]] = {}
+    for who in (ada, anon):
+        response = await stack.http.get(
+            "/messages", params={"rcpt": who.email, "mail_from": stack.sender}
+        )
+        (item,) = response.json()["items"]
+        # The sink answers a multipart mail's body as its raw MIME: parse it back with its type.
+        mail = message_from_string(
+            f"Content-Type: {dict(item['headers'])['Content-Type']}\n\n{item['body']}",
+            policy=policy.default,
+        )
+        assert isinstance(mail, EmailMessage)
+        assert mail.get_content_type() == "multipart/alternative"
+        got[who.contact_id] = [
+            (part.get_content_type(), part.get_content()) for part in mail.iter_parts()
+        ]
+    assert got["ada"] == [
+        ("text/plain", "Text for Ada <&>\n"),
+        ("text/html", "<p>HTML for Ada &lt;&amp;&gt;</p>"),
+    ]
+    assert got["anon"] == [
+        ("text/plain", "Text for friend\n"),
+        ("text/html", "<p>HTML for friend</p>"),
+    ]
 
 
 async def test_merge_fields_and_headers_reach_the_mail(stack: DeliveryStack) -> None:

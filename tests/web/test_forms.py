@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from schemas import DeliveryPlan
+from core.render import parts
+from schemas import Content, DeliveryPlan
 from services.web.forms import AUDIENCE_LIMIT, ComposeForm, parse_audience
 
 FORM = {
@@ -114,3 +115,28 @@ def test_a_draft_reads_back_into_the_form() -> None:
         True,
     )
     assert ComposeForm.from_draft(content, DeliveryPlan(), "UTC").throttle is False
+
+
+def test_the_form_has_a_text_and_an_html_body_and_needs_at_least_one() -> None:
+    both = ComposeForm.from_post({**FORM, "html_body": "<p>Hi {{name}}</p>\n"}, "UTC")
+    content = both.content()
+    assert content is not None
+    assert (content.body, content.html_body) == ("Hello\n  {{name}}", "<p>Hi {{name}}</p>\n")
+    again = ComposeForm.from_draft(content, DeliveryPlan(), "UTC")
+    assert (again.body, again.html_body) == ("Hello\n  {{name}}", "<p>Hi {{name}}</p>\n")
+    # A text body that begins with "<" stays text: the form always sends html_body.
+    text_only = ComposeForm.from_post({**FORM, "body": "<3 {{name}}", "html_body": ""}, "UTC")
+    assert text_only.content() == content.model_copy(
+        update={"body": "<3 {{name}}", "html_body": ""}
+    )
+    neither = ComposeForm.from_post({**FORM, "body": "  ", "html_body": "\n"}, "UTC")
+    assert neither.content() is None
+    assert neither.error_for("body") == "write a text body, an HTML body, or both"
+
+
+def test_an_old_single_html_body_opens_in_the_html_field_and_keeps_its_meaning() -> None:
+    old = Content(name="N", from_address="n@example.org", subject="S", body="<p>Old</p>")
+    form = ComposeForm.from_draft(old, DeliveryPlan(), "UTC")
+    assert (form.body, form.html_body) == ("", "<p>Old</p>")
+    saved = form.content()
+    assert saved is not None and parts(saved) == parts(old) == (None, "<p>Old</p>")

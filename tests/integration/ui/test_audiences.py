@@ -54,6 +54,7 @@ class Api:
         body: str = "Hello {{first_name|friend}}",
         subject: str = "Hi",
         plan: dict[str, Any] | None = None,
+        html_body: str | None = None,
     ) -> str:
         content = {
             "name": f"audience {uuid.uuid4().hex[:6]}",
@@ -61,6 +62,8 @@ class Api:
             "subject": subject,
             "body": body,
         }
+        if html_body is not None:
+            content["html_body"] = html_body
         answer = await self.client.post(
             "/v1/messages", json={"content": content, "plan": plan or {}}
         )
@@ -160,6 +163,31 @@ async def test_a_csv_with_every_kind_of_bad_row_gives_the_exact_summary(api: Api
             "fallback": "friend",
             "missing": False,
         }
+    ]
+
+
+async def test_the_preview_answers_the_subject_and_both_bodies_merged(api: Api) -> None:
+    message = await api.create(
+        body="Text for {{first_name|friend}} in {{city|somewhere}}",
+        subject="Hi {{first_name}}",
+        html_body="<p>HTML for {{first_name}} at {{email}}</p>",
+    )
+    csv = b"contact_id,email,first_name\nq,q@example.org,Q<&>\n"
+    answer = await api.upload(message, csv, uuid.uuid4())
+    assert answer.status_code == 200, answer.text
+    await api.settled(message, 1)
+    preview = await api.client.get(f"/v1/messages/{message}/preview", params={"contact_id": "q"})
+    [mail] = preview.json()["previews"]
+    assert mail["subject"] == "Hi Q<&>"
+    assert mail["text_body"] == "Text for Q<&> in somewhere"
+    assert mail["html_body"] == "<p>HTML for Q&lt;&amp;&gt; at q@example.org</p>"
+    assert (mail["body"], mail["html"]) == ("Text for Q<&> in somewhere", False)
+    # Subject, then text body, then HTML body; one entry per (field, fallback).
+    assert [(f["name"], f["fallback"], f["missing"]) for f in mail["fields"]] == [
+        ("first_name", None, False),
+        ("first_name", "friend", False),
+        ("city", "somewhere", True),
+        ("email", None, False),
     ]
 
 

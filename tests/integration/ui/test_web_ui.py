@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from email import message_from_string, policy
+from email.message import EmailMessage
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +44,17 @@ async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = 
         await asyncio.sleep(0.2)
 
 
+TEXT_BODY = "Hello {{name|friend}}, this is the UI test."
+HTML_BODY = "<p>Hello {{name|friend}}, this is the <b>HTML</b> part.</p>"
+
+
+async def shows_both_bodies(page: Page) -> None:
+    """The page's preview shows the text body as text and the HTML body in a sandboxed frame."""
+    await expect(page.locator("details.body-preview .text-preview")).to_have_text(TEXT_BODY)
+    assert await page.locator("iframe.html-preview").get_attribute("sandbox") == ""
+    await expect(page.frame_locator("iframe.html-preview").locator("b")).to_have_text("HTML")
+
+
 def audience(prefix: str, n: int) -> str:
     return "\n".join(f"{prefix}{i}@example.org, Person {i}" for i in range(n))
 
@@ -61,7 +74,8 @@ async def compose(
     await page.get_by_label("From address").fill(ui.sender)
     await page.get_by_label("From name").fill("UI News")
     await page.get_by_label("Subject").fill(subject)
-    await page.locator("#body").fill("Hello {{name|friend}}, this is the UI test.")
+    await page.get_by_label("Text body (plain text)").fill(TEXT_BODY)
+    await page.get_by_label("HTML body").fill(HTML_BODY)
     await page.locator("#audience").fill(contacts)
     if throttle is not None:
         await page.get_by_label("Throttle: send in batches (fixed time only)").check()
@@ -174,6 +188,9 @@ async def test_draft_schedule_unschedule_edit_send_now_and_counts_rise(ui: UiSta
     await expect(page).to_have_url(re.compile(r"/ui/messages/[0-9a-f-]+/edit$"))
     await expect(page.locator(".meta")).to_contain_text("Status: Draft")
     await expect(page.locator("#audience-size")).to_have_text("40")
+    await expect(page.get_by_label("Text body (plain text)")).to_have_value(TEXT_BODY)
+    await expect(page.get_by_label("HTML body")).to_have_value(HTML_BODY)
+    await shows_both_bodies(page)
 
     # Edit and send now.
     await page.get_by_label("Subject").fill("Hello {{name|there}}, it is out")
@@ -208,9 +225,27 @@ async def test_draft_schedule_unschedule_edit_send_now_and_counts_rise(ui: UiSta
     history = page.locator(".timeline")
     await expect(history).to_contain_text("Unscheduled by Ada Lovelace")
     await expect(history).to_contain_text("Draft edited by Ada Lovelace")
+    await shows_both_bodies(page)
     await check_page(page, "message")
     mails = await sink_counts(ui)
     assert all(mails[f"launch{i}@example.org"] == 1 for i in range(40)), mails
+    # The mail itself: multipart/alternative, the text then the HTML part, both merged.
+    assert ui.stack.http is not None
+    answer = await ui.stack.http.get("/messages", params={"rcpt": "launch1@example.org"})
+    this = UUID(page.url.split("/ui/messages/")[1].split("?")[0])
+    (item,) = [
+        i for i in answer.json()["items"] if dict(i["headers"])["X-Mailctl-Message"] == str(this)
+    ]
+    mail = message_from_string(
+        f"Content-Type: {dict(item['headers'])['Content-Type']}\n\n{item['body']}",
+        policy=policy.default,
+    )
+    assert isinstance(mail, EmailMessage)
+    assert mail.get_content_type() == "multipart/alternative"
+    assert [(p.get_content_type(), p.get_content()) for p in mail.iter_parts()] == [
+        ("text/plain", "Hello Person 1, this is the UI test."),
+        ("text/html", "<p>Hello Person 1, this is the <b>HTML</b> part.</p>"),
+    ]
 
     # On the log, every event the operator caused names them: a user actor with their name.
     message_id = UUID(page.url.split("/ui/messages/")[1].split("?")[0])
@@ -360,7 +395,8 @@ async def test_a_script_bearing_subject_is_shown_as_text_and_never_runs(ui: UiSt
     page.on("dialog", lambda d: dialogs.append(d.message))
     evil = '<img src=x onerror="window.pwned=1"><script>window.pwned=2;alert(1)</script>'
     await compose(page, ui, f"Evil {evil}", f"Subject {evil}", audience("evil", 1))
-    await page.locator("#body").fill(f"<p>Body</p>{evil}")
+    await page.get_by_label("Text body (plain text)").fill(f"Text {evil}")
+    await page.get_by_label("HTML body").fill(f"<p>Body</p>{evil}")
     await page.get_by_role("button", name="Save draft").click()
     await expect(page).to_have_url(re.compile(r"/ui/drafts$"))
     await expect(page.locator("td.subject").first).to_have_text(f"Subject {evil}")
@@ -371,6 +407,7 @@ async def test_a_script_bearing_subject_is_shown_as_text_and_never_runs(ui: UiSt
     assert await preview.get_attribute("sandbox") == ""
     frame = page.frame_locator("iframe.html-preview")
     await expect(frame.locator("p")).to_have_text("Body")
+    await expect(page.locator(".text-preview")).to_have_text(f"Text {evil}")
     assert await page.evaluate("typeof window.pwned") == "undefined"
     inner = next(f for f in page.frames if f != page.main_frame)
     assert await inner.evaluate("typeof window.pwned") == "undefined"
