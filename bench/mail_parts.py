@@ -7,7 +7,7 @@ import timeit
 import uuid
 
 from schemas import Contact, Content
-from services.dispatcher.delivery.mail import compose
+from services.delivery.mail import compose
 
 CALLS = 20_000
 
