@@ -49,7 +49,10 @@ FULL: dict[str, Any] = {
     "pool": 8,
     "sink_mails": 10_000,
     "pause_recipients": 30_000,
-    "pause_rate_cap": 10_000,
+    "fence_measure_s": 4,
+    "fence_rounds": 3,
+    "throughput_recipients": 20_000,
+    "throughput_s": 6,
     "delivery_kills": 2,
     "projections_recipients": 1_000_000,
     "projections_runs": 3,
@@ -70,8 +73,11 @@ QUICK: dict[str, Any] = {
     "recovery_sizes": (2_000, 5_000),
     "delivery_mails": 2_000,
     "sink_mails": 1_000,
-    "pause_recipients": 3_000,
-    "pause_rate_cap": 200,
+    "pause_recipients": 6_000,
+    "fence_measure_s": 1,
+    "fence_rounds": 1,
+    "throughput_recipients": 4_000,
+    "throughput_s": 2,
     "delivery_kills": 1,
     "projections_recipients": 5_000,
     "command_rate": 20,
@@ -84,7 +90,7 @@ QUICK: dict[str, Any] = {
 }
 
 # The order of a run: the cheaper groups first, so a run cut short has the most figures; pause
-# after delivery (it runs at the rate delivery reached).
+# after delivery (the same worker, now with the fence).
 GROUPS = ("planner", "commands", "dispatch", "projections", "delivery", "pause", "processor")
 
 
@@ -256,39 +262,67 @@ class Run:
         )
 
     def pause(self) -> None:
-        measured = self.extras.get("delivery", {}).get("worker_rate") or 1000
-        rate = int(min(measured, self.cfg["pause_rate_cap"]))
-        runs = []
-        for window in (rate, None):
-            runs.append(
-                asyncio.run(
-                    bench_delivery.pause_reaction(
-                        rate,
-                        window,
-                        self.cfg["pause_recipients"],
-                        self.cfg["delivery_kills"] if window else 0,
-                        self.tmp,
-                        _server(),
-                    )
-                )
+        found = asyncio.run(bench_delivery.fence(self.cfg, self.tmp, _server()))
+        pool = found["pool"]
+        pause, open_, cancel = found["pause"], found["pause_no_window"], found["cancel"]
+        plan = {"plan": "default", "max_in_flight": pause["max_in_flight"], "pool": pool}
+        for kind, run in (("pause", pause), ("cancel", cancel)):
+            extra = (
+                f"; with no window: {open_['mails_after_accepted']} mails, the last "
+                f"{open_['last_mail_after_accepted_s']:.3f} s after"
+                if kind == "pause"
+                else ""
             )
-        windowed, open_ = runs
-        self.figures["pause_reaction"] = Figure(
-            value=windowed["last_mail_after_request_s"],
-            unit="s",
-            target=1.5,
-            better="lower",
-            sizes={"rate": rate, "max_in_flight": rate},
-            runs=runs,
-            also={"without max_in_flight": open_["last_mail_after_request_s"]},
-            note=f"pause request to the last mail at the sink, at "
-            f"{windowed['achieved_rate']:,.0f} mails/s with max_in_flight={rate}: "
-            f"{windowed['mails_after_pause']} mails after the pause was accepted "
-            f"({windowed['accepted_after_request_ms']:.0f} ms after the request); without a "
-            f"window: {open_['last_mail_after_request_s']:.2f} s, "
-            f"{open_['mails_after_pause']} mails",
+            facts = (
+                f"default plan (max_in_flight={run['max_in_flight']}), worker at "
+                f"{run['achieved_rate']:,.0f} mails/s, pool {pool}: "
+                f"{run['mails_after_accepted']} mails after the {kind} was accepted "
+                f"({run['accepted_after_request_ms']:.0f} ms after the request), the last "
+                f"{run['last_mail_after_accepted_s']:.3f} s after; {run['returned']:,} returned"
+                f"{extra}"
+            )
+            runs = [run, open_] if kind == "pause" else [run]
+            self.figures[f"{kind}_reaction"] = Figure(
+                value=run["last_mail_after_accepted_s"],
+                unit="s",
+                target=0.5,
+                better="lower",
+                sizes={**plan, "recipients": run["recipients"]},
+                runs=runs,
+                also={"no window": open_["last_mail_after_accepted_s"]} if kind == "pause" else {},
+                note=f"{kind} accepted to the last mail at the sink; {facts}",
+            )
+            self.figures[f"{kind}_mails_after"] = Figure(
+                value=run["mails_after_accepted"],
+                unit="mails",
+                target=pool,
+                better="lower",
+                sizes={**plan, "recipients": run["recipients"]},
+                runs=runs,
+                also={"no window": open_["mails_after_accepted"]} if kind == "pause" else {},
+                note=f"mails at the sink after the {kind} was accepted (target: the SMTP pool); "
+                f"{facts}",
+            )
+        rates = found["throughput"]
+        default, none = statistics.median(rates["default"]), statistics.median(rates["none"])
+        self.figures["window_throughput"] = Figure(
+            value=default,
+            unit="mails/s",
+            ceiling=none,
+            ratio=rate_ratio(default, none),
+            target=0.9,
+            target_of="ratio",
+            sizes={
+                "rounds": self.cfg["fence_rounds"],
+                "recipients": self.cfg["throughput_recipients"],
+                "seconds": self.cfg["throughput_s"],
+            },
+            runs=[{"window": k, "value": x} for k, v in rates.items() for x in v],
+            note=f"delivery with the default plan's in-flight window against none (the "
+            f"ceiling), median of {self.cfg['fence_rounds']} alternating rounds: default "
+            f"{rates['default']}, none {rates['none']} mails/s",
         )
-        kills = windowed["recovery_delivery_s"]
+        kills = pause["recovery_delivery_s"]
         self.figures["recovery_delivery"] = Figure(
             value=statistics.median(kills) if kills else None,
             unit="s",
@@ -430,7 +464,18 @@ def main() -> int:
             ),
             ("projections", {"projections": "sends/s"}, run.projections),
             ("delivery", {"delivery": "mails/s"}, run.delivery),
-            ("pause", {"pause_reaction": "s", "recovery_delivery": "s"}, run.pause),
+            (
+                "pause",
+                {
+                    "pause_reaction": "s",
+                    "pause_mails_after": "mails",
+                    "cancel_reaction": "s",
+                    "cancel_mails_after": "mails",
+                    "window_throughput": "mails/s",
+                    "recovery_delivery": "s",
+                },
+                run.pause,
+            ),
             ("processor", {}, run.processor),
         ]
         doc: dict[str, Any] = {}

@@ -37,7 +37,7 @@ from bench.progress import say
 from core import send_id
 from schemas import AddRecipients, Contact, CreateDraft, DeliveryPlan, ScheduleMessage
 from schemas.sends import send_records_json
-from services.dispatcher.processor import key_of, partition_of
+from services.dispatcher.decider import key_of, partition_of
 
 CHUNK = 10_000
 

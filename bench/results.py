@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 SCHEMA = 1
 
-#: Every figure of issue 17, in the order of the table and the plot.
+#: Every figure of issue 17 (and issue 12's fence: the pause/cancel mails after, the cancel
+#: reaction, the window's throughput cost), in the order of the table and the plot.
 NAMES = (
     "dispatch",
     "delivery",
@@ -40,6 +41,10 @@ NAMES = (
     "command_visible_p99",
     "command_max_rate",
     "pause_reaction",
+    "pause_mails_after",
+    "cancel_reaction",
+    "cancel_mails_after",
+    "window_throughput",
     "recovery_dispatcher",
     "recovery_delivery",
     "recovery_projections",

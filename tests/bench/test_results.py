@@ -116,3 +116,18 @@ def test_an_unknown_figure_is_refused_and_a_table_needs_no_ceiling() -> None:
     assert "| planner | 450,000 recipients/CPU-s | — | — | ≥ 300000 recipients/CPU-s | yes |" in (
         table(doc)
     )
+
+
+def test_the_fence_figures_of_issue_12_are_registered_beside_the_pause_reaction() -> None:
+    fence = ("pause_mails_after", "cancel_reaction", "cancel_mails_after", "window_throughput")
+    assert set(fence) <= set(NAMES)
+    at = NAMES.index("pause_reaction")
+    assert NAMES[at : at + 1 + len(fence)] == ("pause_reaction", *fence)
+    # A pool of 8: nine mails after the pause misses the target, eight meets it.
+    assert Figure(value=9, unit="mails", target=8, better="lower").met is False
+    assert Figure(value=8, unit="mails", target=8, better="lower").met is True
+    # The window's cost: within -10 % of no window is a ratio of at least 0.9.
+    cost = Figure(
+        value=850, unit="mails/s", ceiling=1000, ratio=0.85, target=0.9, target_of="ratio"
+    )
+    assert cost.met is False
