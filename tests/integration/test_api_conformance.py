@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.processor_harness import REPO_ROOT, Stack, free_port
+from bench.harness.processor import REPO_ROOT, Stack, free_port
 from tests.integration.test_api_commands import cli
 
 EXAMPLES = int(os.environ.get("CONFORMANCE_EXAMPLES", "2"))

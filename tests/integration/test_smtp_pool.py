@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.processor import free_port
 from services.common.settings import Settings
 from services.delivery.mail import Mail
 from services.delivery.smtp import SmtpPool
 from services.smtp_sink.app import SinkRuntime
-from tests.integration.processor_harness import free_port
 
 
 def mail(rcpt: str, n: int) -> Mail:
