@@ -286,7 +286,9 @@ async def test_pause_resume_cancel_409_and_copy_excluding_recipients(ui: UiStack
     await expect(details).to_be_visible()
     await expect(details).to_contain_text("Paused since")
     await expect(details.locator(".paused-by")).to_have_text("Ada Lovelace")
-    await expect(details).to_contain_text("Next batch")
+    # While paused no batch is due (issue 11): the details show the current batch, no next time.
+    await expect(details).to_contain_text("Current batch")
+    await expect(details).not_to_contain_text("Next batch")
     await check_page(page, "email-sent-details")
     # The details open on keyboard focus too.
     await page.mouse.move(0, 0)
