@@ -182,12 +182,13 @@ def _apply(state: MessageState, event: Event) -> MessageState:
             if state.plan.throttle is not None and state.schedule is not None:
                 # Slots that opened inside the pause are not made up.
                 next_slot = max(next_slot, state.first_slot_from(event.occurred_at))
-                if (
-                    state.batch_remaining > 0
-                    and batch_until is not None
-                    and paused_at < batch_until
-                ):
-                    # The batch the pause interrupted gets back the rest of its interval.
+                if state.batch is not None and batch_until is not None and paused_at < batch_until:
+                    # The batch the pause interrupted gets back the rest of its interval, even
+                    # if all of it was released: sends the worker had not handed over may be
+                    # reported returned only after this resume, and their places (given back by
+                    # RecipientsReturned) are then still the interrupted batch's. With nothing
+                    # returned the batch stays closed (no place left), and the next slot is
+                    # unchanged.
                     batch_until += event.occurred_at - paused_at
             return replace(
                 state,

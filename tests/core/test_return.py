@@ -9,6 +9,7 @@ from datetime import timedelta
 from core import RecipientStatus
 from core.book import RecipientBook
 from schemas import (
+    BatchStarted,
     CancelMessage,
     DeliveryPlan,
     PauseMessage,
@@ -215,3 +216,80 @@ def test_a_throttled_batch_gets_back_the_places_of_its_returned_sends() -> None:
     assert len(set(sim.released)) == 10
     sim.run(until=T0 + timedelta(seconds=61))
     assert set(sim.released) == set(IDS)
+
+
+def throttled_and_paused_after_a_full_release() -> tuple[Sim, list[str]]:
+    """Batches of 10 a minute at 10 a second, 30 contacts: slot 0's ten released at T0, none
+    delivered yet, then paused at T0+30s (inside slot 0's interval)."""
+    names = [f"c{i:02d}" for i in range(30)]
+    plan = DeliveryPlan(release_rate=10, throttle=Throttle(batch_size=10, interval_seconds=60))
+    sim = Sim(plan, contacts(*names))
+    sim.do(cmd(ScheduleMessage, send_at=T0))
+    sim.tick(T0)
+    assert sim.released == names[:10]
+    sim.do(cmd(PauseMessage), now=T0 + timedelta(seconds=30))
+    return sim, names
+
+
+def test_returns_reported_after_the_resume_still_complete_the_interrupted_batch() -> None:
+    # The order issue 12 suspected: the batch was fully released before the pause, and the
+    # worker's report of what it did not hand over reaches the log only after the resume (here
+    # past the batch's own interval and two slots that fell in the pause). The batch was in
+    # progress when paused (its sends not handed over), so it completes on resume: the returned
+    # ones go out again at once, not at the next slot in the places of that slot's batch.
+    sim, names = throttled_and_paused_after_a_full_release()
+    resume_at = T0 + timedelta(seconds=150)  # slots 1 and 2 fall in the pause
+    sim.do(cmd(ResumeMessage), now=resume_at)
+    sim.give_back("c02", "c05", "c07")
+    sim.deliver()
+    events = sim.tick(resume_at + timedelta(seconds=1))
+    assert released_ids(events) == ["c02", "c05", "c07"]
+    assert [e.slot for e in events if isinstance(e, BatchStarted)] == []
+    sim.deliver()
+    # Slot 3 (T0+180s) is a full batch of ten never released before.
+    sim.run(until=T0 + timedelta(seconds=181))
+    starts = [e.slot for e in sim.log if isinstance(e, BatchStarted)]
+    assert starts == [0, 3]
+    assert sim.released[13:] == names[10:20]
+
+
+def test_returns_reported_before_the_resume_complete_the_interrupted_batch_alike() -> None:
+    # The same sends returned before the resume: the same releases (the order of the report
+    # and the resume does not change the outcome).
+    sim, names = throttled_and_paused_after_a_full_release()
+    sim.give_back("c02", "c05", "c07")
+    sim.deliver()
+    resume_at = T0 + timedelta(seconds=150)
+    sim.do(cmd(ResumeMessage), now=resume_at)
+    events = sim.tick(resume_at + timedelta(seconds=1))
+    assert released_ids(events) == ["c02", "c05", "c07"]
+    sim.deliver()
+    sim.run(until=T0 + timedelta(seconds=181))
+    assert [e.slot for e in sim.log if isinstance(e, BatchStarted)] == [0, 3]
+    assert sim.released[13:] == names[10:20]
+
+
+def test_an_earlier_batchs_send_returned_in_a_later_pause_takes_a_place_when_released() -> None:
+    # The order of the failing integration run (issue 12): slot 0's sends were still waiting
+    # for the worker when slot 1 opened, and slot 1's pause returned them with slot 1's own. A
+    # batch is N releases per interval (the throttle bounds the mail per interval): on resume
+    # the returned ones go out first, in their original order, within the interrupted batch's
+    # ten places; slot 0's ones give no place back to slot 1 (theirs was slot 0's), so slot 1's
+    # last contacts move on to the next open slot.
+    sim, names = throttled_and_paused_after_a_full_release()
+    sim.do(cmd(ResumeMessage), now=T0 + timedelta(seconds=40))
+    sim.tick(T0 + timedelta(seconds=60))  # slot 1: c10..c19, slot 0's still not delivered
+    assert sim.released[10:] == names[10:20]
+    sim.do(cmd(PauseMessage), now=T0 + timedelta(seconds=70))
+    sim.give_back("c03", "c04", "c12", "c13")  # two of slot 0, two of slot 1
+    sim.deliver()
+    resume_at = T0 + timedelta(seconds=80)
+    sim.do(cmd(ResumeMessage), now=resume_at)
+    events = sim.tick(resume_at + timedelta(seconds=1))
+    # Slot 1 has two places back (its own two): the first two returned in queue order.
+    assert released_ids(events) == ["c03", "c04"]
+    sim.deliver()
+    sim.run(until=T0 + timedelta(seconds=121))
+    assert [e.slot for e in sim.log if isinstance(e, BatchStarted)] == [0, 1, 2]
+    assert sim.released[22:] == ["c12", "c13", *names[20:28]]
+    assert len(set(sim.released)) == 28

@@ -87,8 +87,15 @@ async def ticks(stack: DeliveryStack, start: datetime, count: int) -> None:
         await stack.tick(start + timedelta(seconds=k))
 
 
-async def settled(stack: DeliveryStack, message: UUID) -> MessageState:
-    """Wait until every release of `message` has an outcome or came back (returned)."""
+async def settled(
+    stack: DeliveryStack, message: UUID, *, after: datetime | None = None
+) -> MessageState:
+    """Wait until every release of `message` has an outcome or came back (returned). With
+    `after` (the instant of a barrier), first wait until the partition has processed every
+    record written before, ticks included: a tick's releases are not in the log yet when the
+    tick is written, and without the barrier "nothing outstanding" would be true before them."""
+    if after is not None:
+        await stack.barrier(message, after)
 
     async def check() -> MessageState | None:
         state = await stack.state(message)
@@ -265,15 +272,17 @@ async def test_throttle_slots_inside_a_pause_are_not_made_up_and_the_end_date_cu
     await resume(at(10, 0, 30))
     await ticks(stack, at(10, 0, 31), 2)  # slot 0 completes: 50 more
     # A minute of real sending would deliver the batch before the next slot; here the clock is
-    # the test's, so wait for it (a send returned by the next pause is then one of its batch).
-    await settled(stack, message)
+    # the test's, so wait for it (a send returned by the next pause is then one of its batch):
+    # after the ticks' releases are in the log (the barrier), else slot 0's re-released sends
+    # may still wait for the worker at the next pause and be returned there (issue 12's flake).
+    await settled(stack, message, after=at(10, 0, 33))
     await ticks(stack, at(10, 1), 3)  # slot 1: 100
     await pause(at(10, 1, 30))
     for when in (at(10, 2), at(10, 2, 1), at(10, 3), at(10, 3, 1)):  # slots 2 and 3, paused
         await stack.tick(when)
     await resume(at(10, 3, 30))
     await ticks(stack, at(10, 3, 31), 2)  # no slot is open: nothing (but what came back)
-    await settled(stack, message)
+    await settled(stack, message, after=at(10, 3, 33))
     await ticks(stack, at(10, 4), 3)  # slot 4: 100
     await stack.tick(at(10, 5))  # the end date: the rest is skipped
     state = await stack.wait_status(message, MessageStatus.SENT, ticking_from=at(10, 5, 1))
