@@ -142,6 +142,9 @@ class Partition:
     submitted: int = -1  # after the last batch handed to the writer (committed or in flight)
     ramp: int = 0  # full batches closed in a row (the batch limit doubles with each)
     narrowing: Narrowing = field(default_factory=Narrowing)
+    # Dead letters of the partition stored in Postgres (read when taken, plus those committed
+    # since): the same figure whichever process owns the partition, before or after a restart.
+    dead_stored: int = 0
 
     def __post_init__(self) -> None:
         if self.submitted < 0:
@@ -414,6 +417,7 @@ class ViewsWorker:
         part = self.partitions.get(work.partition)
         if part is not None and part.stored == work.expected:
             part.stored = work.next_offset
+            part.dead_stored += len(work.dead)
             narrowing = self.narrowings.get(work.partition)
             if narrowing is not None and narrowing.done(part.stored):
                 self.narrowings.pop(work.partition, None)
@@ -481,7 +485,7 @@ class ViewsWorker:
             stored, dead = await load_stored(
                 self.settings.database_url, self.consumer_name, self.topics.events, number
             )
-            part = Partition(number, stored)
+            part = Partition(number, stored, dead_stored=len(dead))
             part.narrowing = self.narrowings.get(number, part.narrowing)
             folded = 0
             async for record in read_range(self.settings, self.topics.events, number, 0, stored):
@@ -556,6 +560,9 @@ class ViewsWorker:
             "events": self.events,
             "batches": self.batches,
             "dead_letters": self.dead_letters,
+            "dead_letters_stored": {
+                str(k): p.dead_stored for k, p in sorted(self.partitions.items())
+            },
             "retries": self.retries,
             "retrying": {
                 str(k): {"attempts": r.attempts, "error": r.error}

@@ -79,10 +79,21 @@ def metrics_text(worker: ViewsWorker) -> str:
     for number in sorted({*worker.owned(), *worker.orphans}):
         retrying = 1 if number in worker.retrying else 0
         lines.append(f'mailctl_projection_retrying{{partition="{number}"}} {retrying}')
+    lines += [
+        "# HELP mailctl_projection_dead_letters Dead letters of the partition stored in Postgres"
+        " (whichever process wrote them; survives restarts).",
+        "# TYPE mailctl_projection_dead_letters gauge",
+    ]
+    for number, part in sorted(worker.partitions.items()):
+        lines.append(f'mailctl_projection_dead_letters{{partition="{number}"}} {part.dead_stored}')
     for name, value, text in (
         ("events_total", worker.events, "Events written to the views by this process."),
         ("batches_total", worker.batches, "Transactions committed by this process."),
-        ("dead_letters_total", worker.dead_letters, "Records kept as dead letters."),
+        (
+            "dead_letters_total",
+            worker.dead_letters,
+            "Records kept as dead letters by this process (0 after a restart).",
+        ),
         ("retries_total", worker.retries, "Batches that failed to write and were retried."),
     ):
         lines += [
