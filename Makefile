@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv browser up run down test test-unit test-integration lint bench bench-smoke probe-faust faults faults-reduced conformance failing-now clean
+.PHONY: help venv browser up run down test test-unit test-integration lint bench bench-smoke probe-faust faults faults-reduced conformance clean
 
 help:
 	@echo "make run    set up everything and start the whole service (prints URLs and a dev API key)"
@@ -46,14 +46,11 @@ test-integration: up browser
 # after it still fail its checks) and the reduced fault matrix (issue 18: its views check compares
 # the whole view tables, which other tests share). Each runs on its own: `make conformance`,
 # `make faults-reduced`.
-# Two more failed in the last fresh-clone run after the merges of this stop and are under
-# investigation, not passing (`make failing-now` runs them): the throttle-and-pause rule with
-# returned sends (issue 12; 2 failures in about 7 runs: a batch's returned places went to the next
-# slot) and the poisoned-records test's dead-letter metric after a restart (issue 10).
+# (The throttle-and-pause test of issue 12 and the poisoned-records test of issue 10, taken out
+# for a while as flaky, are back in: the first waited for "nothing outstanding" before its ticks'
+# releases were in the log; the second read a counter that follows the commit by a loop turn.)
 NOT_YET_IN_TEST := --ignore=tests/integration/test_api_conformance.py \
-	--ignore=tests/integration/test_faults.py \
-	--deselect=tests/integration/test_delivery_rules.py::test_throttle_slots_inside_a_pause_are_not_made_up_and_the_end_date_cuts_short \
-	--deselect=tests/integration/test_projections_poison.py::test_poisoned_records_neither_stop_nor_skip_the_views_and_rebuild_identically
+	--ignore=tests/integration/test_faults.py
 
 test: lint up browser
 	@bash scripts/with_env.sh $(PY) -m pytest tests $(NOT_YET_IN_TEST)
@@ -85,11 +82,6 @@ conformance: up
 
 faults-reduced: up
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration/test_faults.py
-
-failing-now: up
-	@bash scripts/with_env.sh $(PY) -m pytest \
-		tests/integration/test_delivery_rules.py::test_throttle_slots_inside_a_pause_are_not_made_up_and_the_end_date_cuts_short \
-		tests/integration/test_projections_poison.py::test_poisoned_records_neither_stop_nor_skip_the_views_and_rebuild_identically
 
 clean: down
 	rm -rf .state
