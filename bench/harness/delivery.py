@@ -88,11 +88,15 @@ class DeliveryStack(Stack):
             name, DISPATCHER_INSTANCE_ID=f"{self.settings.topic_prefix}-{name}", **env
         )
 
-    def spawn_delivery(self, name: str = "delivery", **env: str) -> subprocess.Popen[bytes]:
+    def spawn_delivery(
+        self, name: str = "delivery", *, database_url: str | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """The delivery worker; `database_url` (default: the stack's) to give it a server of
+        its own to fail (bench/harness/proxy.py)."""
         return self.spawn(
             name,
             module="services.delivery",
-            DATABASE_URL=self.database_url,
+            DATABASE_URL=database_url or self.database_url,
             SMTP_HOST=self.smtp[0],
             SMTP_PORT=str(self.smtp[1]),
             DELIVERY_INSTANCE_ID=f"{self.settings.topic_prefix}-{name}",

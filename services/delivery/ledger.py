@@ -212,6 +212,29 @@ class Ledger:
             )
         return {row["send_id"] for row in rows}
 
+    async def unanswered_claims(
+        self, topic: str, partition: int, epoch: int, send_ids: Sequence[str]
+    ) -> set[str]:
+        """Of ``send_ids``, those a claim statement of this epoch claimed and nothing has
+        touched since (`claimed`, no outcome recorded ever: attempts 0). For a claim whose answer
+        was lost with the connection: the worker learns which of its sends it did claim. (A
+        deferred send claimed again by `reclaim_due` has attempts >= 1 and is not one of them.)"""
+        if not send_ids:
+            return set()
+        async with self._owned(topic, partition, epoch) as conn:
+            rows = await conn.fetch(
+                """
+                SELECT send_id FROM delivery_ledger
+                WHERE send_id = ANY($1::text[]) AND topic = $2 AND partition = $3
+                  AND epoch = $4 AND state = 'claimed' AND attempts = 0
+                """,
+                list(send_ids),
+                topic,
+                partition,
+                epoch,
+            )
+        return {row["send_id"] for row in rows}
+
     async def record(
         self, topic: str, partition: int, epoch: int, outcomes: Sequence[Outcome]
     ) -> None:

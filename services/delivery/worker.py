@@ -92,6 +92,32 @@ OUTCOMES_NAMESPACE = uuid.UUID("5b0f6a4e-2f53-4c1e-9a51-6f1b7d7d2c01")
 #: How long the fence reader's fetch waits at most for a new record on the broker (the control
 #: topic is quiet: this is the extra delay before a pause reaches the worker, not a poll rate).
 FENCE_FETCH_WAIT_MS = 10
+#: A server failing under the loop (Postgres or Kafka): the first wait before the next try, doubled
+#: with each failure in a row up to STALL_MAX_S.
+STALL_FIRST_S = 0.2
+STALL_MAX_S = 5.0
+#: The failures of a server, not of a record: the loop waits and tries again (it never ends for
+#: them). Anything else is a bug and ends the process, so that a supervisor sees it.
+SERVER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,  # the connection was lost in the middle of an operation
+    KafkaError,
+)
+
+
+def backoff(attempts: int) -> float:
+    """The wait before try ``attempts + 1`` after ``attempts`` failures in a row."""
+    return float(min(STALL_MAX_S, STALL_FIRST_S * 2 ** min(max(attempts, 1) - 1, 16)))
+
+
+@dataclass
+class Stall:
+    """Why the worker cannot make progress right now, since when, after how many tries."""
+
+    reason: str
+    since: float
+    attempts: int
 
 
 class FenceReader:
@@ -106,6 +132,8 @@ class FenceReader:
         self.fences: dict[str, FenceRecord] = {}
         self.ready = asyncio.Event()
         self.read = 0
+        #: Why the reader is not following the control topic right now (None: it is).
+        self.problem: str | None = None
 
     def stops(self, send: SendRecord) -> bool:
         """True when ``send`` must not be handed to SMTP: paused or canceled after its release."""
@@ -120,6 +148,20 @@ class FenceReader:
         self.read += 1
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Follow the control topic until ``stop``; when Kafka fails, read it again from the
+        beginning once it answers (the fences kept meanwhile: a record applies only if newer)."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._follow(stop)
+            except SERVER_ERRORS as error:
+                failures += 1
+                self.problem = f"the control topic is not read: {error!r}"[:500]
+                log.warning("fence reader failed; reading again", error=repr(error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff(failures))
+
+    async def _follow(self, stop: asyncio.Event) -> None:
         settings = self.settings
         consumer = AIOKafkaConsumer(
             **client_options(settings),
@@ -134,6 +176,7 @@ class FenceReader:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
+            self.problem = None
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for records in batches.values():
@@ -185,7 +228,13 @@ class DeliveryWorker:
         self.helper_errors = 0
         self.last_helper_error: str | None = None
         self.returned = 0
+        #: Set while a server fails under the loop (the worker retries; /health says why).
+        self.stalled: Stall | None = None
+        self.stalls = 0
         self.fence = FenceReader(settings, topics)
+        self._stop: asyncio.Event | None = None
+        # Per partition: send ids of claims whose answer was lost (see _claim).
+        self._unsure: dict[int, set[str]] = {}
         self._lock = self.ownership.lock
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -197,6 +246,7 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
+        self._stop = stop
         self._ledger = await Ledger.connect(settings.database_url)
         self._pool = SmtpPool(
             settings.smtp_host,
@@ -245,21 +295,22 @@ class DeliveryWorker:
                     if task.done():
                         task.result()  # a helper loop died: end the process, do not limp on
                 await self.ownership.retake_orphans()
-                batches = await consumer.getmany(timeout_ms=200, max_records=MAX_FETCH)
+                try:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=MAX_FETCH)
+                except KafkaError as error:
+                    await self._wait(self._stall("the sends are not read", error))
+                    continue
                 if not batches:
                     continue
                 async with self._lock:
-                    done = await asyncio.gather(
-                        *(self._partition_batch(tp, records) for tp, records in batches.items())
-                    )
-                    offsets = {tp: offset for tp, offset in done if offset is not None}
-                    if offsets:
-                        try:
-                            await consumer.commit(offsets)
-                        except KafkaError as error:
-                            # A rebalance took partitions meanwhile: their next owner re-reads
-                            # from the last commit, and the ledger skips what was handed over.
-                            log.warning("offsets not committed", error=repr(error))
+                    failed = await self._batches(consumer, batches)
+                if failed is not None:
+                    # A server failed under the batch: what it handed over is claimed in the
+                    # ledger (and its outcome kept until recorded), the rest is read again
+                    # after the wait (the position went back to the batch's first record).
+                    await self._wait(self._stall("sends not handed over", failed))
+                else:
+                    self._progressed()
         finally:
             self.running = False
             for task in helpers:
@@ -270,6 +321,129 @@ class DeliveryWorker:
             await self._producer.stop()
             await self._pool.close()
             await self._ledger.close()
+
+    async def _batches(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+    ) -> BaseException | None:
+        """Hand over one fetch, a partition's share each in order; commit what is done. A
+        partition whose share a server failed under goes back to the share's first record (the
+        ledger's claims keep what it handed over from going out again). Returns that failure."""
+        items = list(batches.items())
+        done = await asyncio.gather(
+            *(self._partition_batch(tp, records) for tp, records in items),
+            return_exceptions=True,
+        )
+        offsets: dict[TopicPartition, int] = {}
+        failed: BaseException | None = None
+        for (tp, records), result in zip(items, done, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, SERVER_ERRORS):
+                    raise result
+                failed = result
+                if tp in consumer.assignment():
+                    consumer.seek(tp, records[0].offset)
+            elif result[1] is not None:
+                offsets[tp] = result[1]
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as error:
+                # A rebalance took partitions meanwhile (or Kafka fails): their next reader
+                # re-reads from the last commit, and the ledger skips what was handed over.
+                log.warning("offsets not committed", error=repr(error))
+        return failed
+
+    def _stall(self, what: str, error: BaseException) -> float:
+        """Note that the worker cannot make progress (shown on /health); returns the wait
+        before the next try."""
+        now = time.monotonic()
+        was = self.stalled
+        attempts = 1 if was is None else was.attempts + 1
+        if was is None:
+            self.stalls += 1
+        self.stalled = Stall(
+            f"{what}: {type(error).__name__}: {error}"[:500],
+            now if was is None else was.since,
+            attempts,
+        )
+        delay = backoff(attempts)
+        log.warning(
+            "delivery cannot make progress; retrying",
+            what=what,
+            error=repr(error),
+            attempts=attempts,
+            retry_in_s=delay,
+        )
+        return delay
+
+    def _progressed(self) -> None:
+        was, self.stalled = self.stalled, None
+        if was is not None:
+            log.info(
+                "delivery progressing again",
+                stalled_s=round(time.monotonic() - was.since, 3),
+                attempts=was.attempts,
+            )
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the worker is stopped meanwhile."""
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _claim(self, owned: Owned, sends: Sequence[SendRecord]) -> set[str]:
+        """Claim the sends (the ledger's guard); returns the send ids claimed now.
+
+        When the claim's answer is lost (the connection fails), the statement may have
+        committed or not: its send ids are remembered, and once the batch is read again those
+        the ledger holds as freshly claimed by this epoch (never answered, attempts 0) are this
+        worker's to hand over; nobody else can hand them over (the claim guard), and no other
+        step of this worker touches such a row. Without this they would stay `claimed` until
+        the next take made them `unknown`."""
+        assert self._ledger is not None
+        topic = self.topics.sends
+        ids = [str(send.send_id) for send in sends]
+        unsure = self._unsure.setdefault(owned.number, set())
+        try:
+            claimed = await self._ledger.claim(
+                topic, owned.number, owned.epoch, [_claim(send) for send in sends]
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            unsure.update(ids)
+            raise
+        doubt = [send_id for send_id in ids if send_id in unsure and send_id not in claimed]
+        if doubt:
+            found = await self._ledger.unanswered_claims(topic, owned.number, owned.epoch, doubt)
+            if found:
+                log.info("claims whose answer was lost are ours", sends=len(found))
+            claimed |= found
+        unsure.difference_update(ids)
+        return claimed
+
+    async def _record(self, owned: Owned, outcomes: Sequence[Outcome]) -> None:
+        """Write the outcomes of sends just handed to SMTP. The mails are out: their outcomes
+        are kept and written again until the ledger takes them. If the worker is stopped first
+        they stay `claimed`, which the partition's next take makes `unknown` (never sent again:
+        a second copy is worse than none)."""
+        assert self._ledger is not None
+        while True:
+            try:
+                await self._ledger.record(self.topics.sends, owned.number, owned.epoch, outcomes)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                delay = self._stall(
+                    f"the outcomes of {len(outcomes)} sends handed to SMTP are not recorded yet",
+                    error,
+                )
+                if self._stop is None or self._stop.is_set():
+                    raise
+                await self._wait(delay)
+                if self._stop.is_set():
+                    raise
 
     async def _every(self, stop: asyncio.Event, seconds: float, step: Any) -> None:
         while not stop.is_set():
@@ -350,9 +524,7 @@ class DeliveryWorker:
             chunk = [item for item, stop in zip(chunk, stops, strict=True) if not stop]
             if not chunk:
                 return
-        claimed = await self._ledger.claim(
-            topic, owned.number, owned.epoch, [_claim(send) for send, _ in chunk]
-        )
+        claimed = await self._claim(owned, [send for send, _ in chunk])
         todo = [(send, raw) for send, raw in chunk if str(send.send_id) in claimed]
         if not todo:
             return
@@ -363,7 +535,7 @@ class DeliveryWorker:
             outcome_for(str(send.send_id), answer, 0, self.settings, raw)
             for (send, raw), answer in zip(todo, answers, strict=True)
         ]
-        await self._ledger.record(topic, owned.number, owned.epoch, outcomes)
+        await self._record(owned, outcomes)
 
     async def _hand_off(self, send: SendRecord) -> Answer:
         """One send's answer; never raises for anything the send brings (its content, address,
@@ -403,10 +575,8 @@ class DeliveryWorker:
                     continue
                 await self._limiter.take(len(rows))
                 answers = await asyncio.gather(*(self._retry(payload) for _, payload, _ in rows))
-                await self._ledger.record(
-                    self.topics.sends,
-                    owned.number,
-                    owned.epoch,
+                await self._record(
+                    owned,
                     [
                         outcome_for(send_id, answer, attempts, self.settings, payload)
                         for (send_id, payload, attempts), answer in zip(rows, answers, strict=True)
@@ -543,6 +713,7 @@ class DeliveryWorker:
         assert self._ledger is not None
         started = time.perf_counter()
         epoch, marked = await self._ledger.take(self.topics.sends, number, self.owner)
+        self._unsure.pop(number, None)  # the previous epoch's claims are `unknown` now
         log.info(
             "sends partition taken",
             partition=number,
@@ -567,11 +738,29 @@ class DeliveryWorker:
             "last_helper_error": self.last_helper_error,
             "fences": len(self.fence.fences),
             "fences_ready": self.fence.ready.is_set(),
+            "fence_problem": self.fence.problem,
+            "stalled": self._stalled_text(),
+            "stall_tries": 0 if self.stalled is None else self.stalled.attempts,
+            "stalls": self.stalls,
         }
+
+    def _stalled_text(self) -> str | None:
+        stall = self.stalled
+        if stall is None:
+            return None
+        return (
+            f"stalled: no progress for {time.monotonic() - stall.since:.1f}s"
+            f" ({stall.attempts} tries), retrying; last: {stall.reason}"
+        )
 
     async def check(self) -> None:
         if not self.running:
             raise RuntimeError("the delivery worker is not consuming")
+        stalled = self._stalled_text()
+        if stalled is not None:
+            raise RuntimeError(stalled)
+        if self.fence.problem is not None:
+            raise RuntimeError(f"fences: {self.fence.problem}")
         self.ownership.check()
 
 
