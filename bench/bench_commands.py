@@ -331,7 +331,10 @@ async def run(
         dispatcher = stack.spawn(
             "dispatcher", TICK_INTERVAL_S="1.0", DISPATCHER_HEALTH_PORT=str(dispatcher_port)
         )
-        projections = spawn_projections(stack, dsn)
+        # Static membership, as `make run` starts it (scripts/services.sh): the restart of the
+        # recovery figure gets its partitions back at once.
+        instance = f"{stack.settings.topic_prefix}-projections"
+        projections = spawn_projections(stack, dsn, PROJECTIONS_INSTANCE_ID=instance)
         api = stack.spawn(
             "commands", module="services.commands", DATABASE_URL=dsn, COMMANDS_PORT=str(port)
         )
@@ -425,7 +428,7 @@ async def run(
                 say("commands", f"recovery of the projections worker {k + 1}/{recoveries}")
                 stack.kill(projections)
                 killed = time.perf_counter()
-                projections = spawn_projections(stack, dsn)
+                projections = spawn_projections(stack, dsn, PROJECTIONS_INSTANCE_ID=instance)
                 load = Load()
                 await client.one(load, time.perf_counter(), visible=True)
                 if load.visible_ms:

@@ -39,6 +39,7 @@ launch() {
     # once. One process of each kind here, so one id each.
     export DISPATCHER_INSTANCE_ID="${DISPATCHER_INSTANCE_ID:-dispatcher-1}"
     export DELIVERY_INSTANCE_ID="${DELIVERY_INSTANCE_ID:-delivery-1}"
+    export PROJECTIONS_INSTANCE_ID="${PROJECTIONS_INSTANCE_ID:-projections-1}"
     MAILCTL_KAFKA_PRINCIPAL=$principal export_server_env
     start_detached "$(pidfile "$name")" "$LOG_DIR/$name.log" "$PYTHON" -m "$module"
   )

@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     # with the same id gets its partitions back at once instead of after the session timeout.
     # Must be unique per process; unset means dynamic membership (docs/dispatcher.md).
     dispatcher_instance_id: str | None = None
-    # The consumer session timeout of the dispatcher and the delivery worker: how long a process
-    # that died without leaving keeps its partitions.
+    # The consumer session timeout of the dispatcher, the delivery worker and the projections
+    # worker: how long a process that died without leaving keeps its partitions.
     kafka_session_timeout_ms: int = 10_000
 
     # Delivery (docs/delivery.md): the overall SMTP rate of one worker process, its pool of SMTP
@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     delivery_retry_base_s: float = 2.0
     delivery_max_attempts: int = 5
     delivery_instance_id: str | None = None
+    # Static membership of the projections worker (as the dispatcher's and the delivery
+    # worker's): unique per process; unset means dynamic membership (docs/projections.md).
+    projections_instance_id: str | None = None
     message_id_domain: str = "mailctl.invalid"
     # How long the API waits for a command's outcome before answering 202 with a URL to poll.
     command_wait_s: float = 5.0

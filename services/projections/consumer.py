@@ -284,6 +284,10 @@ class ViewsWorker:
         consumer = AIOKafkaConsumer(
             **client_options(self.settings),
             group_id=self.group,
+            # Static membership: a restarted process under the same id gets its partitions back
+            # at once instead of after the dead member's session timeout (issue 17's recovery).
+            group_instance_id=self.settings.projections_instance_id,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
