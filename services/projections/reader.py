@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.projections.views import MESSAGE_COLUMNS
+from services.projections.views import ACTOR_COLUMNS, MESSAGE_COLUMNS
 
 __all__ = ["ORDER", "PostgresViews"]
 
@@ -24,12 +24,10 @@ ORDER = {
     "drafts": "updated_at DESC, message_id",
 }
 
-_ACTORS = ("created_by", "paused_by", "canceled_by")
-
 
 def _message(row: asyncpg.Record) -> dict[str, Any]:
     out = dict(row)
-    for name in _ACTORS:
+    for name in ACTOR_COLUMNS:
         if out[name] is not None:
             out[name] = json.loads(out[name])
     return out

@@ -22,6 +22,7 @@ from services.common.migrations import (
     apply_migrations,
     load_migrations,
 )
+from services.projections.views import MESSAGE_COLUMNS
 
 
 @pytest.fixture
@@ -160,3 +161,22 @@ def test_migration_files_must_follow_the_naming_scheme(tmp_path: Path) -> None:
     (tmp_path / "2_bad.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations(tmp_path)
+
+
+async def test_the_messages_view_table_has_exactly_the_row_columns(
+    database_url: str, schema: str
+) -> None:
+    # The store COPYs view_messages with MESSAGE_COLUMNS (the fields of MessageRow) and the
+    # reader selects them: the migrated table must hold exactly those columns.
+    conn = await connect(database_url, schema)
+    try:
+        await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = $1 AND table_name = 'view_messages'",
+            schema,
+        )
+    finally:
+        await conn.close()
+
+    assert {c["column_name"] for c in columns} == set(MESSAGE_COLUMNS)
