@@ -22,6 +22,7 @@ from services.common.migrations import (
     apply_migrations,
     load_migrations,
 )
+from services.common.pool import LazyPool
 from services.projections.views import MESSAGE_COLUMNS
 
 
@@ -180,3 +181,22 @@ async def test_the_messages_view_table_has_exactly_the_row_columns(
         await conn.close()
 
     assert {c["column_name"] for c in columns} == set(MESSAGE_COLUMNS)
+
+
+async def test_a_lazy_pool_opens_once_for_concurrent_first_uses_and_again_after_close(
+    database_url: str,
+) -> None:
+    stores = LazyPool(database_url, max_size=2)
+    try:
+        first, second = await asyncio.gather(stores.pool(), stores.pool())
+        assert first is second
+        assert await first.fetchval("SELECT count(*) FROM schema_migrations") == len(
+            load_migrations(MIGRATIONS_DIR)
+        )
+        await stores.close()
+        assert first.is_closing()  # the store's pool is closed by close() ...
+        again = await stores.pool()  # ... and the next use opens a new one
+        assert again is not first
+        assert await again.fetchval("SELECT 1") == 1
+    finally:
+        await stores.close()
