@@ -22,7 +22,8 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
-from core import RecipientStatus
+from core import TESTABLE_STATUSES, RecipientStatus
+from core.views import NEVER_RECEIVED
 from schemas import Actor
 from services.commands.audiences import STATES, AudienceService
 from services.commands.errors import ProblemError, http_status
@@ -32,11 +33,6 @@ from services.web.present import plain_error
 from services.web.sessions import Session, UiStore
 
 __all__ = ["audience_pages"]
-
-#: "Who did not get it": every state but delivered (and the ones that may have received it).
-NOT_DELIVERED = tuple(
-    s for s in STATES if s not in ("delivered", "released", "unknown", "removed", "excluded")
-)
 
 
 def _actor(session: Session) -> Actor:
@@ -89,8 +85,8 @@ def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore
             "test_addresses": await audiences.test_addresses(session.account_id),
             "imports": await audiences.imports_of(session.account_id, message_id),
             "states": [s.value for s in RecipientStatus],
-            "not_delivered": NOT_DELIVERED,
-            "testable": found["status"] in ("draft", "scheduled"),
+            "not_delivered": NEVER_RECEIVED,
+            "testable": found["status"] in TESTABLE_STATUSES,
             **extra,
         }
         return HTMLResponse(env.get_template("audience.html").render(**context))

@@ -24,8 +24,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
-from core import RecipientStatus
+from core import ALLOWED_COMMANDS, MessageStatus, RecipientStatus
 from core.render import body_parts
+from core.views import LIST_OF, LISTS
 from schemas import (
     Actor,
     AddRecipients,
@@ -49,11 +50,9 @@ from services.commands.ids import command_id_for, created_message_id
 from services.commands.ports import IdempotencyStore
 from services.commands.read_api import message_view
 from services.projections.reader import PostgresViews
-from services.projections.views import LISTS
 from services.web.forms import ComposeForm, dump
 from services.web.present import (
     BY_NAME,
-    LIST_OF,
     STATUS_LABEL,
     actor_name,
     bars,
@@ -630,7 +629,8 @@ def ui_routes(
         )
         view = message_view(found).model_dump()
         error = None
-        if view["status"] != "draft":
+        # The core's rule (which statuses take an EditDraft), said before the operator types.
+        if "EditDraft" not in ALLOWED_COMMANDS[MessageStatus(view["status"])]:
             error = (
                 f"This message is {STATUS_LABEL[view['status']].lower()}: only a draft can be "
                 "edited."
