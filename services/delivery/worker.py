@@ -544,14 +544,7 @@ class DeliveryWorker:
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
         assert self._producer is not None
-        letter = DeadLetter.of(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            error=error,
-        )
+        letter = DeadLetter.of(record, error)
         await self._producer.send_and_wait(
             self.topics.dead_letter,
             value=letter.model_dump_json().encode(),
