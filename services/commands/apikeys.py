@@ -24,7 +24,7 @@ from datetime import datetime
 import asyncpg
 
 from schemas.values import is_valid_time_zone
-from services.common.admin import AdminCli, keep_secret, kept_secret
+from services.common.admin import AdminCli, renewed, reported
 from services.common.settings import Settings
 
 _KEY = re.compile(r"^mk_(?P<key_id>[0-9a-f]{16})\.(?P<secret>[A-Za-z0-9_-]{43})$")
@@ -136,20 +136,13 @@ async def _create(conn: asyncpg.Connection, args: argparse.Namespace, _: Setting
 
 async def _dev_key(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
     # Kept in .state/ so that every `make run` prints the same key until it is revoked.
-    kept = kept_secret(settings.dev_api_key_file)
-    key = await dev_key(conn, args.account, kept)
-    if key != kept:
-        keep_secret(key, settings.dev_api_key_file)
-    print(key)
+    print(await renewed(settings.dev_api_key_file, lambda kept: dev_key(conn, args.account, kept)))
     return 0
 
 
 async def _revoke(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
-    if not await revoke_key(conn, args.key_id):
-        print(f"no live key {args.key_id}", file=sys.stderr)
-        return 1
-    print(f"revoked {args.key_id}")
-    return 0
+    done = await revoke_key(conn, args.key_id)
+    return reported(done, f"revoked {args.key_id}", f"no live key {args.key_id}")
 
 
 async def _time_zone(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:

@@ -23,7 +23,7 @@ import sys
 import asyncpg
 
 from services.commands.apikeys import ACCOUNT, InvalidAccountError
-from services.common.admin import AdminCli
+from services.common.admin import AdminCli, reported
 from services.common.kafka_admin import (
     SERVICE_PRINCIPALS,
     create_acls,
@@ -107,11 +107,12 @@ async def _grant(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings
 
 
 async def _revoke(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
-    if not await revoke(conn, args.name, args.account):
-        print(f"{args.name} had no grant for {args.account}", file=sys.stderr)
-        return 1
-    print(f"{args.name} may no longer act for {args.account}")
-    return 0
+    done = await revoke(conn, args.name, args.account)
+    return reported(
+        done,
+        f"{args.name} may no longer act for {args.account}",
+        f"{args.name} had no grant for {args.account}",
+    )
 
 
 async def _list(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:

@@ -20,7 +20,7 @@ from services.common.logs import configure_logging
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
 
-__all__ = ["AdminCli", "Handler", "keep_secret", "kept_secret"]
+__all__ = ["AdminCli", "Handler", "keep_secret", "kept_secret", "renewed", "reported"]
 
 #: A subcommand: its work over the migrated connection; returns the exit status.
 Handler = Callable[[asyncpg.Connection, argparse.Namespace, Settings], Awaitable[int]]
@@ -37,6 +37,26 @@ def keep_secret(secret: str, path: Path) -> None:
 def kept_secret(path: Path) -> str | None:
     """The credential :func:`keep_secret` wrote there, or None."""
     return path.read_text().strip() if path.exists() else None
+
+
+async def renewed(path: Path, make: Callable[[str | None], Awaitable[str]]) -> str:
+    """The development credential `make run` prints: `make(kept)` answers the one kept in
+    `path` while it still works, else a new one, which is kept for next time."""
+    kept = kept_secret(path)
+    found = await make(kept)
+    if found != kept:
+        keep_secret(found, path)
+    return found
+
+
+def reported(done: bool, said: str, missing: str) -> int:
+    """The answer of a subcommand that changes one thing: `said` on stdout, or `missing` on
+    stderr and exit status 1 when there was nothing to change."""
+    if not done:
+        print(missing, file=sys.stderr)
+        return 1
+    print(said)
+    return 0
 
 
 class AdminCli:

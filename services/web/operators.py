@@ -27,7 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from schemas.values import EmailAddress
 from services.commands.apikeys import ACCOUNT, InvalidAccountError
-from services.common.admin import AdminCli, keep_secret, kept_secret
+from services.common.admin import AdminCli, renewed, reported
 from services.common.settings import Settings
 
 __all__ = [
@@ -189,20 +189,16 @@ async def _create(conn: asyncpg.Connection, args: argparse.Namespace, _: Setting
 async def _dev_operator(
     conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings
 ) -> int:
-    kept = kept_secret(settings.dev_operator_file) or ""
-    email, password = await dev_operator(conn, args.account, kept)
-    if password != kept:
-        keep_secret(password, settings.dev_operator_file)
-    print(f"{email} {password}")
+    async def password(kept: str | None) -> str:
+        return (await dev_operator(conn, args.account, kept or ""))[1]
+
+    print(f"{DEV_EMAIL} {await renewed(settings.dev_operator_file, password)}")
     return 0
 
 
 async def _disable(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
-    if not await disable_operator(conn, args.email):
-        print(f"no enabled operator {args.email}", file=sys.stderr)
-        return 1
-    print(f"disabled {args.email}")
-    return 0
+    done = await disable_operator(conn, args.email)
+    return reported(done, f"disabled {args.email}", f"no enabled operator {args.email}")
 
 
 async def _list(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
