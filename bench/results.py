@@ -40,6 +40,7 @@ NAMES = (
     "command_commit_p99",
     "command_visible_p99",
     "command_max_rate",
+    "import",
     "pause_reaction",
     "pause_mails_after",
     "cancel_reaction",

@@ -26,6 +26,7 @@ from core.plan import DISPATCHER, RATE_WINDOW, plan, start_instant
 from core.state import (
     ACTIVE_STATUSES,
     ALLOWED_COMMANDS,
+    TESTABLE_STATUSES,
     MessageState,
     MessageStatus,
     Pause,
@@ -40,6 +41,7 @@ __all__ = [
     "PLANNED_EVENT_TYPES",
     "RATE_WINDOW",
     "SCHEDULE_GRACE",
+    "TESTABLE_STATUSES",
     "CommandNotAllowedError",
     "Context",
     "DomainError",

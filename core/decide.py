@@ -31,7 +31,13 @@ from core.errors import (
     MessageNotFoundError,
 )
 from core.patch import merge_patch
-from core.state import ACTIVE_STATUSES, ALLOWED_COMMANDS, MessageState, MessageStatus
+from core.state import (
+    ACTIVE_STATUSES,
+    ALLOWED_COMMANDS,
+    TESTABLE_STATUSES,
+    MessageState,
+    MessageStatus,
+)
 from core.timezones import local_to_instant, wall_clock
 from schemas import (
     MAX_CHUNK,
@@ -447,7 +453,7 @@ def _outcomes(
 
 
 #: A test send is of the message as it stands before the real send: draft or scheduled.
-_TESTABLE = frozenset({MessageStatus.DRAFT, MessageStatus.SCHEDULED})
+_TESTABLE = TESTABLE_STATUSES
 
 
 def _test_send(

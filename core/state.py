@@ -20,6 +20,7 @@ from schemas import Actor, Content, DeliveryPlan
 __all__ = [
     "ACTIVE_STATUSES",
     "ALLOWED_COMMANDS",
+    "TESTABLE_STATUSES",
     "MessageState",
     "MessageStatus",
     "Pause",
@@ -44,6 +45,10 @@ class MessageStatus(StrEnum):
 #: batch. The one definition; the dispatcher and the views use it.
 ACTIVE_STATUSES = frozenset({MessageStatus.SCHEDULED, MessageStatus.SENDING, MessageStatus.PAUSED})
 
+#: The statuses in which a message can be sent as a test (SendTestMessage): a draft or a
+#: scheduled message, not one that has started. The core's rule; the web UI offers the test
+#: send in these only.
+TESTABLE_STATUSES = frozenset({MessageStatus.DRAFT, MessageStatus.SCHEDULED})
 
 _AUDIENCE = ("AddRecipients", "RemoveRecipients")
 

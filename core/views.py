@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.book import RecipientBook, RecipientStatus
+from core.book import MAY_HAVE_RECEIVED, RecipientBook, RecipientStatus
 from core.state import MessageState, MessageStatus
 
 __all__ = [
     "LISTS",
+    "LIST_OF",
+    "NEVER_RECEIVED",
+    "NOT_DELIVERED",
     "audience_count",
     "next_batch_at",
     "not_sent_reason",
@@ -32,6 +35,24 @@ LISTS: dict[str, tuple[str, ...]] = {
     "scheduled": (MessageStatus.SCHEDULED.value,),
     "drafts": (MessageStatus.DRAFT.value,),
 }
+
+#: Which list shows a message of each status (a discarded draft: none), the inverse of LISTS.
+LIST_OF: dict[str, str] = {status: name for name, shown in LISTS.items() for status in shown}
+
+#: "Who did not get it" (spec, Recipients): every recipient state but delivered (the read API's
+#: ``not_delivered=true``).
+NOT_DELIVERED: frozenset[str] = frozenset(
+    s.value for s in RecipientStatus if s is not RecipientStatus.DELIVERED
+)
+
+#: Who did not get it and surely never did, in the states' order: pending, failed, skipped (the
+#: web UI's export for a message sent again). Not who may have received it (MAY_HAVE_RECEIVED:
+#: a second copy is worse than a missing one), nor the removed and excluded, never meant to.
+NEVER_RECEIVED: tuple[str, ...] = tuple(
+    s.value
+    for s in RecipientStatus
+    if s not in MAY_HAVE_RECEIVED and s not in (RecipientStatus.REMOVED, RecipientStatus.EXCLUDED)
+)
 
 
 def audience_count(book: RecipientBook) -> int:

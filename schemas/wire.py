@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
@@ -184,6 +184,22 @@ class CommandResult(Record):
     )
 
 
+class ConsumedRecord(Protocol):
+    """What a dead letter keeps of a consumed record: an aiokafka ConsumerRecord, or the
+    decider's client-free Input."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 class DeadLetter(Record):
     """A record a consumer could not decode or validate, kept with the error; processing goes on."""
 
@@ -197,21 +213,13 @@ class DeadLetter(Record):
     error: str
 
     @classmethod
-    def of(
-        cls,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        error: Exception,
-    ) -> DeadLetter:
+    def of(cls, record: ConsumedRecord, error: Exception) -> DeadLetter:
         """The dead letter of a consumed record that could not be handled, and why."""
+        key, value = record.key, record.value
         return cls(
-            topic=topic,
-            partition=partition,
-            offset=offset,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
             key=None if key is None else bytes(key).decode(errors="replace"),
             value="" if value is None else bytes(value).decode(errors="replace"),
             error=f"{type(error).__name__}: {error}",

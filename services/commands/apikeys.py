@@ -13,7 +13,6 @@ only the SHA-256 of the secret is stored, so a copy of the database gives no usa
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import hmac
 import re
@@ -21,13 +20,11 @@ import secrets
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import asyncpg
 
 from schemas.values import is_valid_time_zone
-from services.common.logs import configure_logging
-from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.common.admin import AdminCli, renewed, reported
 from services.common.settings import Settings
 
 _KEY = re.compile(r"^mk_(?P<key_id>[0-9a-f]{16})\.(?P<secret>[A-Za-z0-9_-]{43})$")
@@ -132,70 +129,55 @@ async def set_time_zone(conn: asyncpg.Connection, account_id: str, zone: str) ->
     )
 
 
-def _keep(key: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)  # owner only: it is a live credential
-    path.write_text(key + "\n")
+async def _create(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    print(await create_key(conn, args.account, args.label))
+    return 0
 
 
-async def _main(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        # The CLI may run before any service has started: bring the schema up to date first.
-        await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
-        if args.command == "create":
-            print(await create_key(conn, args.account, args.label))
-        elif args.command == "dev-key":
-            key = await dev_key(conn, args.account, args.kept)
-            if key != args.kept:
-                _keep(key, settings.dev_api_key_file)
-            print(key)
-        elif args.command == "time-zone":
-            if args.zone is not None:
-                await set_time_zone(conn, args.account, args.zone)
-            print(await time_zone(conn, args.account))
-        elif args.command == "revoke":
-            if not await revoke_key(conn, args.key_id):
-                print(f"no live key {args.key_id}", file=sys.stderr)
-                return 1
-            print(f"revoked {args.key_id}")
-        else:
-            for k in await list_keys(conn, args.account):
-                state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "live"
-                print(f"{k.key_id}  {k.account_id}  {state}  {k.label}")
-        return 0
-    finally:
-        await conn.close()
+async def _dev_key(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
+    # Kept in .state/ so that every `make run` prints the same key until it is revoked.
+    print(await renewed(settings.dev_api_key_file, lambda kept: dev_key(conn, args.account, kept)))
+    return 0
+
+
+async def _revoke(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    done = await revoke_key(conn, args.key_id)
+    return reported(done, f"revoked {args.key_id}", f"no live key {args.key_id}")
+
+
+async def _time_zone(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    if args.zone is not None:
+        await set_time_zone(conn, args.account, args.zone)
+    print(await time_zone(conn, args.account))
+    return 0
+
+
+async def _list(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    for k in await list_keys(conn, args.account):
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "live"
+        print(f"{k.key_id}  {k.account_id}  {state}  {k.label}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.commands.apikeys")
-    sub = parser.add_subparsers(dest="command", required=True)
-    create = sub.add_parser("create", help="create a key; prints it once")
+    cli = AdminCli(
+        "python -m services.commands.apikeys",
+        errors=(InvalidAccountError, InvalidTimeZoneError),
+        log_name="apikeys",
+    )
+    create = cli.command("create", "create a key; prints it once", _create)
     create.add_argument("--account", required=True)
     create.add_argument("--label", default="")
-    dev = sub.add_parser("dev-key", help="the development key make run prints")
+    dev = cli.command("dev-key", "the development key make run prints", _dev_key)
     dev.add_argument("--account", default="dev")
-    revoke = sub.add_parser("revoke", help="revoke a key by its id")
+    revoke = cli.command("revoke", "revoke a key by its id", _revoke)
     revoke.add_argument("key_id")
-    zone = sub.add_parser("time-zone", help="show or set an account's default time zone")
+    zone = cli.command("time-zone", "show or set an account's default time zone", _time_zone)
     zone.add_argument("--account", required=True)
     zone.add_argument("zone", nargs="?", help="an IANA zone, e.g. Europe/London")
-    listing = sub.add_parser("list", help="list keys (never their secrets)")
+    listing = cli.command("list", "list keys (never their secrets)", _list)
     listing.add_argument("--account")
-    args = parser.parse_args(argv)
-    settings = Settings()
-    configure_logging(
-        "apikeys", level=settings.log_level, fmt=settings.log_format, stream=sys.stderr
-    )
-    if args.command == "dev-key":
-        # Kept in .state/ so that every `make run` prints the same key until it is revoked.
-        path = settings.dev_api_key_file
-        args.kept = path.read_text().strip() if path.exists() else None
-    try:
-        return asyncio.run(_main(args, settings))
-    except (InvalidAccountError, InvalidTimeZoneError) as exc:
-        parser.error(str(exc))
+    return cli.main(argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid5
@@ -60,7 +60,14 @@ IMPORT_CHUNK = MAX_CHUNK
 STALE_IMPORT_S = 120.0
 #: How long a chunk's command may stay pending (202) before the import stops as partial.
 CHUNK_WAIT_S = 120.0
+#: Lines per piece of a streamed CSV answer (an export, an import's problems).
+CSV_PIECE = 2000
 STATES = tuple(s.value for s in RecipientStatus)
+#: An import's progress: bytes and rows read, chunks recorded.
+_PROGRESS = (
+    "UPDATE audience_imports SET bytes_read = $2, rows_read = $3, chunks_done = $4,"
+    " updated_at = now() WHERE import_id = $1"
+)
 _CONTACTS: TypeAdapter[tuple[Contact, ...]] = TypeAdapter(tuple[Contact, ...])
 
 
@@ -230,23 +237,18 @@ class AudienceService:
 
     async def problems_csv(self, account: str, import_id: UUID) -> AsyncIterator[bytes]:
         """The rows an import did not apply, as CSV (line, kind, contact_id, reason)."""
-        pool = await self._pool()
-        async with pool.acquire() as conn, conn.transaction():
-            owner = await conn.fetchval(
-                "SELECT account_id FROM audience_imports WHERE import_id = $1", import_id
-            )
-            if owner != account:
-                raise ProblemError(
-                    Problem(code="not_found", message=f"import {import_id} not found")
-                )
-            yield b"line,kind,contact_id,reason\r\n"
-            cursor = conn.cursor(
-                "SELECT line, kind, contact_id, reason FROM audience_import_problems"
-                " WHERE import_id = $1 ORDER BY line, kind",
-                import_id,
-            )
-            async for r in cursor:
-                yield _csv_line([str(r["line"]), r["kind"], r["contact_id"] or "", r["reason"]])
+        async for piece in self._stream_csv(
+            account,
+            "SELECT account_id FROM audience_imports WHERE import_id = $1",
+            import_id,
+            f"import {import_id} not found",
+            b"line,kind,contact_id,reason\r\n",
+            "SELECT line, kind, contact_id, reason FROM audience_import_problems"
+            " WHERE import_id = $1 ORDER BY line, kind",
+            [import_id],
+            lambda r: [str(r["line"]), r["kind"], r["contact_id"] or "", r["reason"]],
+        ):
+            yield piece
 
     async def run_import(
         self,
@@ -316,26 +318,28 @@ class AudienceService:
             )
             number += 1
 
+        async def take(rows: Iterable[ParsedRow | InvalidRow]) -> None:
+            # The rows of one piece of the file (or of its end) into chunks of chunk_size
+            # valid rows; the invalid rows go with the chunk they stand in.
+            nonlocal chunk, problems
+            for row in rows:
+                if isinstance(row, InvalidRow):
+                    problems.append(row)
+                    continue
+                chunk.append(row)
+                if len(chunk) >= self.chunk_size:
+                    await send(chunk, problems)
+                    chunk, problems = [], []
+
         try:
             try:
                 async for piece in body:
-                    for row in parser.feed(piece):
-                        if isinstance(row, InvalidRow):
-                            problems.append(row)
-                            continue
-                        chunk.append(row)
-                        if len(chunk) >= self.chunk_size:
-                            await send(chunk, problems)
-                            chunk, problems = [], []
+                    await take(parser.feed(piece))
                     now = time.monotonic()
                     if now - last_progress > 0.5:
                         last_progress = now
                         await self._progress(import_id, parser, number)
-                for row in parser.finish():
-                    if isinstance(row, InvalidRow):
-                        problems.append(row)
-                    else:
-                        chunk.append(row)
+                await take(parser.finish())
                 if parser.header is None:
                     raise HeaderError("the file is empty: a header row is needed")
                 if chunk or problems:
@@ -378,8 +382,7 @@ class AudienceService:
     async def _progress(self, import_id: UUID, parser: CsvContacts, chunks: int) -> None:
         pool = await self._pool()
         await pool.execute(
-            "UPDATE audience_imports SET bytes_read = $2, rows_read = $3, chunks_done = $4,"
-            " updated_at = now() WHERE import_id = $1",
+            _PROGRESS,
             import_id,
             parser.bytes_read,
             parser.rows_read,
@@ -437,8 +440,7 @@ class AudienceService:
                     [(import_id, *f) for f in found],
                 )
             await conn.execute(
-                "UPDATE audience_imports SET bytes_read = $2, rows_read = $3, chunks_done = $4,"
-                " updated_at = now() WHERE import_id = $1",
+                _PROGRESS,
                 import_id,
                 parser.bytes_read,
                 parser.rows_read,
@@ -699,43 +701,56 @@ class AudienceService:
         import reads back: contact_id, email, time_zone, the state and reason (``mailctl_*``,
         ignored by an import) and the merge attributes as one JSON column ``attributes`` (the
         set of attribute names is not known before the last row)."""
-        pool = await self._pool()
-        async with pool.acquire() as conn, conn.transaction():
-            owner = await conn.fetchval(
-                "SELECT account_id FROM view_messages WHERE message_id = $1", message_id
-            )
-            if owner != account:
-                raise ProblemError(
-                    Problem(code="not_found", message=f"message {message_id} not found")
-                )
+        args: list[Any] = [message_id]
+        where = "message_id = $1"
+        if states:
+            args.append(list(states))
+            where += " AND state = ANY($2::text[])"
+        async for piece in self._stream_csv(
+            account,
+            "SELECT account_id FROM view_messages WHERE message_id = $1",
+            message_id,
+            f"message {message_id} not found",
             # mailctl_* columns are the export's own: an import of this file ignores them.
-            yield b"contact_id,email,time_zone,mailctl_state,mailctl_reason,attributes\r\n"
-            args: list[Any] = [message_id]
-            where = "message_id = $1"
-            if states:
-                args.append(list(states))
-                where += " AND state = ANY($2::text[])"
-            cursor = conn.cursor(
-                "SELECT contact_id, email, time_zone, state, reason, attributes"
-                f" FROM view_recipients WHERE {where} ORDER BY contact_id",
-                *args,
-                prefetch=5000,
-            )
+            b"contact_id,email,time_zone,mailctl_state,mailctl_reason,attributes\r\n",
+            "SELECT contact_id, email, time_zone, state, reason, attributes"
+            f" FROM view_recipients WHERE {where} ORDER BY contact_id",
+            args,
+            lambda r: [
+                r["contact_id"],
+                r["email"],
+                r["time_zone"] or "",
+                r["state"],
+                r["reason"] or "",
+                r["attributes"] or "",
+            ],
+        ):
+            yield piece
+
+    async def _stream_csv(
+        self,
+        account: str,
+        owner_query: str,
+        owner_key: UUID,
+        missing: str,
+        header: bytes,
+        query: str,
+        args: Sequence[Any],
+        cells: Callable[[asyncpg.Record], Sequence[str]],
+    ) -> AsyncIterator[bytes]:
+        """The rows of `query` as CSV after `header`, from a server-side cursor, in pieces of
+        `CSV_PIECE` lines; a 404 (`missing`) when `owner_query` does not name `account` as the
+        owner of `owner_key` (another account's import or message is not found, not refused)."""
+        pool = await self._pool()
+        # A cursor lives in a transaction: the owner check and the rows read one snapshot.
+        async with pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(owner_query, owner_key) != account:
+                raise ProblemError(Problem(code="not_found", message=missing))
+            yield header
             buffer: list[bytes] = []
-            async for r in cursor:
-                buffer.append(
-                    _csv_line(
-                        [
-                            r["contact_id"],
-                            r["email"],
-                            r["time_zone"] or "",
-                            r["state"],
-                            r["reason"] or "",
-                            r["attributes"] or "",
-                        ]
-                    )
-                )
-                if len(buffer) >= 2000:
+            async for r in conn.cursor(query, *args, prefetch=5000):
+                buffer.append(_csv_line(cells(r)))
+                if len(buffer) >= CSV_PIECE:
                     yield b"".join(buffer)
                     buffer = []
             if buffer:

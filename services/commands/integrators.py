@@ -17,13 +17,13 @@ next batch on.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sys
 
 import asyncpg
 
 from services.commands.apikeys import ACCOUNT, InvalidAccountError
+from services.common.admin import AdminCli, reported
 from services.common.kafka_admin import (
     SERVICE_PRINCIPALS,
     create_acls,
@@ -32,7 +32,6 @@ from services.common.kafka_admin import (
     new_password,
     upsert_scram_user,
 )
-from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 from services.common.settings import Settings
 
 #: An integrator's name is a Kafka principal and a topic-name suffix.
@@ -90,56 +89,58 @@ async def create(settings: Settings, name: str) -> tuple[str, str]:
     return password, topic
 
 
-async def _main(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
-        if args.command == "create":
-            for account in args.account:
-                await grant(conn, args.name, account)
-            password, topic = await create(settings, args.name)
-            print(f"principal={args.name}")
-            print(f"password={password}")
-            print(f"intake_topic={topic}")
-            print(f"accounts={','.join(sorted(await accounts_of(conn, args.name)))}")
-        elif args.command == "grant":
-            await grant(conn, args.name, args.account)
-            print(f"{args.name} may act for {args.account}")
-        elif args.command == "revoke":
-            if not await revoke(conn, args.name, args.account):
-                print(f"{args.name} had no grant for {args.account}", file=sys.stderr)
-                return 1
-            print(f"{args.name} may no longer act for {args.account}")
-        else:
-            rows = await conn.fetch(
-                "SELECT principal, account_id, granted_at FROM integrator_accounts"
-                " WHERE $1::text IS NULL OR principal = $1 ORDER BY principal, account_id",
-                args.name,
-            )
-            for row in rows:
-                print(f"{row['principal']}  {row['account_id']}  {row['granted_at']:%Y-%m-%d}")
-        return 0
-    finally:
-        await conn.close()
+async def _create(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
+    for account in args.account:
+        await grant(conn, args.name, account)
+    password, topic = await create(settings, args.name)
+    print(f"principal={args.name}")
+    print(f"password={password}")
+    print(f"intake_topic={topic}")
+    print(f"accounts={','.join(sorted(await accounts_of(conn, args.name)))}")
+    return 0
+
+
+async def _grant(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    await grant(conn, args.name, args.account)
+    print(f"{args.name} may act for {args.account}")
+    return 0
+
+
+async def _revoke(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    done = await revoke(conn, args.name, args.account)
+    return reported(
+        done,
+        f"{args.name} may no longer act for {args.account}",
+        f"{args.name} had no grant for {args.account}",
+    )
+
+
+async def _list(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    rows = await conn.fetch(
+        "SELECT principal, account_id, granted_at FROM integrator_accounts"
+        " WHERE $1::text IS NULL OR principal = $1 ORDER BY principal, account_id",
+        args.name,
+    )
+    for row in rows:
+        print(f"{row['principal']}  {row['account_id']}  {row['granted_at']:%Y-%m-%d}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.commands.integrators")
-    sub = parser.add_subparsers(dest="command", required=True)
-    new = sub.add_parser("create", help="principal, password (printed once), intake topic, grants")
+    cli = AdminCli(
+        "python -m services.commands.integrators",
+        errors=(InvalidAccountError, InvalidPrincipalError),
+    )
+    new = cli.command("create", "principal, password (printed once), intake topic, grants", _create)
     new.add_argument("name")
     new.add_argument("--account", action="append", default=[], help="an account it may act for")
-    for verb in ("grant", "revoke"):
-        cmd = sub.add_parser(verb, help=f"{verb} one account")
+    for verb, handler in (("grant", _grant), ("revoke", _revoke)):
+        cmd = cli.command(verb, f"{verb} one account", handler)
         cmd.add_argument("name")
         cmd.add_argument("account")
-    listing = sub.add_parser("list", help="the grants")
+    listing = cli.command("list", "the grants", _list)
     listing.add_argument("name", nargs="?")
-    args = parser.parse_args(argv)
-    try:
-        return asyncio.run(_main(args, Settings()))
-    except (InvalidAccountError, InvalidPrincipalError) as exc:
-        parser.error(str(exc))
+    return cli.main(argv)
 
 
 if __name__ == "__main__":

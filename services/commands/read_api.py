@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AfterValidator, BaseModel, Field
 
 from core import MessageStatus, RecipientStatus
-from core.views import LISTS, not_sent_reason, remaining_count
+from core.views import LISTS, NOT_DELIVERED, not_sent_reason, remaining_count
 from schemas.text import ONE_LINE, UnsafeTextError
 from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
 
@@ -354,8 +354,7 @@ def read_routes(
             raise _not_found()
         wanted: set[str] | None = {s.value for s in state} if state else None
         if not_delivered:
-            rest = {s.value for s in RecipientStatus} - {RecipientStatus.DELIVERED.value}
-            wanted = rest if wanted is None else wanted & rest
+            wanted = set(NOT_DELIVERED) if wanted is None else wanted & NOT_DELIVERED
         rows = await views.recipients(
             who,
             message_id,

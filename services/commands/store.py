@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 from uuid import UUID
@@ -12,7 +11,7 @@ import asyncpg
 
 from services.commands.apikeys import account_for, set_time_zone, time_zone
 from services.commands.ports import Claim
-from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.common.pool import LazyPool
 
 _COLUMNS = "fingerprint, command_id, message_id, response_status, response_body"
 
@@ -28,7 +27,7 @@ def _claim(row: asyncpg.Record) -> Claim:
     )
 
 
-class PostgresStore:
+class PostgresStore(LazyPool):
     """Implements both `KeyStore` and `IdempotencyStore` (services/commands/ports.py).
 
     The pool is opened, and the schema brought up to date, on first use: the API starts and
@@ -36,24 +35,7 @@ class PostgresStore:
     """
 
     def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=8)
-                async with pool.acquire() as conn:
-                    await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
-                self._pool = pool
-            return self._pool
-
-    async def close(self) -> None:
-        async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        super().__init__(dsn, max_size=8)
 
     async def account_for(self, key: str) -> str | None:
         return await account_for(await self.pool(), key)

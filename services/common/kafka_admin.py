@@ -13,6 +13,8 @@ and ACLs"; docs/integrators.md).
   requests built from its own protocol classes. Run as a super user.
 
     python -m services.common.kafka_admin apply-service-acls   # scripts/kafka.sh, every start
+    python -m services.common.kafka_admin upsert-scram-users < NAME-PASSWORD-LINES
+        # docker-compose.yml's kafka-setup (the scripts create them when formatting)
 
 Integrators are created with `python -m services.commands.integrators create` (which uses the
 functions here and records the accounts they may act for).
@@ -358,12 +360,41 @@ def new_password() -> str:
     return secrets.token_urlsafe(18)
 
 
+def credentials(text: str) -> list[tuple[str, str]]:
+    """``NAME PASSWORD`` lines (the format of the scripts' ``.state/kafka/credentials``), blank
+    lines and ``#`` comments skipped. Raises ValueError for a line without both."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, password = line.partition(" ")
+        if not name or not password.strip():
+            raise ValueError(f"line {number}: NAME PASSWORD expected")
+        found.append((name, password.strip()))
+    return found
+
+
 async def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.common.kafka_admin")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("apply-service-acls", help="the service principals' ACLs (idempotent)")
-    parser.parse_args(argv)
+    sub.add_parser(
+        "upsert-scram-users",
+        help="create (or set the password of) the SCRAM users of the NAME PASSWORD lines on stdin"
+        " (docker-compose.yml's kafka-setup)",
+    )
+    args = parser.parse_args(argv)
     settings = Settings()
+    if args.command == "upsert-scram-users":
+        try:
+            users = credentials(sys.stdin.read())
+        except ValueError as error:
+            parser.error(str(error))
+        for name, password in users:
+            await upsert_scram_user(settings, name, password)
+        print(f"{len(users)} SCRAM users: {', '.join(name for name, _ in users)}")
+        return 0
     acls = service_acls(settings.topic_prefix)
     await create_acls(settings, acls)
     print(f"{len(acls)} ACLs of {', '.join(SERVICE_PRINCIPALS)} on {settings.topic_prefix}.*")

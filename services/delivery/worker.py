@@ -77,6 +77,8 @@ from services.delivery.mail import compose
 from services.delivery.smtp import Answer, RateLimiter, SmtpPool
 
 log = structlog.get_logger(__name__)
+#: Ids bound for a unit of work: every log line inside it carries them (docs/delivery.md).
+bound = structlog.contextvars.bound_contextvars
 
 #: The service the outcome commands are issued by.
 DELIVERY = "delivery"
@@ -468,6 +470,16 @@ class DeliveryWorker:
         owned = self.owned.get(tp.partition)
         if owned is None:
             return tp, None  # revoked or fenced since the fetch: the next owner reads them
+        # The unit of work: one partition's records of one fetch. Its lines carry the partition
+        # (each send's hand-off adds its own ids: _hand_off); the per-record offset is bound
+        # only where a line names one record (a dead letter, a content record), not for every
+        # send, whose ids say more and cost nothing extra there.
+        with bound(partition=tp.partition):
+            return await self._partition_records(tp, owned, records)
+
+    async def _partition_records(
+        self, tp: TopicPartition, owned: Owned, records: list[ConsumerRecord[Any, Any]]
+    ) -> tuple[TopicPartition, int | None]:
         chunk: list[tuple[SendRecord, str]] = []
         try:
             for record in records:
@@ -477,12 +489,14 @@ class DeliveryWorker:
                 except (ValidationError, ValueError, TypeError) as error:
                     await self._deliver(owned, chunk)
                     chunk = []
-                    await self._dead_letter(record, error)
+                    with bound(offset=record.offset):
+                        await self._dead_letter(record, error)
                     continue
                 if isinstance(item, MailContent):
                     await self._deliver(owned, chunk)
                     chunk = []
-                    await self._store_content(item)
+                    with bound(offset=record.offset, message_id=str(item.message_id)):
+                        await self._store_content(item)
                     continue
                 chunk.append((item, raw))
                 if len(chunk) >= CLAIM_CHUNK:
@@ -490,11 +504,7 @@ class DeliveryWorker:
                     chunk = []
             await self._deliver(owned, chunk)
         except FencedError as error:
-            log.warning(
-                "fenced: another worker owns the partition",
-                partition=tp.partition,
-                error=str(error),
-            )
+            log.warning("fenced: another worker owns the partition", error=str(error))
             await self.ownership.fenced_out(tp.partition)
             return tp, None
         owned.next_offset = records[-1].offset + 1
@@ -540,6 +550,15 @@ class DeliveryWorker:
     async def _hand_off(self, send: SendRecord) -> Answer:
         """One send's answer; never raises for anything the send brings (its content, address,
         merge values): what cannot be composed is failed, with the reason."""
+        # One unit of work (a task of its own: gather), so the ids stay with this send's lines,
+        # SMTP's included.
+        with bound(message_id=str(send.message_id), send_id=str(send.send_id)):
+            answer = await self._answer(send)
+            if answer.verdict == "failed":
+                log.info("send failed", detail=answer.detail[:300])
+        return answer
+
+    async def _answer(self, send: SendRecord) -> Answer:
         assert self._pool is not None
         try:
             content = await self._content(str(send.message_id))
@@ -567,25 +586,30 @@ class DeliveryWorker:
         """Hand over again the deferred sends whose backoff is due, in every owned partition."""
         assert self._ledger is not None
         for owned in list(self.owned.values()):
-            try:
-                rows = await self._ledger.reclaim_due(
-                    self.topics.sends, owned.number, owned.epoch, CLAIM_CHUNK
-                )
-                if not rows:
-                    continue
-                await self._limiter.take(len(rows))
-                answers = await asyncio.gather(*(self._retry(payload) for _, payload, _ in rows))
-                await self._record(
-                    owned,
-                    [
-                        outcome_for(send_id, answer, attempts, self.settings, payload)
-                        for (send_id, payload, attempts), answer in zip(rows, answers, strict=True)
-                    ],
-                )
-            except FencedError:
-                # Another worker owns it: stop reading it until the group gives it back.
-                self.owned.pop(owned.number, None)
-                self.ownership.pause(owned.number)
+            with bound(partition=owned.number):
+                await self._retry_partition(owned)
+
+    async def _retry_partition(self, owned: Owned) -> None:
+        assert self._ledger is not None
+        try:
+            rows = await self._ledger.reclaim_due(
+                self.topics.sends, owned.number, owned.epoch, CLAIM_CHUNK
+            )
+            if not rows:
+                return
+            await self._limiter.take(len(rows))
+            answers = await asyncio.gather(*(self._retry(payload) for _, payload, _ in rows))
+            await self._record(
+                owned,
+                [
+                    outcome_for(send_id, answer, attempts, self.settings, payload)
+                    for (send_id, payload, attempts), answer in zip(rows, answers, strict=True)
+                ],
+            )
+        except FencedError:
+            # Another worker owns it: stop reading it until the group gives it back.
+            self.owned.pop(owned.number, None)
+            self.ownership.pause(owned.number)
 
     async def _retry(self, payload: str) -> Answer:
         try:
@@ -616,30 +640,35 @@ class DeliveryWorker:
         assert self._producer is not None
         futures = []
         for (message_id, account_id), group in by_message.items():
-            try:
-                item = CommandRecord(
-                    command=outcomes_command(message_id, group),
-                    actor=Actor(kind="service", account_id=account_id, service=DELIVERY),
-                    issued_at=datetime.now(UTC),
-                )
-            except ValidationError as error:
-                # Only a history written around the input rules holds such a message (an
-                # account id with a control character): the processor would refuse the command
-                # anyway. Dropped with a trace, so that it never holds up other messages' rows.
-                log.error(
-                    "outcomes cannot be published",
-                    message_id=message_id,
-                    sends=[row.send_id for row in group],
-                    error=str(error)[:500],
-                )
-                continue
-            futures.append(
-                await self._producer.send(
-                    self.topics.commands,
-                    value=item.model_dump_json().encode(),
-                    key=message_id.encode(),
-                )
-            )
+            # One unit of work per message's command: its lines carry the message id, and the
+            # command id once the command is made.
+            with bound(message_id=message_id):
+                try:
+                    command = outcomes_command(message_id, group)
+                    item = CommandRecord(
+                        command=command,
+                        actor=Actor(kind="service", account_id=account_id, service=DELIVERY),
+                        issued_at=datetime.now(UTC),
+                    )
+                except ValidationError as error:
+                    # Only a history written around the input rules holds such a message (an
+                    # account id with a control character): the processor would refuse the
+                    # command anyway. Dropped with a trace, so that it never holds up other
+                    # messages' rows.
+                    log.error(
+                        "outcomes cannot be published",
+                        sends=[row.send_id for row in group],
+                        error=str(error)[:500],
+                    )
+                    continue
+                with bound(command_id=str(command.command_id)):
+                    futures.append(
+                        await self._producer.send(
+                            self.topics.commands,
+                            value=item.model_dump_json().encode(),
+                            key=message_id.encode(),
+                        )
+                    )
         await asyncio.gather(*futures)
 
     async def _fail_unstorable(self, sends: Sequence[SendRecord]) -> None:
@@ -685,26 +714,15 @@ class DeliveryWorker:
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
         assert self._producer is not None
-        letter = DeadLetter.of(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            error=error,
-        )
+        letter = DeadLetter.of(record, error)
         await self._producer.send_and_wait(
             self.topics.dead_letter,
             value=letter.model_dump_json().encode(),
             key=record.key,
             partition=record.partition,
         )
-        log.warning(
-            "send record dead-lettered",
-            partition=record.partition,
-            offset=record.offset,
-            error=letter.error[:300],
-        )
+        # The partition and offset are bound by the caller (_partition_batch).
+        log.warning("send record dead-lettered", error=letter.error[:300])
 
     # ------------------------------------------------------------------ ownership
 

@@ -619,14 +619,7 @@ def _copied(state: PartitionState, record: Input, item: CopiedEvent, out: Decisi
 
 
 def _dead_letter(state: PartitionState, record: Input, error: Exception, out: Decision) -> None:
-    letter = DeadLetter.of(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        error=error,
-    )
+    letter = DeadLetter.of(record, error)
     out.writes.append(WriteDeadLetter(letter, record.key))
     # In the letter's transaction: the caller's answer exists if and only if the letter does.
     result = dead_letter_result(record.value, letter, error)

@@ -241,14 +241,7 @@ class IntakeRelay:
     async def _dead_letter(
         self, producer: AIOKafkaProducer, record: ConsumerRecord[Any, Any], error: Exception
     ) -> None:
-        letter = DeadLetter.of(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            error=error,
-        )
+        letter = DeadLetter.of(record, error)
         await producer.send(
             self.topics.dead_letter,
             value=letter.model_dump_json().encode(),

@@ -43,6 +43,8 @@ from services.projections.store import (
 from services.projections.views import Projector
 
 log = structlog.get_logger(__name__)
+#: Ids bound for a unit of work: every log line inside it carries them (docs/projections.md).
+bound = structlog.contextvars.bound_contextvars
 
 #: The consumer name under which the live views store their offsets.
 LIVE = "views"
@@ -184,7 +186,16 @@ def _dead(number: int, record: ConsumerRecord[Any, Any], error: str) -> DeadLett
 
 
 def apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
-    """Fold one record into the partition's open batch (opening one if needed)."""
+    """Fold one record into the partition's open batch (opening one if needed).
+
+    One unit of work: its log lines carry the partition and offset, and the message id and
+    event type once the record is decoded, bound once here through structlog's contextvars.
+    """
+    with bound(partition=part.number, offset=record.offset):
+        _apply_record(part, record)
+
+
+def _apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
     if part.pending is None:
         part.pending = PartitionBatch(part.number, part.submitted, part.submitted)
         part.opened_at = time.monotonic()
@@ -194,22 +205,31 @@ def apply_record(part: Partition, record: ConsumerRecord[Any, Any]) -> None:
     if unstorable is not None:
         # It failed alone: its rows cannot be written. Kept as a dead letter and not folded, as
         # an event the fold refuses (a rebuild narrows down to it and does the same).
-        log.error(
-            "event dead-lettered", partition=part.number, offset=record.offset, error=unstorable
-        )
+        log.error("event dead-lettered", error=unstorable)
         work.dead.append(_dead(part.number, record, unstorable))
         work.next_offset = record.offset + 1
         return
     try:
         event = decode_event(record.value)
-        part.projector.apply(event, work.batch)
-    except (ValidationError, ValueError, EventOutOfOrderError) as error:
-        # An undecodable record, or an event the fold refuses (raised before anything changed):
-        # kept with the error in the batch's transaction; processing goes on.
-        log.error(
-            "event dead-lettered", partition=part.number, offset=record.offset, error=repr(error)
-        )
-        work.dead.append(_dead(part.number, record, repr(error)))
+    except (ValidationError, ValueError) as error:
+        _refused(part, work, record, error)
+        return
+    with bound(message_id=str(event.message_id), event_type=event.type):
+        try:
+            part.projector.apply(event, work.batch)
+        except (ValidationError, ValueError, EventOutOfOrderError) as error:
+            _refused(part, work, record, error)
+            return
+    work.next_offset = record.offset + 1
+
+
+def _refused(
+    part: Partition, work: PartitionBatch, record: ConsumerRecord[Any, Any], error: Exception
+) -> None:
+    """An undecodable record, or an event the fold refuses (raised before anything changed):
+    kept with the error in the batch's transaction; processing goes on."""
+    log.error("event dead-lettered", error=repr(error))
+    work.dead.append(_dead(part.number, record, repr(error)))
     work.next_offset = record.offset + 1
 
 

@@ -5,7 +5,6 @@ Every query names the account: a message of another account is as absent as an u
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +12,8 @@ from uuid import UUID
 
 import asyncpg
 
-from services.projections.views import MESSAGE_COLUMNS
+from services.common.pool import LazyPool
+from services.projections.views import ACTOR_COLUMNS, MESSAGE_COLUMNS
 
 __all__ = ["ORDER", "PostgresViews"]
 
@@ -24,36 +24,23 @@ ORDER = {
     "drafts": "updated_at DESC, message_id",
 }
 
-_ACTORS = ("created_by", "paused_by", "canceled_by")
-
 
 def _message(row: asyncpg.Record) -> dict[str, Any]:
     out = dict(row)
-    for name in _ACTORS:
+    for name in ACTOR_COLUMNS:
         if out[name] is not None:
             out[name] = json.loads(out[name])
     return out
 
 
-class PostgresViews:
-    """The views in Postgres, behind one lazily opened pool (the API starts without Postgres)."""
+class PostgresViews(LazyPool):
+    """The views in Postgres, behind one lazily opened pool (the API starts without Postgres).
+
+    The views' tables are the projection worker's (it migrates them): the reader does not.
+    """
 
     def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
-            return self._pool
-
-    async def close(self) -> None:
-        async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        super().__init__(dsn, max_size=4, migrate=False)
 
     async def list_messages(
         self,

@@ -24,8 +24,9 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -49,11 +50,13 @@ from schemas import (
 )
 
 __all__ = [
+    "ACTOR_COLUMNS",
     "HISTORY_COLUMNS",
     "LISTS",
     "MESSAGE_COLUMNS",
     "RECIPIENT_COLUMNS",
     "Batch",
+    "MessageRow",
     "Projector",
     "RecipientPatch",
     "history_row",
@@ -61,52 +64,73 @@ __all__ = [
     "storable",
 ]
 
-MESSAGE_COLUMNS: tuple[str, ...] = (
-    "message_id",
-    "account_id",
-    "status",
-    "name",
-    "subject",
-    "from_address",
-    "from_name",
-    "mode",
-    "send_at",
-    "send_at_local",
-    "send_now",
-    "default_time_zone",
-    "throttle_batch_size",
-    "throttle_interval_seconds",
-    "end_at",
-    "missed_zone_policy",
-    "release_rate",
-    "copied_from",
-    "created_at",
-    "created_by",
-    "started_at",
-    "paused_at",
-    "paused_by",
-    "pause_reason",
-    "canceled_at",
-    "canceled_by",
-    "cancel_reason",
-    "sent_at",
-    "audience",
-    "pending",
-    "released",
-    "delivered",
-    "failed",
-    "skipped",
-    "removed",
-    "excluded",
-    "unknown",
-    "current_batch",
-    "batch_remaining",
-    "next_batch_at",
-    "zones_pending",
-    "zones_done",
-    "last_sequence",
-    "updated_at",
-)
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One row of ``view_messages``: its fields are the table's columns, in the table's order.
+
+    The one list of the columns: :data:`MESSAGE_COLUMNS` (what the store COPYs and the reader
+    selects) is derived from these fields, and :func:`message_row` fills them by name, so a
+    column added here is written, read and checked by mypy everywhere at once.
+    """
+
+    message_id: UUID
+    account_id: str
+    status: str
+    name: str
+    subject: str
+    from_address: str
+    from_name: str | None
+    mode: str
+    send_at: datetime | None
+    send_at_local: datetime | None
+    send_now: bool | None
+    default_time_zone: str | None
+    throttle_batch_size: int | None
+    throttle_interval_seconds: int | None
+    end_at: datetime | None
+    missed_zone_policy: str
+    release_rate: int
+    copied_from: UUID | None
+    created_at: datetime
+    #: Actors as JSON text (``_actor_json``): the reader decodes :data:`ACTOR_COLUMNS`.
+    created_by: str | None
+    started_at: datetime | None
+    paused_at: datetime | None
+    paused_by: str | None
+    pause_reason: str | None
+    canceled_at: datetime | None
+    canceled_by: str | None
+    cancel_reason: str | None
+    sent_at: datetime | None
+    audience: int
+    pending: int
+    released: int
+    delivered: int
+    failed: int
+    skipped: int
+    removed: int
+    excluded: int
+    unknown: int
+    current_batch: int | None
+    batch_remaining: int | None
+    next_batch_at: datetime | None
+    zones_pending: list[str] | None
+    zones_done: list[str] | None
+    last_sequence: int
+    updated_at: datetime
+
+    def values(self) -> tuple[Any, ...]:
+        """The row as the store writes it: the values in :data:`MESSAGE_COLUMNS` order."""
+        values: tuple[Any, ...] = _MESSAGE_VALUES(self)
+        return values
+
+
+#: The columns of ``view_messages``, in order: the fields of :class:`MessageRow`.
+MESSAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(MessageRow))
+#: The columns of ``view_messages`` that hold an actor as JSON text.
+ACTOR_COLUMNS: tuple[str, ...] = ("created_by", "paused_by", "canceled_by")
+_MESSAGE_VALUES = attrgetter(*MESSAGE_COLUMNS)
 
 RECIPIENT_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -263,7 +287,8 @@ def _numbered(batch: int | None) -> int | None:
 
 
 def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
-    """The messages view's row of one folded message (columns: :data:`MESSAGE_COLUMNS`).
+    """The messages view's row of one folded message, as the store writes it (the values of a
+    :class:`MessageRow`, in :data:`MESSAGE_COLUMNS` order).
 
     Hover details: paused since and by whom, canceled at, the current batch and the next batch
     time (throttled), the zones done and pending (``recipient_timezone``), the end date.
@@ -280,52 +305,54 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
     zones_pending, zones_done = (None, None) if zoned is None else zoned
     audience = audience_count(book)
     content = state.content
-    return (
-        state.message_id,
-        storable(state.account_id),
-        status.value,
-        storable(content.name),
-        storable(content.subject),
-        storable(content.from_address),
-        _storable_opt(content.from_name),
-        plan.mode,
-        schedule.send_at if schedule is not None else None,
-        schedule.send_at_local if schedule is not None else None,
-        schedule.send_now if schedule is not None else None,
-        _storable_opt(schedule.default_time_zone) if schedule is not None else None,
-        throttle.batch_size if throttle is not None else None,
-        throttle.interval_seconds if throttle is not None else None,
-        throttle.end_at if throttle is not None else None,
-        plan.missed_zone_policy,
-        plan.release_rate,
-        state.copied_from,
-        state.created_at,
-        _actor_json(state.created_by),
-        state.started_at,
-        state.paused_at,
-        _actor_json(state.paused_by),
-        _storable_opt(state.pause_reason),
-        state.canceled_at,
-        _actor_json(state.canceled_by),
-        _storable_opt(state.cancel_reason),
-        state.sent_at,
-        audience,
-        counts[RecipientStatus.PENDING],
-        counts[RecipientStatus.RELEASED],
-        counts[RecipientStatus.DELIVERED],
-        counts[RecipientStatus.FAILED],
-        counts[RecipientStatus.SKIPPED],
-        counts[RecipientStatus.REMOVED],
-        counts[RecipientStatus.EXCLUDED],
-        counts[RecipientStatus.UNKNOWN],
-        _numbered(state.batch),
-        state.batch_remaining if throttle is not None else None,
-        next_batch,
-        None if zones_pending is None else [storable(z) for z in zones_pending],
-        None if zones_done is None else [storable(z) for z in zones_done],
-        state.version,
-        updated_at,
-    )
+    return MessageRow(
+        message_id=state.message_id,
+        account_id=storable(state.account_id),
+        status=status.value,
+        name=storable(content.name),
+        subject=storable(content.subject),
+        from_address=storable(content.from_address),
+        from_name=_storable_opt(content.from_name),
+        mode=plan.mode,
+        send_at=schedule.send_at if schedule is not None else None,
+        send_at_local=schedule.send_at_local if schedule is not None else None,
+        send_now=schedule.send_now if schedule is not None else None,
+        default_time_zone=(
+            _storable_opt(schedule.default_time_zone) if schedule is not None else None
+        ),
+        throttle_batch_size=throttle.batch_size if throttle is not None else None,
+        throttle_interval_seconds=throttle.interval_seconds if throttle is not None else None,
+        end_at=throttle.end_at if throttle is not None else None,
+        missed_zone_policy=plan.missed_zone_policy,
+        release_rate=plan.release_rate,
+        copied_from=state.copied_from,
+        created_at=state.created_at,
+        created_by=_actor_json(state.created_by),
+        started_at=state.started_at,
+        paused_at=state.paused_at,
+        paused_by=_actor_json(state.paused_by),
+        pause_reason=_storable_opt(state.pause_reason),
+        canceled_at=state.canceled_at,
+        canceled_by=_actor_json(state.canceled_by),
+        cancel_reason=_storable_opt(state.cancel_reason),
+        sent_at=state.sent_at,
+        audience=audience,
+        pending=counts[RecipientStatus.PENDING],
+        released=counts[RecipientStatus.RELEASED],
+        delivered=counts[RecipientStatus.DELIVERED],
+        failed=counts[RecipientStatus.FAILED],
+        skipped=counts[RecipientStatus.SKIPPED],
+        removed=counts[RecipientStatus.REMOVED],
+        excluded=counts[RecipientStatus.EXCLUDED],
+        unknown=counts[RecipientStatus.UNKNOWN],
+        current_batch=_numbered(state.batch),
+        batch_remaining=state.batch_remaining if throttle is not None else None,
+        next_batch_at=next_batch,
+        zones_pending=None if zones_pending is None else [storable(z) for z in zones_pending],
+        zones_done=None if zones_done is None else [storable(z) for z in zones_done],
+        last_sequence=state.version,
+        updated_at=updated_at,
+    ).values()
 
 
 class RecipientPatch:

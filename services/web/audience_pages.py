@@ -8,7 +8,6 @@ the server parses it as it arrives; the progress bar polls the import's row.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 from urllib.parse import parse_qs
 from uuid import UUID
@@ -22,30 +21,18 @@ from fastapi.responses import (
     StreamingResponse,
 )
 
-from core import RecipientStatus
-from schemas import Actor
+from core import TESTABLE_STATUSES, RecipientStatus
+from core.views import NEVER_RECEIVED
 from services.commands.audiences import STATES, AudienceService
 from services.commands.errors import ProblemError, http_status
 from services.projections.reader import PostgresViews
-from services.web.pages import SESSION_COOKIE, environment
+from services.web.guard import csrf_ok, form_data, operator
+from services.web.guard import signed_in as session_of
+from services.web.pages import environment
 from services.web.present import plain_error
 from services.web.sessions import Session, UiStore
 
 __all__ = ["audience_pages"]
-
-#: "Who did not get it": every state but delivered (and the ones that may have received it).
-NOT_DELIVERED = tuple(
-    s for s in STATES if s not in ("delivered", "released", "unknown", "removed", "excluded")
-)
-
-
-def _actor(session: Session) -> Actor:
-    return Actor(
-        kind="user",
-        account_id=session.account_id,
-        user_id=session.user_id,
-        display_name=session.display_name,
-    )
 
 
 def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore) -> APIRouter:
@@ -53,15 +40,7 @@ def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore
     env = environment()
 
     async def signed_in(request: Request) -> Session | None:
-        return await ui.session(request.cookies.get(SESSION_COOKIE, ""))
-
-    def csrf_ok(request: Request, session: Session, form: dict[str, str]) -> bool:
-        given = request.headers.get("X-CSRF-Token") or form.get("csrf", "")
-        return hmac.compare_digest(given.encode(), session.csrf_token.encode())
-
-    async def form_of(request: Request) -> dict[str, str]:
-        raw = (await request.body()).decode("utf-8", errors="replace")
-        return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        return await session_of(ui, request)
 
     async def render_page(
         session: Session, message_id: UUID, contact_id: str | None = None, **extra: Any
@@ -89,8 +68,8 @@ def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore
             "test_addresses": await audiences.test_addresses(session.account_id),
             "imports": await audiences.imports_of(session.account_id, message_id),
             "states": [s.value for s in RecipientStatus],
-            "not_delivered": NOT_DELIVERED,
-            "testable": found["status"] in ("draft", "scheduled"),
+            "not_delivered": NEVER_RECEIVED,
+            "testable": found["status"] in TESTABLE_STATUSES,
             **extra,
         }
         return HTMLResponse(env.get_template("audience.html").render(**context))
@@ -126,7 +105,7 @@ def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore
         try:
             summary = await audiences.run_import(
                 account=session.account_id,
-                actor=_actor(session),
+                actor=operator(session),
                 message_id=message_id,
                 import_id=import_id,
                 kind=mode,
@@ -184,7 +163,7 @@ def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore
         session = await signed_in(request)
         if session is None:
             return RedirectResponse("/ui/signin", status_code=303)
-        form = await form_of(request)
+        form = await form_data(request)
         if not csrf_ok(request, session, form):
             return HTMLResponse("security token expired: reload", status_code=403)
         address = form.get("address", "").strip()
@@ -201,7 +180,7 @@ def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore
                 return await render_page(
                     session, message_id, test_error=f"{address!r} is not an email address"
                 )
-            await audiences.add_test_address(session.account_id, _actor(session), address)
+            await audiences.add_test_address(session.account_id, operator(session), address)
         return RedirectResponse(f"/ui/messages/{message_id}/audience#test", status_code=303)
 
     @router.post("/ui/messages/{message_id}/audience/test-send")
@@ -219,7 +198,7 @@ def audience_pages(audiences: AudienceService, views: PostgresViews, ui: UiStore
         try:
             status, answer = await audiences.test_send(
                 account=session.account_id,
-                actor=_actor(session),
+                actor=operator(session),
                 message_id=message_id,
                 addresses=addresses,
                 contact_id=contact_id,

@@ -14,7 +14,6 @@ parameters is replaced at the next successful sign-in.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import secrets
 import sys
@@ -28,8 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from schemas.values import EmailAddress
 from services.commands.apikeys import ACCOUNT, InvalidAccountError
-from services.common.logs import configure_logging
-from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.common.admin import AdminCli, renewed, reported
 from services.common.settings import Settings
 
 __all__ = [
@@ -170,12 +168,6 @@ async def dev_operator(conn: asyncpg.Connection, account_id: str, kept: str) -> 
     return DEV_EMAIL, password
 
 
-def _keep(password: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)  # owner only: a live credential
-    path.write_text(password + "\n")
-
-
 def _read_password(path: str | None) -> str:
     if path is not None:
         return Path(path).read_text().strip()
@@ -187,60 +179,53 @@ def _read_password(path: str | None) -> str:
     return sys.stdin.readline().strip()
 
 
-async def _main(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
-        if args.command == "create":
-            op = await create_operator(
-                conn, args.account, args.email, args.name, _read_password(args.password_file)
-            )
-            print(f"{op.user_id}  {op.account_id}  {op.email}  {op.display_name}")
-        elif args.command == "dev-operator":
-            email, password = await dev_operator(conn, args.account, args.kept)
-            if password != args.kept:
-                _keep(password, settings.dev_operator_file)
-            print(f"{email} {password}")
-        elif args.command == "disable":
-            if not await disable_operator(conn, args.email):
-                print(f"no enabled operator {args.email}", file=sys.stderr)
-                return 1
-            print(f"disabled {args.email}")
-        else:
-            for op in await list_operators(conn, args.account):
-                state = f"disabled {op.disabled_at:%Y-%m-%d %H:%M}" if op.disabled_at else "active"
-                print(f"{op.user_id}  {op.account_id}  {op.email}  {state}  {op.display_name}")
-        return 0
-    finally:
-        await conn.close()
+async def _create(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    password = _read_password(args.password_file)
+    op = await create_operator(conn, args.account, args.email, args.name, password)
+    print(f"{op.user_id}  {op.account_id}  {op.email}  {op.display_name}")
+    return 0
+
+
+async def _dev_operator(
+    conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings
+) -> int:
+    async def password(kept: str | None) -> str:
+        return (await dev_operator(conn, args.account, kept or ""))[1]
+
+    print(f"{DEV_EMAIL} {await renewed(settings.dev_operator_file, password)}")
+    return 0
+
+
+async def _disable(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    done = await disable_operator(conn, args.email)
+    return reported(done, f"disabled {args.email}", f"no enabled operator {args.email}")
+
+
+async def _list(conn: asyncpg.Connection, args: argparse.Namespace, _: Settings) -> int:
+    for op in await list_operators(conn, args.account):
+        state = f"disabled {op.disabled_at:%Y-%m-%d %H:%M}" if op.disabled_at else "active"
+        print(f"{op.user_id}  {op.account_id}  {op.email}  {state}  {op.display_name}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.web.operators")
-    sub = parser.add_subparsers(dest="command", required=True)
-    create = sub.add_parser("create", help="create an operator of an account")
+    cli = AdminCli(
+        "python -m services.web.operators",
+        errors=(InvalidAccountError, InvalidOperatorError),
+        log_name="operators",
+    )
+    create = cli.command("create", "create an operator of an account", _create)
     create.add_argument("--account", required=True)
     create.add_argument("--email", required=True)
     create.add_argument("--name", required=True, help="the display name shown in the history")
     create.add_argument("--password-file", help="read the password from this file")
-    dev = sub.add_parser("dev-operator", help="the development operator make run prints")
+    dev = cli.command("dev-operator", "the development operator make run prints", _dev_operator)
     dev.add_argument("--account", default="dev")
-    disable = sub.add_parser("disable", help="disable an operator (ends their sessions)")
+    disable = cli.command("disable", "disable an operator (ends their sessions)", _disable)
     disable.add_argument("email")
-    listing = sub.add_parser("list", help="list operators (never their passwords)")
+    listing = cli.command("list", "list operators (never their passwords)", _list)
     listing.add_argument("--account")
-    args = parser.parse_args(argv)
-    settings = Settings()
-    configure_logging(
-        "operators", level=settings.log_level, fmt=settings.log_format, stream=sys.stderr
-    )
-    if args.command == "dev-operator":
-        path = settings.dev_operator_file
-        args.kept = path.read_text().strip() if path.exists() else ""
-    try:
-        return asyncio.run(_main(args, settings))
-    except (InvalidAccountError, InvalidOperatorError) as exc:
-        parser.error(str(exc))
+    return cli.main(argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 from uuid import UUID
 
 import structlog
@@ -24,10 +24,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
-from core import RecipientStatus
+from core import ALLOWED_COMMANDS, MessageStatus, RecipientStatus
 from core.render import body_parts
+from core.views import LIST_OF, LISTS
 from schemas import (
-    Actor,
     AddRecipients,
     CancelMessage,
     Command,
@@ -49,11 +49,11 @@ from services.commands.ids import command_id_for, created_message_id
 from services.commands.ports import IdempotencyStore
 from services.commands.read_api import message_view
 from services.projections.reader import PostgresViews
-from services.projections.views import LISTS
 from services.web.forms import ComposeForm, dump
+from services.web.guard import SESSION_COOKIE, csrf_ok, form_data, operator
+from services.web.guard import signed_in as session_of
 from services.web.present import (
     BY_NAME,
-    LIST_OF,
     STATUS_LABEL,
     actor_name,
     bars,
@@ -69,7 +69,6 @@ __all__ = ["environment", "ui_routes"]
 log = structlog.get_logger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
-SESSION_COOKIE = "mailctl_session"
 SIGNIN_COOKIE = "mailctl_signin"  # the sign-in form's CSRF token (double submit)
 CATCH_UP_S = 5.0
 PAGE = 50
@@ -122,12 +121,6 @@ def environment() -> Environment:
     return env
 
 
-async def form_data(request: Request) -> dict[str, str]:
-    """A url-encoded form body (the only kind the UI posts), first value of each field."""
-    raw = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
-
-
 def ui_routes(
     executor: Executor,
     views: PostgresViews,
@@ -143,16 +136,12 @@ def ui_routes(
         return HTMLResponse(env.get_template(name).render(**context), status_code=status)
 
     async def signed_in(request: Request) -> Session | None:
-        return await ui.session(request.cookies.get(SESSION_COOKIE, ""))
+        return await session_of(ui, request)
 
     def to_signin(request: Request) -> Response:
         if request.headers.get("HX-Request"):
             return Response(status_code=204, headers={"HX-Redirect": "/ui/signin"})
         return RedirectResponse("/ui/signin", status_code=303)
-
-    def csrf_ok(request: Request, session: Session, data: dict[str, str]) -> bool:
-        given = request.headers.get("X-CSRF-Token") or data.get("csrf", "")
-        return hmac.compare_digest(given.encode(), session.csrf_token.encode())
 
     async def guarded(request: Request) -> tuple[Session | None, dict[str, str], Response | None]:
         """The session and form of a state-changing request, or the answer refusing it."""
@@ -190,12 +179,7 @@ def ui_routes(
     ) -> tuple[int, dict[str, Any]]:
         """One command on the API's own path (idempotency, publishing, waiting for the result)
         with the operator as its actor; the answer's status and body."""
-        actor = Actor(
-            kind="user",
-            account_id=session.account_id,
-            user_id=session.user_id,
-            display_name=session.display_name,
-        )
+        actor = operator(session)
         full_key = f"ui:{key}" if key else None
         command_id = command_id_for(session.account_id, full_key)
         try:
@@ -314,6 +298,30 @@ def ui_routes(
         zone = await store.default_time_zone(session.account_id)
         return {"m": view, "zone": view.get("default_time_zone") or zone}
 
+    async def list_items(
+        session: Session, list_name: str, *, search: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The rows of a list as the templates show them, and the account's time zone."""
+        rows = await views.list_messages(
+            session.account_id,
+            list_name,
+            list(LISTS[list_name]),
+            search=search,
+            limit=limit,
+            offset=offset,
+        )
+        zone = await store.default_time_zone(session.account_id)
+        return [message_view(r).model_dump() for r in rows], zone
+
+    def row_page(
+        session: Session, list_name: str, context: dict[str, Any], **extra: Any
+    ) -> HTMLResponse:
+        """One row of a list as it is now; `moved` when its status belongs to another list."""
+        moved = LIST_OF.get(context["m"]["status"]) != list_name
+        return page(
+            "row.html", **base(session, list_name=list_name, moved=moved, **context, **extra)
+        )
+
     @router.get("/ui/{list_name}")
     async def message_list(request: Request, list_name: str) -> Response:
         if list_name not in LISTS:
@@ -326,26 +334,17 @@ def ui_routes(
             offset = max(0, int(request.query_params.get("offset", "0")))
         except ValueError:
             offset = 0
-        rows = await views.list_messages(
-            session.account_id,
-            list_name,
-            list(LISTS[list_name]),
-            search=q,
-            limit=PAGE + 1,
-            offset=offset,
-        )
-        zone = await store.default_time_zone(session.account_id)
-        items = [message_view(r).model_dump() for r in rows[:PAGE]]
+        items, zone = await list_items(session, list_name, search=q, limit=PAGE + 1, offset=offset)
         return page(
             "list.html",
             **base(
                 session,
                 list_name=list_name,
-                items=items,
+                items=items[:PAGE],
                 zone=zone,
                 q=q or "",
                 offset=offset,
-                next_offset=offset + PAGE if len(rows) > PAGE else None,
+                next_offset=offset + PAGE if len(items) > PAGE else None,
             ),
         )
 
@@ -359,16 +358,10 @@ def ui_routes(
         if list_name not in LISTS:
             return HTMLResponse("")
         shown = set(request.query_params.getlist("shown"))
-        rows = await views.list_messages(
-            session.account_id,
-            list_name,
-            list(LISTS[list_name]),
-            search=request.query_params.get("q") or None,
-            limit=PAGE,
-            offset=0,
+        first, zone = await list_items(
+            session, list_name, search=request.query_params.get("q") or None, limit=PAGE, offset=0
         )
-        zone = await store.default_time_zone(session.account_id)
-        items = [message_view(r).model_dump() for r in rows if str(r["message_id"]) not in shown]
+        items = [m for m in first if str(m["message_id"]) not in shown]
         if not items:
             return HTMLResponse("")
         return page("rows.html", **base(session, list_name=list_name, items=items, zone=zone))
@@ -382,9 +375,7 @@ def ui_routes(
         found = await views.message(session.account_id, message_id)
         if found is None or list_name not in LISTS:
             return HTMLResponse("")
-        context = await row_context(session, found)
-        moved = LIST_OF.get(context["m"]["status"]) != list_name
-        return page("row.html", **base(session, list_name=list_name, moved=moved, **context))
+        return row_page(session, list_name, await row_context(session, found))
 
     # ------------------------------------------------------------------ actions
 
@@ -402,11 +393,7 @@ def ui_routes(
                 # The row again, as it is now (its status changed under a stale menu), with
                 # the error next to its menu: it stays until the operator moves on.
                 context = await row_context(session, found)
-                moved = LIST_OF.get(context["m"]["status"]) != list_name
-                answer = page(
-                    "row.html",
-                    **base(session, list_name=list_name, moved=moved, error=error, **context),
-                )
+                answer = row_page(session, list_name, context, error=error)
                 answer.headers["HX-Retarget"] = f"#row-{message_id}"
                 answer.headers["HX-Reswap"] = "outerHTML"
                 return answer
@@ -630,7 +617,8 @@ def ui_routes(
         )
         view = message_view(found).model_dump()
         error = None
-        if view["status"] != "draft":
+        # The core's rule (which statuses take an EditDraft), said before the operator types.
+        if "EditDraft" not in ALLOWED_COMMANDS[MessageStatus(view["status"])]:
             error = (
                 f"This message is {STATUS_LABEL[view['status']].lower()}: only a draft can be "
                 "edited."

@@ -9,7 +9,7 @@ from typing import Any
 
 from core import ALLOWED_COMMANDS, MessageStatus, wall_clock
 
-__all__ = ["LIST_OF", "MENU", "Action", "actor_name", "menu", "plain_error"]
+__all__ = ["MENU", "Action", "actor_name", "menu", "plain_error"]
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,6 @@ MENU: tuple[Action, ...] = (
 BY_NAME = {a.name: a for a in MENU}
 BY_COMMAND = {a.command: a for a in MENU}
 
-#: Which list shows a status (discarded: none).
-LIST_OF: dict[str, str] = {
-    MessageStatus.DRAFT.value: "drafts",
-    MessageStatus.SCHEDULED.value: "scheduled",
-    MessageStatus.SENDING.value: "sent",
-    MessageStatus.PAUSED.value: "sent",
-    MessageStatus.CANCELED.value: "sent",
-    MessageStatus.SENT.value: "sent",
-}
 
 STATUS_LABEL = {
     "draft": "Draft",

@@ -15,9 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
-from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.common.pool import LazyPool
 from services.web.operators import hash_password, needs_rehash, verify_password
 
 __all__ = ["Session", "SignIn", "UiStore", "lockout", "new_token", "token_hash"]
@@ -67,30 +65,13 @@ class SignIn:
 WRONG = "Wrong email or password."
 
 
-class UiStore:
-    """Operators and sessions in Postgres, behind one lazily opened pool."""
+class UiStore(LazyPool):
+    """Operators and sessions in Postgres (migration 0009), behind one lazily opened pool."""
 
     def __init__(self, dsn: str, *, session_hours: float, lockout_after: int) -> None:
-        self.dsn = dsn
+        super().__init__(dsn, max_size=4)
         self.session_length = timedelta(hours=session_hours)
         self.lockout_after = lockout_after
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def pool(self) -> asyncpg.Pool:
-        async with self._lock:
-            if self._pool is None:
-                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
-                async with pool.acquire() as conn:
-                    await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
-                self._pool = pool
-            return self._pool
-
-    async def close(self) -> None:
-        async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
 
     async def sign_in(self, email: str, password: str) -> SignIn:
         pool = await self.pool()

@@ -6,6 +6,10 @@ own, as the admin principal the tests run as."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
+from bench.harness.processor import REPO_ROOT
 from schemas import Tick
 from services.common.kafka import client_options
 from services.common.kafka_admin import (
@@ -133,3 +138,35 @@ async def test_only_the_dispatcher_writes_events_results_and_sends(admin: Settin
         await write(delivery, topics.results)
     for topic in (topics.events, topics.results, topics.sends, topics.control):
         await write(dispatcher, topic)
+
+
+async def test_the_compose_setup_creates_scram_users_a_client_logs_in_with(
+    admin: Settings,
+) -> None:
+    """docker-compose.yml's kafka-setup feeds `NAME PASSWORD` lines to the admin CLI: each
+    user can then log in with SCRAM (here against the scripts' broker, as the admin)."""
+    names = [f"ctest-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    passwords = [new_password() for _ in names]
+    lines = "# the compose setup's users\n" + "".join(
+        f"{n} {p}\n" for n, p in zip(names, passwords, strict=True)
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.common.kafka_admin", "upsert-scram-users"],
+        input=lines,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": admin.kafka_bootstrap_servers,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"2 SCRAM users: {', '.join(names)}"
+    for name, password in zip(names, passwords, strict=True):
+        # Authenticated (no ACL of its own: it sees no topic, but the login succeeds).
+        assert await visible_topics(client_options(as_principal(admin, name, password))) == set()

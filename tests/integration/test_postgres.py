@@ -22,6 +22,8 @@ from services.common.migrations import (
     apply_migrations,
     load_migrations,
 )
+from services.common.pool import LazyPool
+from services.projections.views import MESSAGE_COLUMNS
 
 
 @pytest.fixture
@@ -160,3 +162,41 @@ def test_migration_files_must_follow_the_naming_scheme(tmp_path: Path) -> None:
     (tmp_path / "2_bad.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations(tmp_path)
+
+
+async def test_the_messages_view_table_has_exactly_the_row_columns(
+    database_url: str, schema: str
+) -> None:
+    # The store COPYs view_messages with MESSAGE_COLUMNS (the fields of MessageRow) and the
+    # reader selects them: the migrated table must hold exactly those columns.
+    conn = await connect(database_url, schema)
+    try:
+        await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = $1 AND table_name = 'view_messages'",
+            schema,
+        )
+    finally:
+        await conn.close()
+
+    assert {c["column_name"] for c in columns} == set(MESSAGE_COLUMNS)
+
+
+async def test_a_lazy_pool_opens_once_for_concurrent_first_uses_and_again_after_close(
+    database_url: str,
+) -> None:
+    stores = LazyPool(database_url, max_size=2)
+    try:
+        first, second = await asyncio.gather(stores.pool(), stores.pool())
+        assert first is second
+        assert await first.fetchval("SELECT count(*) FROM schema_migrations") == len(
+            load_migrations(MIGRATIONS_DIR)
+        )
+        await stores.close()
+        assert first.is_closing()  # the store's pool is closed by close() ...
+        again = await stores.pool()  # ... and the next use opens a new one
+        assert again is not first
+        assert await again.fetchval("SELECT 1") == 1
+    finally:
+        await stores.close()
