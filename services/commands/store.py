@@ -13,6 +13,7 @@ import asyncpg
 from services.commands.apikeys import account_for, set_time_zone, time_zone
 from services.commands.ports import Claim
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
+from services.common.pools import keep_session
 
 _COLUMNS = "fingerprint, command_id, message_id, response_status, response_body"
 
@@ -43,7 +44,9 @@ class PostgresStore:
     async def pool(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=8)
+                pool = await asyncpg.create_pool(
+                    self.dsn, min_size=1, max_size=16, reset=keep_session
+                )
                 async with pool.acquire() as conn:
                     await apply_migrations(conn, load_migrations(MIGRATIONS_DIR))
                 self._pool = pool

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from services.common.pools import keep_session
 from services.projections.views import MESSAGE_COLUMNS
 
 __all__ = ["ORDER", "PostgresViews"]
@@ -46,7 +47,10 @@ class PostgresViews:
     async def pool(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+                # No reset query on release (services/common/pools.py).
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=1, max_size=4, reset=keep_session
+                )
             return self._pool
 
     async def close(self) -> None:
@@ -98,6 +102,20 @@ class PostgresViews:
             account,
         )
         return found
+
+    async def sequences_of(self, keys: list[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
+        """The last sequence of many messages at once (the read API's waiting reads)."""
+        if not keys:
+            return {}
+        pool = await self.pool()
+        rows = await pool.fetch(
+            "SELECT m.account_id, m.message_id, m.last_sequence"
+            " FROM unnest($1::text[], $2::uuid[]) AS k(account_id, message_id)"
+            " JOIN view_messages m ON m.message_id = k.message_id AND m.account_id = k.account_id",
+            [account for account, _ in keys],
+            [message_id for _, message_id in keys],
+        )
+        return {(r["account_id"], r["message_id"]): int(r["last_sequence"]) for r in rows}
 
     async def recipients(
         self,
