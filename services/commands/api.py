@@ -45,6 +45,7 @@ from services.commands.bodies import (
     ScheduleBody,
 )
 from services.commands.errors import ERROR_RESPONSES, Problem, ProblemError
+from services.commands.fastjson import FastJsonRoute
 from services.commands.gateway import CommandRequest, Executor
 from services.commands.ids import command_id_for, created_message_id
 from services.commands.ports import IdempotencyStore
@@ -149,7 +150,9 @@ def command_routes(
     store: IdempotencyStore,
 ) -> APIRouter:
     """The /v1 command routes; `account` is the authentication dependency."""
-    router = APIRouter(prefix="/v1", tags=["messages"], responses=ERROR_RESPONSES)
+    router = APIRouter(
+        prefix="/v1", tags=["messages"], responses=ERROR_RESPONSES, route_class=FastJsonRoute
+    )
     Account = Annotated[str, Depends(account)]
     # Header values are text like any other input (schemas/text.py): one line, or a 422 naming
     # the header (HTTP itself lets a TAB through).
@@ -216,7 +219,7 @@ def command_routes(
                 correlation_id=who.correlation_id,
                 method=who.method,
                 path=who.path(command.message_id),
-                body=body.model_dump(mode="json"),
+                body=body,  # fingerprinted as its canonical JSON (ids.fingerprint)
                 command=command,
                 created=created,
                 new_message_id=new_message_id(command_id) if new_message_id else None,
