@@ -51,6 +51,9 @@ NAMES = (
     "planner",
     "memory_per_recipient",
     "growth",
+    "rest_intake",
+    "csv_import",
+    "recipients_page",
 )
 
 FIGURE_KEYS = ("value", "unit", "ceiling", "ratio", "target", "sizes", "runs")

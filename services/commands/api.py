@@ -45,7 +45,6 @@ from services.commands.bodies import (
     ScheduleBody,
 )
 from services.commands.errors import ERROR_RESPONSES, Problem, ProblemError
-from services.commands.fastjson import FastJsonRoute
 from services.commands.gateway import CommandRequest, Executor
 from services.commands.ids import command_id_for, created_message_id
 from services.commands.ports import IdempotencyStore
@@ -150,9 +149,7 @@ def command_routes(
     store: IdempotencyStore,
 ) -> APIRouter:
     """The /v1 command routes; `account` is the authentication dependency."""
-    router = APIRouter(
-        prefix="/v1", tags=["messages"], responses=ERROR_RESPONSES, route_class=FastJsonRoute
-    )
+    router = APIRouter(prefix="/v1", tags=["messages"], responses=ERROR_RESPONSES)
     Account = Annotated[str, Depends(account)]
     # Header values are text like any other input (schemas/text.py): one line, or a 422 naming
     # the header (HTTP itself lets a TAB through).

@@ -12,8 +12,6 @@ from uuid import UUID, uuid4, uuid5
 import orjson
 from pydantic import BaseModel
 
-from services.commands.fastjson import loads
-
 __all__ = ["ID_NAMESPACE", "command_id_for", "created_message_id", "fingerprint"]
 
 # Command ids and new message ids are derived from (account, Idempotency-Key) in this namespace,
@@ -39,10 +37,10 @@ def fingerprint(method: str, path: str, body: Any) -> str:
 
     Canonical: keys sorted, no spaces, UTF-8 (orjson; the same bytes as the standard library's
     `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)` except a float's
-    exponent, `1e-7` for `1e-07`). A model is dumped by pydantic's serializer and re-read by
-    orjson: for a chunk of 10,000 contacts a tenth of the CPU of a Python dump and encode."""
+    exponent, `1e-7` for `1e-07`; an integer past 64 bits goes to the standard library): for a
+    chunk of 10,000 contacts a tenth of the CPU of the standard library's sorted dump."""
     if isinstance(body, BaseModel):
-        body = loads(body.model_dump_json().encode())
+        body = body.model_dump(mode="json")
     try:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:  # an integer past 64 bits: the standard library's bytes

@@ -1,5 +1,5 @@
-"""The API's fast wire paths read and fingerprint bodies exactly as the slower ones did
-(services/commands/fastjson.py, services/commands/ids.py; docs/api.md "Latency")."""
+"""The idempotency fingerprint's canonical JSON by orjson is the one stored rows hold
+(services/commands/ids.py; docs/api.md "Latency")."""
 
 from __future__ import annotations
 
@@ -7,52 +7,11 @@ import hashlib
 import json
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.commands.bodies import AddRecipientsBody
-from services.commands.fastjson import FastJsonRequest
 from services.commands.ids import fingerprint
-
-
-def _request(body: bytes) -> FastJsonRequest:
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
-    return FastJsonRequest(scope, receive)
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b'{"contacts": [{"contact_id": "c1", "email": "a@example.org"}]}',
-        b'{"n": 123456789012345678901234567890}',  # past 64 bits: only json reads it
-        b'{"x": NaN, "y": Infinity}',  # not JSON, but json.loads reads it
-        b'{"s": "\\ud800"}',  # an escaped lone surrogate
-        b'{"a": 1, "a": 2}',  # the last one wins, as before
-    ],
-)
-async def test_a_body_reads_as_the_standard_library_reads_it(body: bytes) -> None:
-    read = await _request(body).json()
-    expected = json.loads(body)
-    assert json.dumps(read, sort_keys=True) == json.dumps(expected, sort_keys=True)
-
-
-@pytest.mark.parametrize("body", [b'{"contacts": [', b"{'single': 1}", b'{"a": 1,}', b"\xff"])
-async def test_a_malformed_body_fails_with_the_standard_librarys_error(body: bytes) -> None:
-    with pytest.raises(ValueError) as fast:
-        await _request(body).json()
-    with pytest.raises(ValueError) as slow:
-        json.loads(body)
-    assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
 
 
 def _old_fingerprint(method: str, path: str, body: Any) -> str:
