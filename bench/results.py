@@ -40,7 +40,6 @@ NAMES = (
     "command_commit_p99",
     "command_visible_p99",
     "command_max_rate",
-    "import",
     "pause_reaction",
     "pause_mails_after",
     "cancel_reaction",
@@ -52,6 +51,9 @@ NAMES = (
     "planner",
     "memory_per_recipient",
     "growth",
+    "rest_intake",
+    "csv_import",
+    "recipients_page",
 )
 
 FIGURE_KEYS = ("value", "unit", "ceiling", "ratio", "target", "sizes", "runs")

@@ -7,4 +7,4 @@ from services.common.settings import Settings
 
 settings = Settings()
 configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
-run_http_service(create_app(settings), settings.bind_host, settings.commands_port)
+run_http_service(create_app(settings), settings.bind_host, settings.commands_port, fast=True)

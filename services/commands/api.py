@@ -216,7 +216,7 @@ def command_routes(
                 correlation_id=who.correlation_id,
                 method=who.method,
                 path=who.path(command.message_id),
-                body=body.model_dump(mode="json"),
+                body=body,  # fingerprinted as its canonical JSON (ids.fingerprint)
                 command=command,
                 created=created,
                 new_message_id=new_message_id(command_id) if new_message_id else None,

@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas.values import TimeZoneName
 from services.commands.api import command_routes
@@ -59,6 +61,43 @@ BACKGROUND_WAIT_S = 600.0
 
 # Request bodies read as a stream in pieces (CSV imports), exempt from the body size limit.
 STREAMED_SUFFIXES = ("/imports", "/audience/upload")
+
+
+NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+
+
+class BodyLimit:
+    """A body larger than the largest record cannot become a command: refused (413) before it
+    is read (requests without Content-Length are bounded by the record check). A CSV upload is
+    streamed, never held whole, and is exempt. Pure ASGI middleware, not `BaseHTTPMiddleware`
+    (whose task group and memory streams per request cost more CPU than the command itself)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("path", "").endswith(STREAMED_SUFFIXES):
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    length = value.decode("latin-1")
+                    if length.isdigit() and int(length) > self.max_bytes:
+                        refused = problem_response(
+                            Problem(
+                                code="too_large",
+                                message=f"the request body is {length} bytes; at most "
+                                f"{self.max_bytes} are accepted: send smaller chunks",
+                            )
+                        )
+                        await refused(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
 
 
 async def _nothing() -> None:
@@ -144,28 +183,14 @@ def create_app(
         # /docs is served from the service's own files (services/web/app.py); no ReDoc (CDN).
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks: nothing here collects traces or metrics, and
+        # asking whether anything does costs every request a lookup of the environment.
+        telemetry=NO_TELEMETRY,
     )
     install_error_handlers(app)
     install_security_headers(app)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # A body larger than the largest record cannot become a command: refuse it before
-        # reading it (requests without Content-Length are bounded by the record check).
-        length = request.headers.get("content-length", "")
-        if request.url.path.endswith(STREAMED_SUFFIXES):
-            return await call_next(request)  # a CSV upload is streamed, never held whole
-        if length.isdigit() and int(length) > settings.max_record_bytes:
-            return problem_response(
-                Problem(
-                    code="too_large",
-                    message=f"the request body is {length} bytes; at most "
-                    f"{settings.max_record_bytes} are accepted: send smaller chunks",
-                )
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_record_bytes)
 
     @app.get(
         "/health",

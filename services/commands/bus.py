@@ -146,7 +146,7 @@ class KafkaCommandBus:
         if not waiting:
             self._waiters.pop(command_id, None)
 
-    async def publish(self, record: CommandRecord) -> None:
+    async def publish(self, record: CommandRecord, value: bytes | None = None) -> None:
         if not self._ready.is_set():
             try:
                 await asyncio.wait_for(self._ready.wait(), self.settings.command_wait_s)
@@ -155,6 +155,6 @@ class KafkaCommandBus:
         assert self._producer is not None
         await self._producer.send_and_wait(
             self.topics.commands,
-            value=record.model_dump_json().encode(),
+            value=value if value is not None else record.model_dump_json().encode(),
             key=str(record.command.message_id).encode(),
         )

@@ -128,7 +128,7 @@ class Executor:
         # repeat with its first result.
         future = self.bus.expect(command.command_id)  # before publishing: never miss the result
         try:
-            await self.bus.publish(record)
+            await self.bus.publish(record, value)
         except Exception as error:
             self.bus.forget(command.command_id, future)
             log.warning(

@@ -9,6 +9,9 @@ import json
 from typing import Any, Literal
 from uuid import UUID, uuid4, uuid5
 
+import orjson
+from pydantic import BaseModel
+
 __all__ = ["ID_NAMESPACE", "command_id_for", "created_message_id", "fingerprint"]
 
 # Command ids and new message ids are derived from (account, Idempotency-Key) in this namespace,
@@ -29,7 +32,19 @@ def created_message_id(command_id: UUID, kind: Literal["create", "copy"]) -> UUI
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:
-    """sha256 of the method, the path and the canonical JSON of the validated body: what makes
-    two requests with one Idempotency-Key the same request."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+    """sha256 of the method, the path and the canonical JSON of the validated body (a model, or
+    its JSON-mode dump): what makes two requests with one Idempotency-Key the same request.
+
+    Canonical: keys sorted, no spaces, UTF-8 (orjson; the same bytes as the standard library's
+    `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)` except a float's
+    exponent, `1e-7` for `1e-07`; an integer past 64 bits goes to the standard library): for a
+    chunk of 10,000 contacts a tenth of the CPU of the standard library's sorted dump."""
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="json")
+    try:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # an integer past 64 bits: the standard library's bytes
+        canonical = json.dumps(
+            body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    return hashlib.sha256(f"{method} {path}\n".encode() + canonical).hexdigest()

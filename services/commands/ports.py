@@ -42,8 +42,9 @@ class CommandBus(Protocol):
         """Stop waiting (a wait that gave up)."""
         ...
 
-    async def publish(self, record: CommandRecord) -> None:
-        """Publish to `<prefix>.commands`, keyed by the message id; returns once acknowledged."""
+    async def publish(self, record: CommandRecord, value: bytes | None = None) -> None:
+        """Publish to `<prefix>.commands`, keyed by the message id; returns once acknowledged.
+        `value`: the record already encoded (the gateway encodes it once to check its size)."""
         ...
 
 

@@ -35,7 +35,7 @@ class PostgresStore(LazyPool):
     """
 
     def __init__(self, dsn: str) -> None:
-        super().__init__(dsn, max_size=8)
+        super().__init__(dsn, max_size=16)
 
     async def account_for(self, key: str) -> str | None:
         return await account_for(await self.pool(), key)

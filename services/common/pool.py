@@ -15,7 +15,14 @@ import asyncpg
 
 from services.common.migrations import MIGRATIONS_DIR, apply_migrations, load_migrations
 
-__all__ = ["LazyPool"]
+__all__ = ["LazyPool", "keep_session"]
+
+
+async def keep_session(_: asyncpg.Connection) -> None:
+    """A pool's `reset`: nothing. asyncpg's default sends a reset query (UNLISTEN, RESET ALL,
+    advisory unlock) each time a connection goes back to the pool: one more round trip for
+    every query, and these pools' connections hold no session state (the migrations release
+    their advisory lock themselves). An open transaction is still rolled back by asyncpg."""
 
 
 class LazyPool:
@@ -36,7 +43,9 @@ class LazyPool:
     async def pool(self) -> asyncpg.Pool:
         async with self._lock:
             if self._pool is None:
-                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size)
+                pool = await asyncpg.create_pool(
+                    self.dsn, min_size=1, max_size=self.max_size, reset=keep_session
+                )
                 if self.migrate:
                     try:
                         async with pool.acquire() as conn:

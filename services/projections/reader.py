@@ -86,6 +86,20 @@ class PostgresViews(LazyPool):
         )
         return found
 
+    async def sequences_of(self, keys: list[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
+        """The last sequence of many messages at once (the read API's waiting reads)."""
+        if not keys:
+            return {}
+        pool = await self.pool()
+        rows = await pool.fetch(
+            "SELECT m.account_id, m.message_id, m.last_sequence"
+            " FROM unnest($1::text[], $2::uuid[]) AS k(account_id, message_id)"
+            " JOIN view_messages m ON m.message_id = k.message_id AND m.account_id = k.account_id",
+            [account for account, _ in keys],
+            [message_id for _, message_id in keys],
+        )
+        return {(r["account_id"], r["message_id"]): int(r["last_sequence"]) for r in rows}
+
     async def recipients(
         self,
         account: str,

@@ -73,7 +73,7 @@ class FakeBus:
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
 
-    async def publish(self, record: CommandRecord) -> None:
+    async def publish(self, record: CommandRecord, value: bytes | None = None) -> None:
         if self.down:
             raise BusDownError("no broker")
         self.published.append(record)

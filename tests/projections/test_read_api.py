@@ -68,6 +68,10 @@ class FakeViews:
         row = self._row(account, message_id)
         return None if row is None else int(row["last_sequence"])
 
+    async def sequences_of(self, keys: list[tuple[str, UUID]]) -> dict[tuple[str, UUID], int]:
+        found = {key: await self.sequence_of(*key) for key in keys}
+        return {key: seen for key, seen in found.items() if seen is not None}
+
     async def recipients(
         self,
         account: str,
