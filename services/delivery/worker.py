@@ -235,6 +235,8 @@ class DeliveryWorker:
         self.stalls = 0
         self.fence = FenceReader(settings, topics)
         self._stop: asyncio.Event | None = None
+        # Per partition: the outcome write in flight (see _deliver).
+        self._recording: dict[int, asyncio.Task[None]] = {}
         # Per partition: send ids of claims whose answer was lost (see _claim).
         self._unsure: dict[int, set[str]] = {}
         self._lock = self.ownership.lock
@@ -503,10 +505,17 @@ class DeliveryWorker:
                     await self._deliver(owned, chunk)
                     chunk = []
             await self._deliver(owned, chunk)
+            await self._recorded(tp.partition)
         except FencedError as error:
+            await self._recorded(tp.partition, quiet=True)
             log.warning("fenced: another worker owns the partition", error=str(error))
             await self.ownership.fenced_out(tp.partition)
             return tp, None
+        except BaseException:
+            # The chunk before still writes its outcomes (its mails are out) before the error
+            # goes on: nothing of this partition is left running.
+            await self._recorded(tp.partition, quiet=True)
+            raise
         owned.next_offset = records[-1].offset + 1
         return tp, owned.next_offset
 
@@ -545,7 +554,25 @@ class DeliveryWorker:
             outcome_for(str(send.send_id), answer, 0, self.settings, raw)
             for (send, raw), answer in zip(todo, answers, strict=True)
         ]
-        await self._record(owned, outcomes)
+        # The outcomes are written while the next chunk is claimed and handed over (the pool
+        # would sit idle during the write otherwise: a chunk's ledger writes cost about as much
+        # as its SMTP conversations). One write in flight per partition at most, so a crash
+        # leaves at most two chunks claimed without an outcome; the offset is committed only
+        # after the last write (`_recorded`).
+        await self._recorded(owned.number)
+        self._recording[owned.number] = asyncio.create_task(self._record(owned, outcomes))
+
+    async def _recorded(self, number: int, *, quiet: bool = False) -> None:
+        """Wait for the partition's outcome write in flight (``quiet``: its failure is not
+        raised, for a partition that is failing already)."""
+        task = self._recording.pop(number, None)
+        if task is None:
+            return
+        if quiet:
+            with contextlib.suppress(Exception):
+                await task
+        else:
+            await task
 
     async def _hand_off(self, send: SendRecord) -> Answer:
         """One send's answer; never raises for anything the send brings (its content, address,

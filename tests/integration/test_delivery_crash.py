@@ -37,7 +37,7 @@ async def test_sigkill_of_dispatcher_and_delivery_loses_and_duplicates_nothing(
     delivered, the delivery worker at 6,000, both at 10,000 and the worker again at 14,000, each
     restarted at once, then the message is sent; the sink holds no second copy of any mail; every
     contact is in the ledger, delivered (and at the sink) or unknown (claimed when its worker
-    died: at most one claim chunk per partition per kill, never sent again); and no contact was
+    died: at most two claim chunks per partition per kill, never sent again); and no contact was
     released twice."""
     dispatcher = stack.spawn_dispatcher()
     worker = stack.spawn_delivery()

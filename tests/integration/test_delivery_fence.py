@@ -209,7 +209,7 @@ async def test_sigkill_of_the_worker_right_after_the_fence_and_of_the_dispatcher
     returned its first sends (right after the fence), and the dispatcher too, both restarted,
     and then the message is resumed (and the worker killed once more while it re-sends), then
     the message is sent and no contact has two mails: every contact is delivered (one mail) or
-    unknown (claimed by a killed worker: at most one claim chunk per partition per kill)."""
+    unknown (claimed by a killed worker: at most two claim chunks per partition per kill)."""
     dispatcher = stack.spawn_dispatcher()
     worker = stack.spawn_delivery(SMTP_POOL_SIZE=str(POOL))
     message = ids()
