@@ -3,9 +3,10 @@ authentication and account isolation as the commands. Another account's message 
 exactly like an unknown one.
 
 Read-your-writes: a command's answer carries the message's `sequence`; pass it as
-`min_sequence` and the read waits (up to `wait_s`) until the view has caught up with it, or
-answers 504 `not_caught_up` with the sequence the view is at; a message the view does not hold
-at all by then answers 404, like an unknown one.
+`min_sequence` (the lists: `wait_for=<message_id>:<sequence>`) and the read waits (up to
+`wait_s`) until the view has caught up with it, or answers 409 `not_caught_up` with the sequence
+the view is at (the view is not yet at the state asked for: retry; not a 5xx, nothing failed); a
+message the view does not hold at all by then answers 404, like an unknown one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
@@ -35,6 +36,11 @@ PG_INT_MAX = 2**31 - 1
 MAX_WAIT_S = 30.0
 DEFAULT_WAIT_S = 5.0
 _POLL_S = 0.05
+#: `wait_for` of the lists: a message id and one of its sequences (at most 9 digits, so always
+#: inside `PG_INT_MAX`).
+WAIT_FOR_PATTERN = (
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[1-9][0-9]{0,8}$"
+)
 
 ListName = Literal["sent", "scheduled", "drafts"]
 
@@ -197,7 +203,7 @@ def message_view(row: dict[str, Any]) -> MessageView:
 
 
 NOT_CAUGHT_UP: dict[int | str, dict[str, Any]] = {
-    504: {
+    409: {
         "model": ErrorBody,
         "description": "`not_caught_up`: the view holds the message but did not reach "
         "`min_sequence` in time (a message the view does not hold at all answers 404)",
@@ -223,6 +229,16 @@ def read_routes(
             "of the message (a command's answer carries it)",
         ),
     ]
+    # The lists' read-your-writes: one parameter naming the message and its sequence, so the
+    # document states the rule (a sequence alone names nothing to wait for).
+    WaitFor = Annotated[
+        str | None,
+        Query(
+            pattern=WAIT_FOR_PATTERN,
+            description="read-your-writes: `<message_id>:<sequence>`, wait until the view "
+            "includes this sequence of the message (a command's answer carries both)",
+        ),
+    ]
     default_wait = min(DEFAULT_WAIT_S, max_wait_s)
     WaitS = Annotated[
         float, Query(gt=0, le=max_wait_s, description="how long to wait for `min_sequence`")
@@ -231,7 +247,7 @@ def read_routes(
     async def caught_up(
         who: str, message_id: UUID, min_sequence: int | None, wait_s: float
     ) -> None:
-        """Wait until the view of the message has `min_sequence` (504 when it has not in time,
+        """Wait until the view of the message has `min_sequence` (409 when it has not in time,
         404 when the view holds nothing of it by then). Unknown and other accounts' messages
         wait like a message not projected yet and then answer the same 404: the answer
         says nothing about whether it exists."""
@@ -271,16 +287,12 @@ def read_routes(
             q: Annotated[SearchText, Query(max_length=200, description="name contains")] = None,
             limit: Annotated[int, Query(ge=1, le=200)] = 50,
             offset: Annotated[int, Query(ge=0, le=PG_INT_MAX)] = 0,
-            message_id: Annotated[
-                UUID | None, Query(description="with `min_sequence`: the message to wait for")
-            ] = None,
-            min_sequence: MinSequence = None,
+            wait_for: WaitFor = None,
             wait_s: WaitS = default_wait,
         ) -> MessageList:
-            if min_sequence is not None:
-                if message_id is None:
-                    raise HTTPException(422, "min_sequence needs message_id")
-                await caught_up(who, message_id, min_sequence, wait_s)
+            if wait_for is not None:
+                message_id, sequence = wait_for.split(":")
+                await caught_up(who, UUID(message_id), int(sequence), wait_s)
             statuses = [str(s) for s in status] if status else list(allowed)
             if any(s not in allowed for s in statuses):
                 raise HTTPException(422, f"status: the {view} list shows {', '.join(allowed)}")

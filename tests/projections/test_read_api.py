@@ -239,7 +239,7 @@ async def test_reads_need_a_key(client: httpx.AsyncClient, world: Any) -> None:
         assert answer.status_code == 401
 
 
-async def test_read_your_writes_waits_for_the_sequence_or_answers_504_or_404(
+async def test_read_your_writes_waits_for_the_sequence_or_answers_409_or_404(
     client: httpx.AsyncClient, world: Any
 ) -> None:
     _, ids = world
@@ -254,10 +254,17 @@ async def test_read_your_writes_waits_for_the_sequence_or_answers_504_or_404(
         f"/v1/messages/{ids['theirs']}", params={"min_sequence": 1, "wait_s": 0.2}
     )
     unknown = await client.get(f"/v1/messages/{uuid4()}", params={"min_sequence": 1, "wait_s": 0.2})
-    listed = await client.get("/v1/views/sent", params={"message_id": str(m), "min_sequence": last})
+    listed = await client.get("/v1/views/sent", params={"wait_for": f"{m}:{last}"})
+    listed_ahead = await client.get(
+        "/v1/views/sent", params={"wait_for": f"{m}:{last + 1}", "wait_s": 0.2}
+    )
+    # The lists' wait names the message and the sequence in one parameter: a sequence alone
+    # (the old `min_sequence` without `message_id`) is not a parameter of the lists.
+    half = await client.get("/v1/views/sent", params={"wait_for": str(last)})
 
     assert reached.status_code == 200
-    assert ahead.status_code == 504
+    # Not a 5xx: nothing failed, the view is not yet at the state asked for (retry).
+    assert ahead.status_code == 409
     assert ahead.json()["detail"]["code"] == "not_caught_up"
     assert ahead.json()["detail"]["sequence"] == last
     # A message the view does not hold answers 404 after the wait, not 504; another account's
@@ -265,6 +272,9 @@ async def test_read_your_writes_waits_for_the_sequence_or_answers_504_or_404(
     assert unknown.status_code == 404 and unknown.json()["detail"]["code"] == "not_found"
     assert theirs.status_code == 404 and theirs.json() == unknown.json()
     assert listed.status_code == 200
+    assert listed_ahead.status_code == 409
+    assert listed_ahead.json()["detail"]["code"] == "not_caught_up"
+    assert half.status_code == 422 and half.json()["detail"]["field"] == "wait_for"
 
 
 async def test_the_openapi_document_lists_the_read_routes(client: httpx.AsyncClient) -> None:
