@@ -13,7 +13,8 @@ message the view does not hold at all by then answers 404, like an unknown one.
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
@@ -21,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AfterValidator, BaseModel, Field
 
 from core import MessageStatus, RecipientStatus
-from core.views import LISTS, not_sent_reason, remaining_count
+from core.views import LISTS, ZoneTime, not_sent_reason, remaining_count, zones_to_skip
 from schemas.text import ONE_LINE, UnsafeTextError
 from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
 
@@ -102,6 +103,12 @@ class ActorView(BaseModel):
     display_name: str | None = Field(default=None, description="an operator's name (web UI)")
 
 
+class ZoneTimeView(BaseModel):
+    zone: str
+    due_at: datetime
+    pending: int
+
+
 class MessageView(BaseModel):
     """One message as the lists and its details page show it."""
 
@@ -143,12 +150,30 @@ class MessageView(BaseModel):
     removed: int
     excluded: int
     unknown: int
-    remaining: int = Field(description="still to go: pending and in flight (canceled: in flight)")
+    remaining: int = Field(
+        description="not sent (yet): pending and in flight; of a canceled message the "
+        "recipients its list shows as not sent (pending, `reason: canceled`) and in flight"
+    )
     current_batch: int | None
     batch_remaining: int | None
     next_batch_at: datetime | None
     zones_pending: list[str] | None
     zones_done: list[str] | None
+    first_release_at: datetime | None = Field(
+        default=None,
+        description="when it really starts releasing: recipient_timezone, the first zone of "
+        "the audience to reach the send time (`send_at` is the send time in the account's "
+        "zone); else the send time",
+    )
+    zone_times: list[ZoneTimeView] | None = Field(
+        default=None,
+        description="recipient_timezone: each zone's due time and pending count, first due first",
+    )
+    zones_to_skip: list[str] | None = Field(
+        default=None,
+        description="paused under the skip policy: the zones a resume now would skip (pending, "
+        "due since the pause)",
+    )
     last_sequence: int = Field(description="the sequence of the last event the view includes")
     updated_at: datetime
 
@@ -166,7 +191,9 @@ class RecipientView(BaseModel):
     time_zone: str | None
     state: RecipientStatus
     reason: str | None = Field(
-        description="failed/skipped: why; pending in a canceled message: `canceled`"
+        description="failed/skipped/excluded: why; pending in a canceled message: `canceled`; "
+        "released and waiting to be tried again after a transient (4xx) refusal: "
+        "`retrying after: <the last refusal>`"
     )
     batch: int | None
     added_at: datetime
@@ -196,10 +223,32 @@ class HistoryPage(BaseModel):
     next_after: int | None
 
 
-def message_view(row: dict[str, Any]) -> MessageView:
+def message_view(row: dict[str, Any], now: datetime | None = None) -> MessageView:
+    """One row of the messages view as the API shows it; ``now`` (the shell's clock, by default
+    the current time) decides which zones a resume now would skip."""
     remaining = remaining_count(row["status"], row["pending"], row["released"])
-    data = {k: v for k, v in row.items() if k != "account_id"}
-    return MessageView(**data, remaining=remaining)
+    data = {k: v for k, v in row.items() if k not in ("account_id", "zone_times")}
+    times = (
+        None
+        if row.get("zone_times") is None
+        else [
+            ZoneTime(z["zone"], datetime.fromisoformat(z["due_at"]), int(z["pending"]))
+            for z in row["zone_times"]
+        ]
+    )
+    skip = zones_to_skip(
+        row["status"],
+        row["missed_zone_policy"],
+        row["paused_at"],
+        times,
+        now if now is not None else datetime.now(UTC),
+    )
+    return MessageView(
+        **data,
+        remaining=remaining,
+        zone_times=None if times is None else [ZoneTimeView(**asdict(z)) for z in times],
+        zones_to_skip=skip,
+    )
 
 
 NOT_CAUGHT_UP: dict[int | str, dict[str, Any]] = {
@@ -378,10 +427,16 @@ def read_routes(
         )
         items = []
         for row in rows[:limit]:
-            reason = not_sent_reason(row["state"], row["reason"], row["message_status"])
+            reason = not_sent_reason(
+                row["state"], row["reason"], row["message_status"], row.get("refusal")
+            )
             items.append(
                 RecipientView(
-                    **{k: v for k, v in row.items() if k not in ("message_status", "reason")},
+                    **{
+                        k: v
+                        for k, v in row.items()
+                        if k not in ("message_status", "reason", "refusal")
+                    },
                     reason=reason,
                 )
             )

@@ -31,7 +31,14 @@ from uuid import UUID
 
 from core import MessageState, RecipientStatus, evolve
 from core.book import Entry
-from core.views import LISTS, audience_count, next_batch_at, zones
+from core.views import (
+    LISTS,
+    audience_count,
+    first_release_at,
+    next_batch_at,
+    zone_times,
+    zones,
+)
 from schemas import (
     Actor,
     DraftCreated,
@@ -106,6 +113,9 @@ MESSAGE_COLUMNS: tuple[str, ...] = (
     "zones_done",
     "last_sequence",
     "updated_at",
+    # recipient_timezone: the first zone's due time and each zone's (migration 0012).
+    "first_release_at",
+    "zone_times",
 )
 
 RECIPIENT_COLUMNS: tuple[str, ...] = (
@@ -325,6 +335,21 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
         None if zones_done is None else [storable(z) for z in zones_done],
         state.version,
         updated_at,
+        first_release_at(state),
+        _zone_times_json(state),
+    )
+
+
+def _zone_times_json(state: MessageState) -> str | None:
+    times = zone_times(state)
+    if times is None:
+        return None
+    return json.dumps(
+        [
+            {"zone": storable(z.zone), "due_at": z.due_at.isoformat(), "pending": z.pending}
+            for z in times
+        ],
+        separators=(",", ":"),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from bench.harness.histories import Simulator, contacts
-from schemas import Actor, CancelMessage, DeliveryPlan, RecipientsReleased
+from schemas import Actor, CancelMessage, DeliveryPlan, RecipientsReleased, ScheduleMessage
 from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
 from services.projections.reader import ORDER
@@ -35,7 +36,7 @@ class FakeViews:
         if row is None or row["account_id"] != account:
             return None
         out = dict(row)
-        for name in ("created_by", "paused_by", "canceled_by"):
+        for name in ("created_by", "paused_by", "canceled_by", "zone_times"):
             if out[name] is not None:
                 out[name] = json.loads(out[name])
         return out
@@ -161,7 +162,8 @@ async def test_each_list_shows_its_statuses(client: httpx.AsyncClient, world: An
     by_id = {i["message_id"]: i for i in sent["items"]}
     sending = by_id[str(ids["sending"])]
     assert (sending["delivered"], sending["failed"], sending["remaining"]) == (1, 1, 3)
-    assert by_id[str(ids["canceled"])]["remaining"] == 0
+    # Its two pending recipients are listed "not sent: canceled": remaining says the same.
+    assert by_id[str(ids["canceled"])]["remaining"] == 2
 
 
 async def test_lists_page_and_filter(client: httpx.AsyncClient, world: Any) -> None:
@@ -338,3 +340,68 @@ async def test_a_405_lists_every_method_of_a_path_served_by_two_routers(
     assert answer.status_code == 405
     # GET comes from the read API, PATCH from the command routes.
     assert {m.strip() for m in answer.headers["allow"].split(",")} >= {"GET", "PATCH"}
+
+
+async def test_a_recipient_timezone_message_shows_its_zones_due_times_and_first_release() -> None:
+    sim = Simulator(zone="Europe/Berlin")
+    message = sim.create(plan=DeliveryPlan(mode="recipient_timezone", missed_zone_policy="skip"))
+    sim.add(message, contacts(3, zones=("Asia/Tokyo", "America/New_York", None)))
+    local = datetime(2030, 1, 16, 9, 0)
+    sim.run(ScheduleMessage(command_id=sim.new_id(), message_id=message, send_at_local=local))
+    views = FakeViews(project(sim.events))
+    app = create_app(
+        Settings(),
+        Adapters(bus=FakeBus(), store=FakeStore(), keys=FakeKeys(KEYS), views=views),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+    ):
+        answer = await c.get(f"/v1/messages/{message}", headers={"Authorization": "Bearer key-a"})
+
+    shown = answer.json()
+    assert answer.status_code == 200, answer.text
+    # Beside the send time in the account's zone, when each zone goes and how many are left.
+    assert shown["send_at"] == "2030-01-16T08:00:00Z"
+    assert shown["first_release_at"] == "2030-01-16T00:00:00Z"
+    assert shown["zone_times"] == [
+        {"zone": "Asia/Tokyo", "due_at": "2030-01-16T00:00:00Z", "pending": 1},
+        {"zone": "Europe/Berlin", "due_at": "2030-01-16T08:00:00Z", "pending": 1},
+        {"zone": "America/New_York", "due_at": "2030-01-16T14:00:00Z", "pending": 1},
+    ]
+    assert shown["zones_to_skip"] is None  # not paused
+
+
+async def test_a_released_recipient_waiting_for_a_retry_shows_the_last_refusal() -> None:
+    sim = Simulator()
+    message = sim.create(plan=DeliveryPlan(release_rate=1))
+    sim.add(message, contacts(3))
+    sim.send_now(message)
+    sim.tick()  # starts and releases c0, which delivery has not settled
+    tables = project(sim.events)
+    released = "c0"
+    assert tables.recipients[(message, released)]["state"] == "released"
+
+    class Deferred(FakeViews):
+        async def recipients(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            rows = await super().recipients(*args, **kwargs)
+            # What the Postgres reader joins from the delivery ledger (a deferred send).
+            return [
+                {**r, "refusal": "451 4.7.1 try later" if r["contact_id"] == released else None}
+                for r in rows
+            ]
+
+    app = create_app(
+        Settings(),
+        Adapters(bus=FakeBus(), store=FakeStore(), keys=FakeKeys(KEYS), views=Deferred(tables)),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+    ):
+        answer = await c.get(
+            f"/v1/messages/{message}/recipients", headers={"Authorization": "Bearer key-a"}
+        )
+
+    reasons = {r["contact_id"]: r["reason"] for r in answer.json()["items"]}
+    assert reasons == {"c0": "retrying after: 451 4.7.1 try later", "c1": None, "c2": None}
