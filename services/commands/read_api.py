@@ -401,7 +401,12 @@ def read_routes(
             bool, Query(description="who did not get it: every state but delivered")
         ] = False,
         after: Annotated[
-            ContactCursor, Query(description="the last contact id of the previous page")
+            ContactCursor,
+            Query(
+                description="the last contact id of the previous page",
+                # The rule of `_no_nul`, in the document (its own message stays the answer's).
+                json_schema_extra={"pattern": "^[^\\u0000]*$"},
+            ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         q: Annotated[

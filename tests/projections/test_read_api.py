@@ -5,6 +5,7 @@ Postgres: tests/integration/test_projections.py."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -310,6 +311,21 @@ async def test_a_nul_or_control_character_in_a_query_parameter_is_422_naming_it(
     answer = await client.get(path.format(m=m["sending"]), params=params)
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"]["field"] == field
+
+
+async def test_the_recipients_cursor_states_its_no_nul_rule_in_the_document(
+    client: httpx.AsyncClient,
+) -> None:
+    """A schema-valid `after` is accepted: the NUL the reader refuses is refused by the
+    document's pattern too (schemathesis found the gap in a longer run)."""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    [after] = [
+        p
+        for p in paths["/v1/messages/{message_id}/recipients"]["get"]["parameters"]
+        if p["name"] == "after"
+    ]
+    pattern = after["schema"]["pattern"]
+    assert re.match(pattern, "c\x07é") and not re.match(pattern, "c\x00")
 
 
 async def test_numbers_past_postgres_integer_range_are_422_naming_the_parameter(
