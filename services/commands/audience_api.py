@@ -14,9 +14,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import Actor
+from schemas.text import ONE_LINE
 from schemas.values import ContactId, EmailAddress
 from services.commands.audiences import MAX_TEST_ADDRESSES, STATES, AudienceService
 from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
+
+QueryText = Annotated[str, ONE_LINE] | None
 
 
 class TestAddressBody(BaseModel):
@@ -113,7 +116,20 @@ def audience_routes(
         "Header row: contact id, email, optional time zone (recognised spellings, or "
         "`map_contact_id` / `map_email` / `map_time_zone` name the columns); other columns "
         "become merge attributes. The answer is the summary (also `GET /v1/imports/{id}`).",
-        openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+        # The file as it is: any bytes are a CSV to read (rows it cannot use are reported as
+        # problems, a missing column is the import's error), so the body's schema states no
+        # JSON type, which a raw text body cannot have or break anyway.
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "text/csv": {
+                        "schema": {
+                            "description": "the CSV file: a header row, then one row per contact"
+                        }
+                    }
+                }
+            }
+        },
     )
     async def start_import(
         request: Request,
@@ -121,11 +137,14 @@ def audience_routes(
         message_id: UUID,
         import_id: UUID,
         mode: Literal["add", "remove"] = "add",
-        map_contact_id: Annotated[str | None, Query(max_length=200)] = None,
-        map_email: Annotated[str | None, Query(max_length=200)] = None,
-        map_time_zone: Annotated[str | None, Query(max_length=200)] = None,
-        file_name: Annotated[str | None, Query(max_length=300)] = None,
-        total_bytes: Annotated[int | None, Query(ge=0)] = None,
+        # Text read from the query is one line (schemas/text.py): a NUL, which Postgres text
+        # cannot hold, or a control character is a 422 naming the parameter, never a 500.
+        map_contact_id: Annotated[QueryText, Query(max_length=200)] = None,
+        map_email: Annotated[QueryText, Query(max_length=200)] = None,
+        map_time_zone: Annotated[QueryText, Query(max_length=200)] = None,
+        file_name: Annotated[QueryText, Query(max_length=300)] = None,
+        # Stored as a Postgres bigint: a larger number is a 422 naming it, never a 500.
+        total_bytes: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         user: ActorUser = None,
     ) -> JSONResponse:
         mapping = {

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 from typing import Any, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -15,7 +16,7 @@ from schemas import DeliveryPlan
 from schemas.values import ZONE_NAMES
 from services.commands.audience_api import audience_routes
 from services.commands.audiences import AudienceService
-from services.commands.errors import ErrorBody
+from services.commands.errors import ErrorBody, install_error_handlers
 from tests.commands.conftest import CONTENT, Api
 
 
@@ -190,6 +191,10 @@ def test_the_csv_routes_declare_text_csv_and_their_errors_json() -> None:
         assert set(responses["200"]["content"]) == {"text/csv"}, path
         for status in ("401", "404", "422"):
             assert set(responses[status]["content"]) == {"application/json"}, (path, status)
+    # An import's body is the file as it is: no JSON type a raw text body could break (a fuzzer
+    # "sending a number" sends the same text).
+    upload = paths["/v1/messages/{message_id}/imports"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"text/csv"} and "type" not in upload["text/csv"]["schema"]
 
 
 async def test_exactly_one_send_time_is_stated_in_the_schema(api: Api) -> None:
@@ -254,3 +259,35 @@ async def test_attribute_names_and_text_values_have_their_rules_in_the_schema(ap
     text = next(k for k in attributes["additionalProperties"]["anyOf"] if k["type"] == "string")
     assert re.match(name, "first name") and not re.match(name, "\x14x")
     assert re.match(text["pattern"], "two\nlines") and not re.match(text["pattern"], "\x1b")
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"total_bytes": str(2**63)}, "total_bytes"),  # past Postgres bigint: was a 500
+        ({"file_name": "a\x00b"}, "file_name"),  # NUL, which Postgres text cannot hold
+        ({"map_contact_id": "id\x1b"}, "map_contact_id"),
+    ],
+)
+async def test_an_imports_query_parameters_are_bounded_as_the_schema_says(
+    params: dict[str, str], field: str
+) -> None:
+    async def account() -> str:
+        return "acct-a"
+
+    app = FastAPI()
+    install_error_handlers(app)
+    # Refused before the route runs: no audience service is needed.
+    app.include_router(audience_routes(account, cast(AudienceService, None)))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        answer = await client.post(
+            f"/v1/messages/{uuid4()}/imports",
+            params={"import_id": str(uuid4()), **params},
+            content=b"contact_id,email\n",
+            headers={"Content-Type": "text/csv"},
+        )
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"]["field"] == field
