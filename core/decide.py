@@ -39,6 +39,7 @@ from core.state import (
     MessageStatus,
 )
 from core.timezones import local_to_instant, wall_clock
+from core.views import latest_due
 from schemas import (
     MAX_CHUNK,
     AddRecipients,
@@ -224,6 +225,13 @@ def _send_time(
     return instant, (local if timezone_mode else None)
 
 
+def _audience_zones(state: MessageState, ctx: Context) -> set[str]:
+    """The zones of the message's pending audience (the account's for contacts without one, and
+    for an empty audience)."""
+    names = {key or ctx.default_time_zone for key, q in state.book.queues.items() if q.pending}
+    return names or {ctx.default_time_zone}
+
+
 def _schedule(
     command: ScheduleMessage, state: MessageState, ctx: Context, emit: Emitter
 ) -> list[Event]:
@@ -244,7 +252,11 @@ def _schedule(
             return []
     if state.status is not MessageStatus.DRAFT:
         raise _refuse(command, state)
-    if instant < ctx.now - SCHEDULE_GRACE:
+    # In recipient_timezone mode the send time is a wall clock each zone reaches in turn: it is
+    # "in the past" only once the audience's latest zone has passed it (core/views.latest_due);
+    # the zones already past are released at once when it starts.
+    last = instant if local is None else latest_due(local, _audience_zones(state, ctx))
+    if last < ctx.now - SCHEDULE_GRACE:
         field = "send_at_local" if command.send_at_local is not None else "send_at"
         raise InvalidCommandError(field, "the send time is in the past")
     throttle = state.plan.throttle

@@ -1,4 +1,4 @@
-"""Domain errors. The shell maps them to HTTP in one place: 404, 409, 422 (see docs/core.md)."""
+"""Domain errors. The shell maps them to HTTP in one place: 404, 409 (see docs/core.md)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ class CommandNotAllowedError(DomainError):
 
 
 class InvalidCommandError(DomainError):
-    """Raised when a command's value breaks a rule that depends on time or state (422)."""
+    """Raised when a command's value breaks a rule that depends on time or state (409
+    `conflict`: the request is well formed, its document allows it; the message's state or the
+    clock refuses it)."""
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")

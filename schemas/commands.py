@@ -7,15 +7,22 @@ them to the core in a context.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import (
     AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
     Field,
     NaiveDatetime,
+    SerializerFunctionWrapHandler,
     WithJsonSchema,
     create_model,
+    field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -30,6 +37,7 @@ from schemas.values import (
     EmailAddress,
     FailedRecipient,
     ReturnedSend,
+    between_members,
 )
 
 __all__ = [
@@ -52,15 +60,78 @@ __all__ = [
     "UnscheduleMessage",
 ]
 
-#: A wall-clock time without offset (ISO 8601 `2026-12-24T09:00:00`): the JSON Schema says so,
-#: since `format: date-time` would allow the offset this field refuses.
-LocalDateTime = Annotated[
-    NaiveDatetime,
+#: A wall-clock time without offset (ISO 8601 `2026-12-24T09:00:00`, seconds optional), of a day
+#: that exists (30 days in April, 29 February only in a leap year), in the years 2000 to 2999.
+#: The JSON Schema states it as a pattern (`format: date-time` would allow the offset this field
+#: refuses), and the same pattern is checked on the way in, so the document and the API agree on
+#: every string.
+_LEAP = "2[0-9](?:0[48]|[2468][048]|[13579][26])|2[048]00"
+_DAY = (
+    "2[0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    f"|(?:{_LEAP})-02-29"
+)
+LOCAL_TIME_PATTERN = (
+    f"^(?:{_DAY})T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]{{1,6}})?)?$"
+)
+_LOCAL_TIME = re.compile(LOCAL_TIME_PATTERN)
+#: An instant with its UTC offset (RFC 3339, `Z` or `+01:00`), of a real day in 2000 to 2999:
+#: stated as a pattern rather than `format: date-time` (which allows year 1 or 9999, whose
+#: conversion to another zone overflows), and checked on the way in like the local time.
+INSTANT_PATTERN = (
+    f"^(?:{_DAY})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{{1,6}})?"
+    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_INSTANT = re.compile(INSTANT_PATTERN)
+
+
+def _local_time_text(value: Any) -> Any:
+    """A wall-clock time given as text must match the pattern; a datetime (built in Python) is
+    checked by the type alone. Numbers (which pydantic would read as Unix times) are refused."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _LOCAL_TIME.match(value) is None:
+        raise ValueError(
+            "a wall-clock time without UTC offset of a real day in 2000 to 2999, "
+            "e.g. 2026-12-24T09:00:00"
+        )
+    return value
+
+
+def _instant_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _INSTANT.match(value) is None:
+        raise ValueError(
+            "an instant with its UTC offset of a real day in 2000 to 2999, "
+            "e.g. 2026-12-24T09:00:00+01:00"
+        )
+    return value
+
+
+#: A send instant: AwareDatetime, given as text of the pattern above.
+SendInstant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_instant_text),
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,6})?)?$",
-            "description": "a wall-clock time without UTC offset, e.g. 2026-12-24T09:00:00",
+            "pattern": INSTANT_PATTERN,
+            "description": "an instant with its UTC offset, e.g. 2026-12-24T09:00:00+01:00 or "
+            "2026-12-24T08:00:00Z (a real day, years 2000 to 2999)",
+        }
+    ),
+]
+
+LocalDateTime = Annotated[
+    NaiveDatetime,
+    BeforeValidator(_local_time_text),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": LOCAL_TIME_PATTERN,
+            "description": "a wall-clock time without UTC offset, e.g. 2026-12-24T09:00:00 "
+            "(a real day, years 2000 to 2999)",
         }
     ),
 ]
@@ -74,16 +145,38 @@ def _plan_rules(patch: Any) -> Any:
     and a throttle): refused at the edge like a whole plan; the rest is checked on the result."""
     throttle = getattr(patch, "throttle", None)
     if getattr(patch, "mode", None) == "recipient_timezone" and throttle is not None:
-        raise ValueError("throttle is only available in fixed delivery mode")
+        raise between_members("throttle is only available in fixed delivery mode")
     rate = getattr(patch, "release_rate", None)
     size = getattr(throttle, "batch_size", None)
     interval = getattr(throttle, "interval_seconds", None)
     if rate is not None and size is not None and interval is not None and size > rate * interval:
-        raise ValueError(
+        raise between_members(
             "throttle.batch_size cannot be released within interval_seconds "
             "at release_rate recipients per second"
         )
     return patch
+
+
+class _Given(Record):
+    """A patch: it serializes only the members given (a null given stays, it removes), so the
+    patch that travels in the command (JSON on Kafka) means what the client sent; dumping every
+    field would turn each member not given into a null, which removes it."""
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {name: value for name, value in data.items() if name in self.model_fields_set}
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """A patch member that cannot be null (a required member, or the content itself): the
+    schema states the type alone, without null and without the default of `None`."""
+    kinds = [k for k in schema.pop("anyOf", []) if k != {"type": "null"}]
+    if len(kinds) == 1:
+        schema.update(kinds[0])
+    elif kinds:
+        schema["anyOf"] = kinds
+    schema.pop("default", None)
 
 
 def _partial(model: type[Record], rules: Any = None) -> type[Record]:
@@ -98,12 +191,42 @@ def _partial(model: type[Record], rules: Any = None) -> type[Record]:
             annotation = _partial(nested[0])
         elif info.metadata:
             annotation = Annotated[annotation, *info.metadata]
-        fields[name] = (annotation | None, Field(default=None, description=info.description))
+        # The field's own schema words (`format: email` ...) stay in the document.
+        fields[name] = (
+            annotation | None,
+            Field(
+                default=None,
+                description=info.description,
+                json_schema_extra=info.json_schema_extra,
+            ),
+        )
+    # A required member can be changed, not removed: null is not schema-valid for it (the core
+    # refuses the result without it, core/patch.py), only for a member with a default.
+    required = [name for name, info in model.model_fields.items() if info.is_required()]
+
+    def no_null_for_required(schema: dict[str, Any], _: Any) -> None:
+        for name in required:
+            _not_null(schema["properties"][name])
+
+    def kept(value: Any) -> Any:
+        if value is None:
+            raise ValueError("a required member can be changed, not removed (null)")
+        return value
+
+    validators: dict[str, Any] = {}
+    if required:
+        validators["kept"] = field_validator(*required, mode="before")(kept)
+    if rules:
+        validators["rules"] = model_validator(mode="after")(rules)
+
+    class Base(_Given):
+        model_config = ConfigDict(json_schema_extra=no_null_for_required)
+
     partial: type[Record] = create_model(
         f"{model.__name__}Patch",
-        __base__=Record,
+        __base__=Base,
         __doc__=f"Members of {model.__name__} to change; null: back to the default.",
-        __validators__={"rules": model_validator(mode="after")(rules)} if rules else None,  # type: ignore[dict-item]
+        __validators__=validators,
         **fields,
     )
     return partial
@@ -121,21 +244,23 @@ else:
     PlanPatch = _partial(DeliveryPlan, _plan_rules)
 
 
-class DraftPatch(Record):
+class DraftPatch(_Given):
     """A partial edit of a draft as a JSON merge patch (RFC 7396) of ``{"content": ..., "plan":
     ...}``: only the members given change, a member set to null goes back to its default. Each
     given member is checked with its field's rules here; the core applies the patch to the
     draft it holds and validates the result whole (core/patch.py). One rule for the command and
     for the API's PATCH body (services/commands/bodies.py)."""
 
-    content: ContentPatch | None = None
+    #: Not nullable: a draft keeps its content.
+    content: ContentPatch | None = Field(default=None, json_schema_extra=_not_null)
+    #: `null` sets the whole plan back to its defaults (RFC 7396: the member is removed).
     plan: PlanPatch | None = None
 
     @model_validator(mode="after")
     def _something(self) -> DraftPatch:
         if "content" in self.model_fields_set and self.content is None:
             raise ValueError("a draft keeps its content: give the members to change")
-        if self.content is None and self.plan is None:
+        if not self.model_fields_set & {"content", "plan"}:
             raise ValueError("an edit changes content, plan or both")
         return self
 
@@ -149,7 +274,7 @@ class SendTime(Record):
     """When to send: exactly one of ``send_at`` (an instant), ``send_at_local`` (a wall-clock
     time) and ``send_now``. One rule for the command and for the API's request body."""
 
-    send_at: AwareDatetime | None = None
+    send_at: SendInstant | None = None
     send_at_local: LocalDateTime | None = None
     send_now: bool = False
 

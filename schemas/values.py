@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Literal
+from importlib.resources import files
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import idna
-from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from schemas.base import Record
 from schemas.text import ONE_LINE, TEXT, breaks_one_line, breaks_text, first_unsafe, is_stored
 
 __all__ = [
+    "BETWEEN_MEMBERS",
     "IN_FLIGHT_SECONDS",
     "AttributeValue",
     "Contact",
@@ -30,6 +40,7 @@ __all__ = [
     "SkipReason",
     "Throttle",
     "TimeZoneName",
+    "between_members",
     "is_valid_time_zone",
     "normalize_address",
 ]
@@ -90,10 +101,19 @@ def _check_email(value: str, info: ValidationInfo) -> str:
     return value
 
 
+#: The IANA zone names: those of the pinned tzdata package (its `zones` list), the same on every
+#: machine, so the document's enum and the check agree whatever the host's /usr/share/zoneinfo
+#: holds (a host's extra files such as `posix/...` or `localtime` are not zones of the API).
+ZONE_NAMES: tuple[str, ...] = tuple(
+    sorted(files("tzdata").joinpath("zones").read_text(encoding="utf-8").split())
+)
+_ZONES = frozenset(ZONE_NAMES)
+
+
 @lru_cache(maxsize=1024)
 def is_valid_time_zone(name: str) -> bool:
-    """True when ``name`` is an IANA zone known to zoneinfo (tzdata), e.g. ``Europe/London``."""
-    if not name or name.startswith(("/", ".")) or ".." in name:
+    """True when ``name`` is an IANA zone of tzdata's list, e.g. ``Europe/London``."""
+    if name not in _ZONES:
         return False
     try:
         ZoneInfo(name)
@@ -118,7 +138,13 @@ EmailAddress = Annotated[
     Field(min_length=3, max_length=300, json_schema_extra={"format": "email"}),
     AfterValidator(_check_email),
 ]
-TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_zone)]
+#: An IANA zone name; the JSON Schema lists them (an enum), so a name the check refuses is not
+#: schema-valid either.
+TimeZoneName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra={"enum": list(ZONE_NAMES)}),
+    AfterValidator(_check_zone),
+]
 #: A contact id as the audience's owner gives it (one line).
 ContactId = Annotated[str, Field(min_length=1, max_length=200), ONE_LINE]
 #: A contact id the service refers to again (released, delivered, failed): it was checked when it
@@ -148,6 +174,31 @@ def _check_attributes(
     return value
 
 
+def _attributes_schema(schema: dict[str, Any]) -> None:
+    """The attributes' text rules in the document (`_check_attributes`): a name is one line, a
+    text value has no control character but line breaks and tabs."""
+    schema["propertyNames"] = {"pattern": _pattern(ONE_LINE)}
+    values = schema.get("additionalProperties", {}).get("anyOf", [])
+    for kind in values:
+        if kind.get("type") == "string":
+            kind["pattern"] = _pattern(TEXT)
+
+
+def _pattern(rule: Any) -> str:
+    pattern: str = TypeAdapter(Annotated[str, rule]).json_schema()["pattern"]
+    return pattern
+
+
+#: The error type of a rule between members that JSON Schema cannot state (a product of two
+#: members, a member allowed only with another's value): each member is valid alone, so the API
+#: answers 409 `conflict`, not 422 (services/commands/errors.py).
+BETWEEN_MEMBERS = "conflict"
+
+
+def between_members(message: str) -> PydanticCustomError:
+    return PydanticCustomError(BETWEEN_MEMBERS, message)
+
+
 DeliveryMode = Literal["fixed", "recipient_timezone"]
 MissedZonePolicy = Literal["send_on_resume", "skip"]
 #: Why a recipient was not released. Each reason is decided by the planner:
@@ -168,7 +219,7 @@ class Contact(Record):
     email: EmailAddress
     time_zone: TimeZoneName | None = None
     attributes: Annotated[dict[str, AttributeValue], AfterValidator(_check_attributes)] = Field(
-        default_factory=dict, max_length=100
+        default_factory=dict, max_length=100, json_schema_extra=_attributes_schema
     )
 
 
@@ -251,9 +302,9 @@ class DeliveryPlan(Record):
     def _sane(self) -> DeliveryPlan:
         if self.throttle is not None:
             if self.mode != "fixed":
-                raise ValueError("throttle is only available in fixed delivery mode")
+                raise between_members("throttle is only available in fixed delivery mode")
             if self.throttle.batch_size > self.release_rate * self.throttle.interval_seconds:
-                raise ValueError(
+                raise between_members(
                     "throttle.batch_size cannot be released within interval_seconds "
                     "at release_rate recipients per second"
                 )

@@ -146,9 +146,11 @@ class EventRef(Record):
 class Rejection(Record):
     """Why a command was refused. ``code`` maps to HTTP: not_found 404, not_allowed and
     already_exists 409, invalid 422, forbidden 403 (an integrator acting for an account it was
-    not granted, core/trust.py)."""
+    not granted, core/trust.py), conflict 409 (a well-formed command that a rule of the
+    message's state or of the clock refuses: a send time now past, an end date not after the
+    send time, a patched draft that breaks a rule between its members)."""
 
-    code: Literal["not_found", "not_allowed", "already_exists", "invalid", "forbidden"]
+    code: Literal["not_found", "not_allowed", "already_exists", "invalid", "forbidden", "conflict"]
     message: str
     status: str | None = None
     allowed: tuple[str, ...] | None = None

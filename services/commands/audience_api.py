@@ -14,9 +14,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import Actor
+from schemas.text import ONE_LINE
 from schemas.values import ContactId, EmailAddress
 from services.commands.audiences import MAX_TEST_ADDRESSES, STATES, AudienceService
-from services.commands.errors import ERROR_RESPONSES, Problem, ProblemError
+from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
+
+QueryText = Annotated[str, ONE_LINE] | None
 
 
 class TestAddressBody(BaseModel):
@@ -31,6 +34,31 @@ class TestSendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     addresses: list[EmailAddress] = Field(min_length=1, max_length=MAX_TEST_ADDRESSES)
     contact_id: ContactId | None = None
+
+
+class CsvResponse(StreamingResponse):
+    """A streamed CSV file: the document's 200 is `text/csv` (with `CSV_OK`), not JSON."""
+
+    media_type = "text/csv"
+
+
+def _csv_ok(what: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a CSV route is text/csv; its errors stay JSON (FastAPI would document them
+    under the route's media type, text/csv, as it does a `model`)."""
+    errors: dict[int | str, dict[str, Any]] = {
+        status: {
+            "description": response["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for status, response in ERROR_RESPONSES.items()
+    }
+    return {
+        **errors,
+        200: {
+            "description": what,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+    }
 
 
 def _actor(account: str, user: str | None) -> Actor:
@@ -88,7 +116,20 @@ def audience_routes(
         "Header row: contact id, email, optional time zone (recognised spellings, or "
         "`map_contact_id` / `map_email` / `map_time_zone` name the columns); other columns "
         "become merge attributes. The answer is the summary (also `GET /v1/imports/{id}`).",
-        openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+        # The file as it is: any bytes are a CSV to read (rows it cannot use are reported as
+        # problems, a missing column is the import's error), so the body's schema states no
+        # JSON type, which a raw text body cannot have or break anyway.
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "text/csv": {
+                        "schema": {
+                            "description": "the CSV file: a header row, then one row per contact"
+                        }
+                    }
+                }
+            }
+        },
     )
     async def start_import(
         request: Request,
@@ -96,11 +137,14 @@ def audience_routes(
         message_id: UUID,
         import_id: UUID,
         mode: Literal["add", "remove"] = "add",
-        map_contact_id: Annotated[str | None, Query(max_length=200)] = None,
-        map_email: Annotated[str | None, Query(max_length=200)] = None,
-        map_time_zone: Annotated[str | None, Query(max_length=200)] = None,
-        file_name: Annotated[str | None, Query(max_length=300)] = None,
-        total_bytes: Annotated[int | None, Query(ge=0)] = None,
+        # Text read from the query is one line (schemas/text.py): a NUL, which Postgres text
+        # cannot hold, or a control character is a 422 naming the parameter, never a 500.
+        map_contact_id: Annotated[QueryText, Query(max_length=200)] = None,
+        map_email: Annotated[QueryText, Query(max_length=200)] = None,
+        map_time_zone: Annotated[QueryText, Query(max_length=200)] = None,
+        file_name: Annotated[QueryText, Query(max_length=300)] = None,
+        # Stored as a Postgres bigint: a larger number is a 422 naming it, never a 500.
+        total_bytes: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         user: ActorUser = None,
     ) -> JSONResponse:
         mapping = {
@@ -149,11 +193,13 @@ def audience_routes(
     @router.get(
         "/imports/{import_id}/problems.csv",
         summary="The rows an import did not apply, with line numbers and reasons (CSV)",
+        response_class=CsvResponse,
+        responses=_csv_ok("the problems as CSV: line, contact_id, email, reason"),
     )
-    async def import_problems(account_id: Account, import_id: UUID) -> StreamingResponse:
+    async def import_problems(account_id: Account, import_id: UUID) -> CsvResponse:
         if await audiences.import_status(account_id, import_id) is None:
             raise _not_found(f"import {import_id}")
-        return StreamingResponse(
+        return CsvResponse(
             audiences.problems_csv(account_id, import_id),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="import-{import_id}.csv"'},
@@ -166,15 +212,17 @@ def audience_routes(
         'delivered for "who did not get it". Streamed from a server-side cursor; the file '
         "imports as it is into a copy (its `mailctl_*` columns are ignored, `attributes` is "
         "read back).",
+        response_class=CsvResponse,
+        responses=_csv_ok("the recipients as CSV, a header row first"),
     )
     async def export(
         account_id: Account,
         message_id: UUID,
         state: Annotated[list[Literal[STATES]] | None, Query()] = None,  # type: ignore[valid-type]
-    ) -> StreamingResponse:
+    ) -> CsvResponse:
         if await audiences.views.message(account_id, message_id) is None:
             raise _not_found(f"message {message_id}")
-        return StreamingResponse(
+        return CsvResponse(
             audiences.export_csv(account_id, message_id, state),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="recipients-{message_id}.csv"'},
@@ -203,7 +251,15 @@ def audience_routes(
         description="Draft or scheduled only. At most 10 addresses, each on the account's "
         "allowed test addresses. Recorded in the history as `TestSendRequested` with the "
         "actor; marked `[TEST]` in the subject and `X-Mailctl-Test: true`; never counted among "
-        "the recipients. The answer lists what SMTP said per address.",
+        "the recipients. The answer lists what SMTP said per address. An address the account "
+        "does not allow is refused with 403 `forbidden` naming `addresses`.",
+        responses={
+            403: {
+                "model": ErrorBody,
+                "description": "`forbidden`: an address is not on the account's allowed test "
+                "addresses (`field`: `addresses`)",
+            }
+        },
     )
     async def test_send(
         account_id: Account,

@@ -605,7 +605,9 @@ class AudienceService:
         if unknown:
             raise ProblemError(
                 Problem(
-                    code="invalid",
+                    # 403, not 422: the request is well formed, the account does not allow it
+                    # (the allowed addresses are the account's settings, not the document's).
+                    code="forbidden",
                     field="addresses",
                     message="not on the account's allowed test addresses: " + ", ".join(unknown),
                 )

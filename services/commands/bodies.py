@@ -4,6 +4,8 @@ only adds what is the API's own (no ids, which the API derives; the chunk bounds
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import MAX_CHUNK, Contact, Content, DeliveryPlan
@@ -42,10 +44,44 @@ class EditMessageBody(DraftPatch):
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
 
+#: "Exactly one of" as JSON Schema: three shapes that exclude each other (the rule is
+#: `SendTime`'s, checked on the way in; this states it in the document).
+_ONE_SEND_TIME: dict[str, Any] = {
+    "oneOf": [
+        {
+            "required": ["send_at"],
+            "properties": {
+                "send_at": {"type": "string"},
+                "send_at_local": {"type": "null"},
+                "send_now": {"const": False},
+            },
+        },
+        {
+            "required": ["send_at_local"],
+            "properties": {
+                "send_at": {"type": "null"},
+                "send_at_local": {"type": "string"},
+                "send_now": {"const": False},
+            },
+        },
+        {
+            "required": ["send_now"],
+            "properties": {
+                "send_at": {"type": "null"},
+                "send_at_local": {"type": "null"},
+                "send_now": {"const": True},
+            },
+        },
+    ]
+}
+
+
 class ScheduleBody(SendTime):
     """When to send (`ScheduleMessage`). Exactly one of: `send_at` (an instant with its UTC
     offset), `send_at_local` (a wall-clock time without offset: in `recipient_timezone` mode read
     in each recipient's zone, else in the account's default zone), `send_now: true`."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_SEND_TIME)
 
 
 class ReasonBody(Strict):

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from schemas.values import BETWEEN_MEMBERS
 from schemas.wire import Rejection
 
 __all__ = [
@@ -40,6 +41,7 @@ ProblemCode = Literal[
     "too_large",
     "unavailable",
     "not_caught_up",
+    "conflict",
 ]
 
 _STATUS: dict[str, int] = {
@@ -52,7 +54,8 @@ _STATUS: dict[str, int] = {
     "invalid": 422,
     "idempotency_key_reused": 422,
     "unavailable": 503,
-    "not_caught_up": 504,
+    "not_caught_up": 409,
+    "conflict": 409,
 }
 
 # The code an HTTP error raised by the framework or a dependency (a bare status) is reported with.
@@ -148,8 +151,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     409: {
         "model": ErrorBody,
-        "description": "Not allowed in the message's status: `status` names it and `allowed` "
-        "lists what is allowed.",
+        "description": "`not_allowed`: not allowed in the message's status (`status` names it "
+        "and `allowed` lists what is allowed); `conflict`: a well-formed request that the "
+        "message's state or the clock refuses (`field` names the input: a send time now in "
+        "the past, an end date not after the send time, a patched draft breaking a rule "
+        "between its members); `not_caught_up`: a read-your-writes wait the view did not "
+        "reach in time; `already_exists`.",
     },
     413: {
         "model": ErrorBody,
@@ -159,7 +166,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {
         "model": ErrorBody,
         "description": "Invalid input (`field` names it: malformed JSON, an unknown field, a "
-        "chunk over the limit, an unknown time zone, a send time in the past...), or an "
+        "chunk over the limit, an unknown time zone...), or an "
         "Idempotency-Key reused with another request (`idempotency_key_reused`).",
     },
     503: {
@@ -211,8 +218,11 @@ def invalid_input(errors: list[dict[str, Any]]) -> Problem:
         for e in errors
     ] or [FieldProblem(field=None, message="invalid request")]
     first = found[0]
+    # Every member valid alone, a rule between them broken (schemas/values.py BETWEEN_MEMBERS):
+    # the document allows the request, so not 422 but 409 `conflict`, naming the field.
+    between = bool(errors) and all(e.get("type") == BETWEEN_MEMBERS for e in errors)
     return Problem(
-        code="invalid",
+        code="conflict" if between else "invalid",
         message=first.message if first.field is None else f"{first.field}: {first.message}",
         field=first.field,
         errors=found,

@@ -3,15 +3,17 @@ authentication and account isolation as the commands. Another account's message 
 exactly like an unknown one.
 
 Read-your-writes: a command's answer carries the message's `sequence`; pass it as
-`min_sequence` and the read waits (up to `wait_s`) until the view has caught up with it, or
-answers 504 `not_caught_up` with the sequence the view is at; a message the view does not hold
-at all by then answers 404, like an unknown one.
+`min_sequence` (the lists: `wait_for=<message_id>:<sequence>`) and the read waits (up to
+`wait_s`) until the view has caught up with it, or answers 409 `not_caught_up` with the sequence
+the view is at (the view is not yet at the state asked for: retry; not a 5xx, nothing failed); a
+message the view does not hold at all by then answers 404, like an unknown one.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
@@ -19,7 +21,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AfterValidator, BaseModel, Field
 
 from core import MessageStatus, RecipientStatus
-from core.views import LISTS, NOT_DELIVERED, not_sent_reason, remaining_count
+from core.views import (
+    LISTS,
+    NOT_DELIVERED,
+    ZoneTime,
+    not_sent_reason,
+    remaining_count,
+    zones_to_skip,
+)
 from schemas.text import ONE_LINE, UnsafeTextError
 from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
 
@@ -34,6 +43,11 @@ PG_INT_MAX = 2**31 - 1
 MAX_WAIT_S = 30.0
 DEFAULT_WAIT_S = 5.0
 _POLL_S = 0.05
+#: `wait_for` of the lists: a message id and one of its sequences (at most 9 digits, so always
+#: inside `PG_INT_MAX`).
+WAIT_FOR_PATTERN = (
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[1-9][0-9]{0,8}$"
+)
 
 ListName = Literal["sent", "scheduled", "drafts"]
 
@@ -100,6 +114,12 @@ class ActorView(BaseModel):
     display_name: str | None = Field(default=None, description="an operator's name (web UI)")
 
 
+class ZoneTimeView(BaseModel):
+    zone: str
+    due_at: datetime
+    pending: int
+
+
 class MessageView(BaseModel):
     """One message as the lists and its details page show it."""
 
@@ -141,12 +161,30 @@ class MessageView(BaseModel):
     removed: int
     excluded: int
     unknown: int
-    remaining: int = Field(description="still to go: pending and in flight (canceled: in flight)")
+    remaining: int = Field(
+        description="not sent (yet): pending and in flight; of a canceled message the "
+        "recipients its list shows as not sent (pending, `reason: canceled`) and in flight"
+    )
     current_batch: int | None
     batch_remaining: int | None
     next_batch_at: datetime | None
     zones_pending: list[str] | None
     zones_done: list[str] | None
+    first_release_at: datetime | None = Field(
+        default=None,
+        description="when it really starts releasing: recipient_timezone, the first zone of "
+        "the audience to reach the send time (`send_at` is the send time in the account's "
+        "zone); else the send time",
+    )
+    zone_times: list[ZoneTimeView] | None = Field(
+        default=None,
+        description="recipient_timezone: each zone's due time and pending count, first due first",
+    )
+    zones_to_skip: list[str] | None = Field(
+        default=None,
+        description="paused under the skip policy: the zones a resume now would skip (pending, "
+        "due since the pause)",
+    )
     last_sequence: int = Field(description="the sequence of the last event the view includes")
     updated_at: datetime
 
@@ -164,7 +202,9 @@ class RecipientView(BaseModel):
     time_zone: str | None
     state: RecipientStatus
     reason: str | None = Field(
-        description="failed/skipped: why; pending in a canceled message: `canceled`"
+        description="failed/skipped/excluded: why; pending in a canceled message: `canceled`; "
+        "released and waiting to be tried again after a transient (4xx) refusal: "
+        "`retrying after: <the last refusal>`"
     )
     batch: int | None
     added_at: datetime
@@ -194,14 +234,36 @@ class HistoryPage(BaseModel):
     next_after: int | None
 
 
-def message_view(row: dict[str, Any]) -> MessageView:
+def message_view(row: dict[str, Any], now: datetime | None = None) -> MessageView:
+    """One row of the messages view as the API shows it; ``now`` (the shell's clock, by default
+    the current time) decides which zones a resume now would skip."""
     remaining = remaining_count(row["status"], row["pending"], row["released"])
-    data = {k: v for k, v in row.items() if k != "account_id"}
-    return MessageView(**data, remaining=remaining)
+    data = {k: v for k, v in row.items() if k not in ("account_id", "zone_times")}
+    times = (
+        None
+        if row.get("zone_times") is None
+        else [
+            ZoneTime(z["zone"], datetime.fromisoformat(z["due_at"]), int(z["pending"]))
+            for z in row["zone_times"]
+        ]
+    )
+    skip = zones_to_skip(
+        row["status"],
+        row["missed_zone_policy"],
+        row["paused_at"],
+        times,
+        now if now is not None else datetime.now(UTC),
+    )
+    return MessageView(
+        **data,
+        remaining=remaining,
+        zone_times=None if times is None else [ZoneTimeView(**asdict(z)) for z in times],
+        zones_to_skip=skip,
+    )
 
 
 NOT_CAUGHT_UP: dict[int | str, dict[str, Any]] = {
-    504: {
+    409: {
         "model": ErrorBody,
         "description": "`not_caught_up`: the view holds the message but did not reach "
         "`min_sequence` in time (a message the view does not hold at all answers 404)",
@@ -285,6 +347,16 @@ def read_routes(
             "of the message (a command's answer carries it)",
         ),
     ]
+    # The lists' read-your-writes: one parameter naming the message and its sequence, so the
+    # document states the rule (a sequence alone names nothing to wait for).
+    WaitFor = Annotated[
+        str | None,
+        Query(
+            pattern=WAIT_FOR_PATTERN,
+            description="read-your-writes: `<message_id>:<sequence>`, wait until the view "
+            "includes this sequence of the message (a command's answer carries both)",
+        ),
+    ]
     default_wait = min(DEFAULT_WAIT_S, max_wait_s)
     WaitS = Annotated[
         float, Query(gt=0, le=max_wait_s, description="how long to wait for `min_sequence`")
@@ -295,7 +367,7 @@ def read_routes(
     async def caught_up(
         who: str, message_id: UUID, min_sequence: int | None, wait_s: float
     ) -> None:
-        """Wait until the view of the message has `min_sequence` (504 when it has not in time,
+        """Wait until the view of the message has `min_sequence` (409 when it has not in time,
         404 when the view holds nothing of it by then). Unknown and other accounts' messages
         wait like a message not projected yet and then answer the same 404: the answer
         says nothing about whether it exists."""
@@ -331,16 +403,12 @@ def read_routes(
             q: Annotated[SearchText, Query(max_length=200, description="name contains")] = None,
             limit: Annotated[int, Query(ge=1, le=200)] = 50,
             offset: Annotated[int, Query(ge=0, le=PG_INT_MAX)] = 0,
-            message_id: Annotated[
-                UUID | None, Query(description="with `min_sequence`: the message to wait for")
-            ] = None,
-            min_sequence: MinSequence = None,
+            wait_for: WaitFor = None,
             wait_s: WaitS = default_wait,
         ) -> MessageList:
-            if min_sequence is not None:
-                if message_id is None:
-                    raise HTTPException(422, "min_sequence needs message_id")
-                await caught_up(who, message_id, min_sequence, wait_s)
+            if wait_for is not None:
+                message_id, sequence = wait_for.split(":")
+                await caught_up(who, UUID(message_id), int(sequence), wait_s)
             statuses = [str(s) for s in status] if status else list(allowed)
             if any(s not in allowed for s in statuses):
                 raise HTTPException(422, f"status: the {view} list shows {', '.join(allowed)}")
@@ -400,7 +468,12 @@ def read_routes(
             bool, Query(description="who did not get it: every state but delivered")
         ] = False,
         after: Annotated[
-            ContactCursor, Query(description="the last contact id of the previous page")
+            ContactCursor,
+            Query(
+                description="the last contact id of the previous page",
+                # The rule of `_no_nul`, in the document (its own message stays the answer's).
+                json_schema_extra={"pattern": "^[^\\u0000]*$"},
+            ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         q: Annotated[
@@ -425,10 +498,16 @@ def read_routes(
         )
         items = []
         for row in rows[:limit]:
-            reason = not_sent_reason(row["state"], row["reason"], row["message_status"])
+            reason = not_sent_reason(
+                row["state"], row["reason"], row["message_status"], row.get("refusal")
+            )
             items.append(
                 RecipientView(
-                    **{k: v for k, v in row.items() if k not in ("message_status", "reason")},
+                    **{
+                        k: v
+                        for k, v in row.items()
+                        if k not in ("message_status", "reason", "refusal")
+                    },
                     reason=reason,
                 )
             )

@@ -183,7 +183,7 @@ def rejection(error: DomainError) -> Rejection:
             code="not_allowed", message=str(error), status=error.status, allowed=error.allowed
         )
     if isinstance(error, InvalidCommandError):
-        return Rejection(code="invalid", message=str(error), field=error.field)
+        return Rejection(code="conflict", message=str(error), field=error.field)
     if isinstance(error, MessageAlreadyExistsError):
         return Rejection(code="already_exists", message=str(error))
     if isinstance(error, MessageNotFoundError):

@@ -13,21 +13,23 @@ from uuid import UUID
 import asyncpg
 
 from services.common.pool import LazyPool
-from services.projections.views import ACTOR_COLUMNS, MESSAGE_COLUMNS
+from services.projections.views import JSON_COLUMNS, MESSAGE_COLUMNS
 
 __all__ = ["ORDER", "PostgresViews"]
 
 #: How each list is sorted (newest first, except what goes out next first), ties by id.
 ORDER = {
     "sent": "coalesce(started_at, send_at, updated_at) DESC, message_id",
-    "scheduled": "send_at ASC, message_id",
+    # What goes out first first: the real first release (recipient_timezone: the first zone's
+    # due time, which may come hours before or after the send time in the account's zone).
+    "scheduled": "coalesce(first_release_at, send_at) ASC, message_id",
     "drafts": "updated_at DESC, message_id",
 }
 
 
 def _message(row: asyncpg.Record) -> dict[str, Any]:
     out = dict(row)
-    for name in ACTOR_COLUMNS:
+    for name in JSON_COLUMNS:
         if out[name] is not None:
             out[name] = json.loads(out[name])
     return out
@@ -126,9 +128,16 @@ class PostgresViews(LazyPool):
             where += f" AND r.contact_id > ${len(args)}"
         rows = await pool.fetch(
             "SELECT r.contact_id, r.email, r.time_zone, r.state, r.reason, r.batch, r.added_at,"
-            " r.released_at, r.state_at, r.sequence, m.status AS message_status"
+            " r.released_at, r.state_at, r.sequence, m.status AS message_status,"
+            " d.detail AS refusal"
             " FROM view_recipients r JOIN view_messages m"
             "   ON m.message_id = r.message_id AND m.account_id = $2"
+            # A released send that delivery waits to try again after a transient (4xx) refusal:
+            # its ledger row is deferred with the refusal (live delivery state, not a view; found
+            # by the ledger's unique (message_id, contact_id)).
+            " LEFT JOIN delivery_ledger d ON r.state = 'released'"
+            "   AND d.message_id = r.message_id::text AND d.contact_id = r.contact_id"
+            "   AND d.state = 'deferred'"
             f" WHERE {where} ORDER BY r.contact_id LIMIT $3",
             *args,
         )

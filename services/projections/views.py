@@ -32,7 +32,14 @@ from uuid import UUID
 
 from core import MessageState, RecipientStatus, evolve
 from core.book import Entry
-from core.views import LISTS, audience_count, next_batch_at, zones
+from core.views import (
+    LISTS,
+    audience_count,
+    first_release_at,
+    next_batch_at,
+    zone_times,
+    zones,
+)
 from schemas import (
     Actor,
     DraftCreated,
@@ -51,6 +58,7 @@ from schemas import (
 
 __all__ = [
     "ACTOR_COLUMNS",
+    "JSON_COLUMNS",
     "HISTORY_COLUMNS",
     "LISTS",
     "MESSAGE_COLUMNS",
@@ -119,6 +127,10 @@ class MessageRow:
     zones_done: list[str] | None
     last_sequence: int
     updated_at: datetime
+    #: recipient_timezone: the first zone's due time and each zone's, as JSON text
+    #: (migration 0012).
+    first_release_at: datetime | None
+    zone_times: str | None
 
     def values(self) -> tuple[Any, ...]:
         """The row as the store writes it: the values in :data:`MESSAGE_COLUMNS` order."""
@@ -130,6 +142,8 @@ class MessageRow:
 MESSAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(MessageRow))
 #: The columns of ``view_messages`` that hold an actor as JSON text.
 ACTOR_COLUMNS: tuple[str, ...] = ("created_by", "paused_by", "canceled_by")
+#: The columns of ``view_messages`` that hold JSON text the reader decodes.
+JSON_COLUMNS: tuple[str, ...] = (*ACTOR_COLUMNS, "zone_times")
 _MESSAGE_VALUES = attrgetter(*MESSAGE_COLUMNS)
 
 RECIPIENT_COLUMNS: tuple[str, ...] = (
@@ -352,7 +366,22 @@ def message_row(state: MessageState, updated_at: datetime) -> tuple[Any, ...]:
         zones_done=None if zones_done is None else [storable(z) for z in zones_done],
         last_sequence=state.version,
         updated_at=updated_at,
+        first_release_at=first_release_at(state),
+        zone_times=_zone_times_json(state),
     ).values()
+
+
+def _zone_times_json(state: MessageState) -> str | None:
+    times = zone_times(state)
+    if times is None:
+        return None
+    return json.dumps(
+        [
+            {"zone": storable(z.zone), "due_at": z.due_at.isoformat(), "pending": z.pending}
+            for z in times
+        ],
+        separators=(",", ":"),
+    )
 
 
 class RecipientPatch:

@@ -78,7 +78,8 @@ def actor_name(actor: dict[str, Any] | None, names: dict[str, str] | None = None
 
 
 def plain_error(status: int, body: dict[str, Any]) -> str:
-    """An API error in plain words: a 409 names the status and what is allowed, a 422 the
+    """An API error in plain words: a 409 `not_allowed` names the status and what is allowed,
+    a 422 and a 409 `conflict` (a rule of the state or the clock: a send time now past) the
     field."""
     detail = body.get("detail") if isinstance(body.get("detail"), dict) else {}
     assert isinstance(detail, dict)
@@ -90,7 +91,7 @@ def plain_error(status: int, body: dict[str, Any]) -> str:
             f"Not possible: the message is {now} now. "
             f"Allowed while {now}: {', '.join(allowed) or 'nothing'}."
         )
-    if status == 422:
+    if status == 422 or code == "conflict":
         where = detail.get("field")
         message = str(detail.get("message", "invalid input"))
         return f"Check {where}: {message}" if where else message

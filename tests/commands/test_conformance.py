@@ -4,11 +4,20 @@ fuzzed run against the real stack: tests/integration/test_api_conformance.py."""
 
 from __future__ import annotations
 
-from typing import Any
-from uuid import UUID
+import re
+from typing import Any, cast
+from uuid import UUID, uuid4
 
-from services.commands.errors import ErrorBody
-from tests.commands.conftest import Api
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from schemas import DeliveryPlan
+from schemas.values import ZONE_NAMES
+from services.commands.audience_api import audience_routes
+from services.commands.audiences import AudienceService
+from services.commands.errors import ErrorBody, install_error_handlers
+from tests.commands.conftest import CONTENT, Api
 
 
 def components(doc: dict[str, Any]) -> dict[str, Any]:
@@ -136,3 +145,149 @@ async def test_patch_of_a_draft_is_a_json_merge_patch(api: Api) -> None:
 async def test_an_empty_edit_is_declared_invalid_in_the_schema(api: Api) -> None:
     doc = (await api.client.get("/openapi.json")).json()
     assert components(doc)["EditMessageBody"]["minProperties"] == 1
+
+
+async def test_a_null_plan_sets_the_plan_back_to_its_defaults(api: Api) -> None:
+    """RFC 7396: a member set to null is removed; `{"plan": null}` is an edit (the plan's
+    defaults), not an empty one. The content cannot be null: the schema says so."""
+    answer = await api.call(
+        "POST",
+        "/v1/messages",
+        {"content": CONTENT, "plan": {"release_rate": 5}},
+    )
+    message = answer.json()["message_id"]
+
+    reset = await api.call("PATCH", f"/v1/messages/{message}", {"plan": None})
+
+    assert reset.status_code == 200, reset.text
+    assert api.bus.states[UUID(message)].plan == DeliveryPlan()
+    body = components((await api.client.get("/openapi.json")).json())["EditMessageBody"]
+    assert body["properties"]["content"] == {"$ref": "#/components/schemas/ContentPatch"}
+
+
+async def test_a_required_member_of_a_patch_is_not_nullable_in_the_schema(api: Api) -> None:
+    schemas = components((await api.client.get("/openapi.json")).json())
+    content = schemas["ContentPatch"]["properties"]
+    # Required in Content: changed, never removed; with a default: null sets it back.
+    assert content["from_address"]["type"] == "string" and "anyOf" not in content["from_address"]
+    assert content["from_address"]["format"] == "email"  # the field's own words kept
+    assert {"type": "null"} in content["from_name"]["anyOf"]
+
+
+def test_the_csv_routes_declare_text_csv_and_their_errors_json() -> None:
+    async def account() -> str:
+        return "acct-a"
+
+    app = FastAPI()
+    # The routes' document only: no request is served, so no audience service is needed.
+    app.include_router(audience_routes(account, cast(AudienceService, None)))
+    paths = app.openapi()["paths"]
+
+    for path in (
+        "/v1/imports/{import_id}/problems.csv",
+        "/v1/messages/{message_id}/recipients.csv",
+    ):
+        responses = paths[path]["get"]["responses"]
+        assert set(responses["200"]["content"]) == {"text/csv"}, path
+        for status in ("401", "404", "422"):
+            assert set(responses[status]["content"]) == {"application/json"}, (path, status)
+    # An import's body is the file as it is: no JSON type a raw text body could break (a fuzzer
+    # "sending a number" sends the same text).
+    upload = paths["/v1/messages/{message_id}/imports"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"text/csv"} and "type" not in upload["text/csv"]["schema"]
+
+
+async def test_exactly_one_send_time_is_stated_in_the_schema(api: Api) -> None:
+    schedule = components((await api.client.get("/openapi.json")).json())["ScheduleBody"]
+    shapes = schedule["oneOf"]
+    assert [s["required"] for s in shapes] == [["send_at"], ["send_at_local"], ["send_now"]]
+    assert shapes[2]["properties"]["send_now"] == {"const": True}
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"send_at_local": "2027-02-29T09:00"}, 422),  # no 29 February in 2027
+        ({"send_at_local": "2030-04-31T09:00"}, 422),
+        ({"send_at_local": "0000-00-00T00:00"}, 422),
+        ({"send_at_local": "2028-02-29T09:00"}, 200),  # a leap day
+        # Year 1 made the processor overflow (a dead letter); now the edge refuses it.
+        ({"send_at": "0001-01-01T00:00:01Z"}, 422),
+        ({"send_at": "9999-12-31T23:59:59-12:00"}, 422),
+        ({"send_at": 4102444800}, 422),  # a number is not an instant of the document
+        ({"send_at": "2030-01-01T09:00:00+01:00"}, 200),
+    ],
+)
+async def test_send_times_are_real_days_of_2000_to_2999_as_the_schema_says(
+    api: Api, body: dict[str, Any], status: int
+) -> None:
+    message = await api.create()
+
+    answer = await api.call("PUT", f"/v1/messages/{message}/schedule", body)
+
+    assert answer.status_code == status, answer.text
+    if status == 422:
+        assert answer.json()["detail"]["field"] == next(iter(body))
+    schema = components((await api.client.get("/openapi.json")).json())["ScheduleBody"]
+    field = next(iter(body))
+    pattern = schema["properties"][field]["anyOf"][0]["pattern"]
+    assert (re.match(pattern, str(body[field])) is not None) == (status == 200)
+
+
+async def test_time_zones_are_an_enum_of_tzdata_and_the_check_agrees(api: Api) -> None:
+    schemas = components((await api.client.get("/openapi.json")).json())
+    zone = schemas["Contact"]["properties"]["time_zone"]["anyOf"][0]
+    assert zone["enum"] == list(ZONE_NAMES) and "Europe/Berlin" in zone["enum"]
+    message = await api.create()
+
+    # Names zoneinfo may find on a host but that are not IANA zones of tzdata's list.
+    for name in ("0", "localtime", "posixrules", "posix/Europe/Berlin"):
+        answer = await api.call(
+            "POST",
+            f"/v1/messages/{message}/recipients",
+            {"contacts": [{"contact_id": "a", "email": "a@example.org", "time_zone": name}]},
+        )
+        assert answer.status_code == 422, name
+        assert answer.json()["detail"]["field"] == "contacts.0.time_zone"
+
+
+async def test_attribute_names_and_text_values_have_their_rules_in_the_schema(api: Api) -> None:
+    attributes = components((await api.client.get("/openapi.json")).json())["Contact"][
+        "properties"
+    ]["attributes"]
+    name = attributes["propertyNames"]["pattern"]
+    text = next(k for k in attributes["additionalProperties"]["anyOf"] if k["type"] == "string")
+    assert re.match(name, "first name") and not re.match(name, "\x14x")
+    assert re.match(text["pattern"], "two\nlines") and not re.match(text["pattern"], "\x1b")
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"total_bytes": str(2**63)}, "total_bytes"),  # past Postgres bigint: was a 500
+        ({"file_name": "a\x00b"}, "file_name"),  # NUL, which Postgres text cannot hold
+        ({"map_contact_id": "id\x1b"}, "map_contact_id"),
+    ],
+)
+async def test_an_imports_query_parameters_are_bounded_as_the_schema_says(
+    params: dict[str, str], field: str
+) -> None:
+    async def account() -> str:
+        return "acct-a"
+
+    app = FastAPI()
+    install_error_handlers(app)
+    # Refused before the route runs: no audience service is needed.
+    app.include_router(audience_routes(account, cast(AudienceService, None)))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as client:
+        answer = await client.post(
+            f"/v1/messages/{uuid4()}/imports",
+            params={"import_id": str(uuid4()), **params},
+            content=b"contact_id,email\n",
+            headers={"Content-Type": "text/csv"},
+        )
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"]["field"] == field

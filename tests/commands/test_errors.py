@@ -23,7 +23,8 @@ EXPECTED = {
     "invalid": 422,
     "idempotency_key_reused": 422,
     "unavailable": 503,
-    "not_caught_up": 504,
+    "not_caught_up": 409,
+    "conflict": 409,
 }
 
 

@@ -33,7 +33,6 @@ def contacts(n: int, **extra: Any) -> list[dict[str, Any]]:
             {"content": {**CONTENT, "from_address": "not-an-address"}},
             "content.from_address",
         ),
-        ("POST", "/v1/messages", {"content": CONTENT, "plan": THROTTLED_ZONES}, "plan"),
         ("PATCH", "/v1/messages/{m}", {}, None),
         ("PUT", "/v1/messages/{m}/schedule", {"send_at": "tomorrow"}, "send_at"),
         ("PUT", "/v1/messages/{m}/schedule", {"send_at": "2030-01-01T09:00:00"}, "send_at"),
@@ -76,7 +75,6 @@ def contacts(n: int, **extra: Any) -> list[dict[str, Any]]:
         "unknown field",
         "missing content",
         "invalid address",
-        "throttle with time zones",
         "edit of nothing",
         "send_at not a time",
         "send_at without offset",
@@ -107,6 +105,28 @@ async def test_invalid_input_is_422_naming_the_field(
     assert len(api.bus.published) == published and len(api.store.rows) == rows
 
 
+@pytest.mark.parametrize(
+    "plan",
+    [
+        THROTTLED_ZONES,
+        {"release_rate": 1, "throttle": {"batch_size": 61, "interval_seconds": 60}},
+    ],
+    ids=["throttle with time zones", "batch larger than the release rate allows"],
+)
+async def test_a_rule_between_valid_members_is_a_409_conflict_naming_the_field(
+    api: Api, plan: dict[str, Any]
+) -> None:
+    """Each member is valid alone (the document allows the request): a rule between them that
+    JSON Schema cannot state is a 409 `conflict` naming the field, not a 422; nothing is
+    published."""
+    answer = await api.call("POST", "/v1/messages", {"content": CONTENT, "plan": plan}, key="k")
+
+    problem = answer.json()["detail"]
+    assert answer.status_code == 409, answer.text
+    assert (problem["code"], problem["field"]) == ("conflict", "plan")
+    assert api.bus.published == [] and api.store.rows == {}
+
+
 async def test_malformed_json_is_422_and_publishes_nothing(api: Api) -> None:
     answer = await api.client.post(
         "/v1/messages",
@@ -128,15 +148,17 @@ async def test_a_malformed_idempotency_key_is_422_naming_the_header(api: Api) ->
     assert api.bus.published == []
 
 
-async def test_a_send_time_in_the_past_is_422_decided_by_the_core(api: Api) -> None:
+async def test_a_send_time_in_the_past_is_a_409_conflict_decided_by_the_core(api: Api) -> None:
+    """Schema-valid, refused by the clock: 409 `conflict` (422 is for what the document says is
+    invalid; no JSON Schema can say "now")."""
     message = await api.create()
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
 
     answer = await api.call("PUT", f"/v1/messages/{message}/schedule", {"send_at": past})
 
     problem = answer.json()["detail"]
-    assert answer.status_code == 422
-    assert (problem["code"], problem["field"]) == ("invalid", "send_at")
+    assert answer.status_code == 409
+    assert (problem["code"], problem["field"]) == ("conflict", "send_at")
     assert problem["command_id"] == str(api.bus.published[-1].command.command_id)
     assert len(api.bus.events[uuid.UUID(message)]) == 1  # only the draft
 

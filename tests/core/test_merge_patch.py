@@ -4,6 +4,7 @@ it to the draft it holds."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -11,6 +12,7 @@ from core import DomainError
 from core.errors import InvalidCommandError
 from core.patch import merge_patch
 from schemas import DeliveryPlan, EditDraft
+from schemas.codec import decode_command, encode
 from schemas.commands import DraftPatch
 
 from .dsl import CONTENT, Sim, cmd
@@ -71,3 +73,26 @@ def test_a_patch_whose_result_breaks_a_rule_is_refused_naming_the_field() -> Non
 
     assert refused.value.field == "plan.throttle.batch_size"
     assert isinstance(refused.value, DomainError)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"content": {"subject": "New"}},
+        {"plan": None},
+        {"content": {"from_name": None}, "plan": {"throttle": {"batch_size": 5}}},
+        {"content": {}},
+    ],
+)
+def test_a_patch_means_the_same_after_the_command_topic(given: dict[str, Any]) -> None:
+    """The command travels as JSON on Kafka: a member not given must not come back as a null
+    (which removes it), or a subject-only edit would drop the sender's address."""
+    command = EditDraft(
+        command_id=uuid4(), message_id=uuid4(), patch=DraftPatch.model_validate(given)
+    )
+
+    decoded = decode_command(encode(command))
+
+    assert isinstance(decoded, EditDraft) and decoded.patch is not None
+    assert decoded.patch.members() == given
+    assert decoded == command

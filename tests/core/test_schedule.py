@@ -1,9 +1,11 @@
 """Schedule (or send now): a draft becomes scheduled, with its send time validated."""
 
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import pytest
 
+from bench.harness.histories import Simulator, contacts
 from core import CommandNotAllowedError, InvalidCommandError, MessageStatus
 from schemas import (
     DeliveryPlan,
@@ -120,3 +122,34 @@ def test_a_batch_must_fit_its_interval_at_the_release_rate() -> None:
     raises_validation(
         DeliveryPlan, release_rate=10, throttle=Throttle(batch_size=601, interval_seconds=60)
     )
+
+
+def _zoned_draft(zones: tuple[str | None, ...], now: datetime) -> tuple[Simulator, UUID]:
+    sim = Simulator(now=now, zone="Europe/Berlin")
+    message = sim.create(plan=DeliveryPlan(mode="recipient_timezone"))
+    sim.add(message, contacts(2, zones=zones))
+    return sim, message
+
+
+def test_a_recipient_timezone_send_time_is_in_the_past_only_once_the_latest_zone_passed_it() -> (
+    None
+):
+    """09:00 local on 16 January 2030: 08:00 UTC in Berlin (the account's zone), 14:00 UTC in
+    New York. At 10:00 UTC it has passed in Berlin but not in New York: accepted (Berlin's
+    recipients go at once when it starts); refused once New York has passed it too, or when
+    the audience is only in zones that passed it."""
+    local = datetime(2030, 1, 16, 9, 0)
+    schedule = {"send_at_local": local}
+
+    sim, message = _zoned_draft(("America/New_York", None), datetime(2030, 1, 16, 10, tzinfo=UTC))
+    sim.run(ScheduleMessage(command_id=sim.new_id(), message_id=message, **schedule))
+    assert sim.states[message].status is MessageStatus.SCHEDULED
+
+    for zones, now in (
+        (("America/New_York", None), datetime(2030, 1, 16, 15, tzinfo=UTC)),
+        (("Europe/Berlin", None), datetime(2030, 1, 16, 10, tzinfo=UTC)),
+    ):
+        sim, message = _zoned_draft(zones, now)
+        with pytest.raises(InvalidCommandError) as refused:
+            sim.run(ScheduleMessage(command_id=sim.new_id(), message_id=message, **schedule))
+        assert refused.value.field == "send_at_local"

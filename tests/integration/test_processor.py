@@ -125,7 +125,7 @@ async def test_rejections_name_their_reason(stack: Stack) -> None:
     assert r_not_now.rejection is not None and r_not_now.rejection.code == "not_allowed"
     assert r_not_now.rejection.status == "draft"
     assert r_not_now.rejection.allowed and "ScheduleMessage" in r_not_now.rejection.allowed
-    assert r_past.rejection is not None and r_past.rejection.code == "invalid"
+    assert r_past.rejection is not None and r_past.rejection.code == "conflict"
     assert r_past.rejection.field == "send_at"
     assert [e.type for e in await stack.events_of(message)] == ["DraftCreated"]
 

@@ -54,10 +54,19 @@ def test_a_409_names_the_status_and_what_is_allowed() -> None:
 
 
 def test_a_422_names_the_field() -> None:
+    body = {"detail": {"code": "invalid", "field": "send_at", "message": "not an instant"}}
+    assert plain_error(422, body) == "Check send_at: not an instant"
+
+
+def test_a_409_conflict_names_the_field_like_a_422() -> None:
     body = {
-        "detail": {"code": "invalid", "field": "send_at", "message": "the send time is in the past"}
+        "detail": {
+            "code": "conflict",
+            "field": "send_at",
+            "message": "the send time is in the past",
+        }
     }
-    assert plain_error(422, body) == "Check send_at: the send time is in the past"
+    assert plain_error(409, body) == "Check send_at: the send time is in the past"
 
 
 def test_a_404_does_not_say_whether_the_message_exists() -> None:
