@@ -58,8 +58,8 @@ from schemas import (
 
 __all__ = [
     "ACTOR_COLUMNS",
-    "JSON_COLUMNS",
     "HISTORY_COLUMNS",
+    "JSON_COLUMNS",
     "LISTS",
     "MESSAGE_COLUMNS",
     "RECIPIENT_COLUMNS",

@@ -46,10 +46,12 @@ def test_a_folded_message_writes_one_value_per_column_under_its_name() -> None:
     assert row["updated_at"] == T0
 
 
-def test_the_read_api_shows_every_column_but_the_account_and_adds_the_remaining_count() -> None:
+def test_the_read_api_shows_every_column_but_the_account_and_adds_the_computed_fields() -> None:
     # The read API's MessageView is built from a row selected by MESSAGE_COLUMNS
     # (read_api.message_view): a column missing there, or one it expects that the row lacks,
     # fails here rather than as a 500 on a live read.
     shown = set(MessageView.model_fields)
 
-    assert shown == (set(MESSAGE_COLUMNS) - {"account_id"}) | {"remaining"}
+    # Two fields are computed at read time, not stored: the remaining count and the zones a
+    # resume now would skip (they depend on the read's clock).
+    assert shown == (set(MESSAGE_COLUMNS) - {"account_id"}) | {"remaining", "zones_to_skip"}
