@@ -42,6 +42,7 @@ from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.dispatcher.clock import Clock
+from services.dispatcher.contacts import FileContacts
 from services.dispatcher.decider import (
     Decision,
     Input,
@@ -343,7 +344,7 @@ class Processor:
             # log read: what the zombie committed is in it, what it did not is gone.
             await producer.start()
             init_s = time.perf_counter() - started
-            part = Partition(number, producer, PartitionState(number))
+            part = Partition(number, producer, PartitionState(number, contacts=FileContacts()))
             events, results = await self._rebuild(part.state)
         except BaseException:
             await _close(producer)
@@ -367,6 +368,9 @@ class Processor:
 
     async def _drop(self, number: int, part: Partition) -> None:
         await _close(part.producer)
+        close = getattr(part.state.contacts, "close", None)
+        if close is not None:
+            close()  # the partition's contact file (services/dispatcher/contacts.py)
         # Let the dropped state be collected (it was frozen when the partition was taken).
         gc.unfreeze()
 
