@@ -12,6 +12,7 @@ docs/dispatcher.md, "The partition decider".
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -257,13 +258,51 @@ def result_for(
 # ---------------------------------------------------------------------- the state
 
 
+class Results:
+    """The result of every command decided in a partition, by command id, kept compressed.
+
+    A repeat of a command id is answered with its first result, so every result is kept for
+    the life of the partition; an audience chunk's result names each of its (up to 10,000)
+    contacts, so at ten million recipients the results would weigh as much as the books. Each
+    is kept as its JSON, zlib-compressed (a few bytes per contact named), and decoded only for
+    a repeat (docs/scale.md).
+    """
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: dict[UUID, bytes] = {}
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, command_id: UUID) -> CommandResult:
+        return CommandResult.model_validate_json(zlib.decompress(self._kept[command_id]))
+
+    def __setitem__(self, command_id: UUID, result: CommandResult) -> None:
+        self._kept[command_id] = zlib.compress(result.model_dump_json().encode(), 1)
+
+    def get(self, command_id: UUID) -> CommandResult | None:
+        kept = self._kept.get(command_id)
+        if kept is None:
+            return None
+        return CommandResult.model_validate_json(zlib.decompress(kept))
+
+    def setdefault(self, command_id: UUID, result: CommandResult) -> None:
+        if command_id not in self._kept:
+            self[command_id] = result
+
+
 @dataclass
 class PartitionState:
     """What is known of one partition: a cache of its committed log."""
 
     number: int
     messages: dict[UUID, MessageState] = field(default_factory=dict)
-    results: dict[UUID, CommandResult] = field(default_factory=dict)
+    results: Results = field(default_factory=Results)
     # The messages a tick can change: a tick costs O(active), not O(messages of the partition).
     active: set[UUID] = field(default_factory=set)
     # New message id -> the copy command that created it, to tell a forwarded event that was
