@@ -173,7 +173,8 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
                     command_id=ids(),
                     message_id=message,
                     content=stack.content,
-                    plan=DeliveryPlan(release_rate=10_000),
+                    # No in-flight window: no delivery worker records outcomes here.
+                    plan=DeliveryPlan(release_rate=10_000, max_in_flight=None),
                 ),
                 at=issued,
             ),

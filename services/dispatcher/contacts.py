@@ -8,8 +8,11 @@ unnamed temporary file per partition, and the store keeps per slot its position 
 which is the order they were appended, so a release's reads are one contiguous span of the file
 in the common case (one ``pread``).
 
-The file lives as long as the partition's state: it is rebuilt with it (a take folds the log
-again) and deleted by the OS when closed or when the process dies. Implements
+Without a path the file is unnamed, lives as long as the partition's state, is rebuilt with it
+(a take folds the log again) and is deleted by the OS when closed or when the process dies. With a
+path (the partition's state directory, services/dispatcher/snapshots.py) it outlives the process:
+a snapshot pickles the positions and the file's length, and a restore reopens the file and cuts
+it back to that length, so the records folded after the snapshot are appended again. Implements
 core.contacts.ContactStore.
 """
 
@@ -19,6 +22,8 @@ import os
 import tempfile
 from array import array
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
 from uuid import UUID
 
 from core.book import RecipientBook
@@ -34,17 +39,60 @@ _FLUSH_AT = 1 << 20
 class FileContacts:
     """Contact JSON by (message, slot) in an append-only temporary file."""
 
-    def __init__(self, directory: str | None = None) -> None:
-        # Lives as long as the store (closed by close()), not one block.
-        self._file = tempfile.TemporaryFile(dir=directory, buffering=0)  # noqa: SIM115
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._file = self._open(path, truncate=True)
         self._fd = self._file.fileno()
         self._buffer = bytearray()
         self._written = 0  # bytes in the file (the buffer follows them)
         self._positions: dict[UUID, array[int]] = {}
         self._lengths: dict[UUID, array[int]] = {}
 
+    @staticmethod
+    def _open(path: Path | None, truncate: bool) -> BinaryIO:
+        # Lives as long as the store (closed by close()), not one block.
+        if path is None:
+            return tempfile.TemporaryFile(buffering=0)
+        return path.open("w+b" if truncate else "r+b", buffering=0)
+
     def close(self) -> None:
         self._file.close()
+
+    @property
+    def length(self) -> int:
+        """The bytes written (after :meth:`flush`, all in the file)."""
+        return self._written + len(self._buffer)
+
+    def flush(self) -> None:
+        self._flush()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._path is None:
+            raise TypeError("an unnamed contact file cannot be part of a snapshot")
+        self._flush()
+        return {
+            "path": str(self._path),
+            "written": self._written,
+            "positions": self._positions,
+            "lengths": self._lengths,
+        }
+
+    def __setstate__(self, kept: dict[str, Any]) -> None:
+        path = Path(kept["path"])
+        written = int(kept["written"])
+        handle = self._open(path, truncate=False)
+        if os.fstat(handle.fileno()).st_size < written:
+            handle.close()
+            raise ValueError(f"the contact file {path} is shorter than the snapshot says")
+        # What was appended after the snapshot is folded (and appended) again.
+        os.ftruncate(handle.fileno(), written)
+        self._path = path
+        self._file = handle
+        self._fd = handle.fileno()
+        self._buffer = bytearray()
+        self._written = written
+        self._positions = kept["positions"]
+        self._lengths = kept["lengths"]
 
     def observe(self, event: Event, state: MessageState) -> None:
         if not isinstance(event, RecipientsAdded):

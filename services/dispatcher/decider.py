@@ -313,12 +313,15 @@ class PartitionState:
     # The port the shell supplies: the processor gives a local file (services/dispatcher/
     # contacts.py); in memory by default (the API's fake command bus, tests).
     contacts: ContactStore = field(default_factory=MemoryContacts)
+    # Events folded so far (the processor snapshots once enough were folded since the last).
+    folded: int = 0
 
     def fold(self, event: Event) -> MessageState:
         # evolve consumes the previous state (it mutates the book in place): only the returned
         # state is kept, and a failed transaction drops the whole partition (the processor).
         state = evolve(self.messages.get(event.message_id), event)
         self.contacts.observe(event, state)
+        self.folded += 1
         self.messages[event.message_id] = state
         if state.status in ACTIVE:
             self.active.add(event.message_id)
