@@ -49,7 +49,6 @@ to compare two folds with.
 
 from __future__ import annotations
 
-import json
 from array import array
 from bisect import insort
 from collections.abc import Callable, Iterable, Iterator
@@ -123,17 +122,19 @@ def address_key(address: str) -> int:
 
 
 def fingerprint(contact: Contact) -> int:
-    """64 bits of BLAKE2b over the contact's data (address, zone, attributes with sorted keys):
-    equal data, equal fingerprint, across processes."""
+    """64 bits of BLAKE2b over the contact's data (address, zone, attributes by sorted key, as
+    ``repr`` writes their str/number/bool/None values): equal data, equal fingerprint, in every
+    process."""
+    digest = blake2b(contact.email.encode(), digest_size=8)
+    zone = contact.time_zone
+    if zone:
+        digest.update(b"\x1f")
+        digest.update(zone.encode())
     attributes = contact.attributes
-    text = "\x1f".join(
-        (
-            contact.email,
-            contact.time_zone or "",
-            json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else "",
-        )
-    )
-    return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "little")
+    if attributes:
+        digest.update(b"\x1e")
+        digest.update(repr(sorted(attributes.items())).encode())
+    return int.from_bytes(digest.digest(), "little")
 
 
 class Transition(NamedTuple):
@@ -401,7 +402,18 @@ class RecipientBook:
         counts = self.counts
         excluded_ids = self.excluded_ids
         excluded_addresses = self.excluded_addresses
+        by_address = self.by_address
+        # The hot path of intake: a new contact's slot is appended here, inline.
+        ids_append = self.ids.append
+        status_append = status.append
+        released_append = self.released_in.append
+        addrs_append = self.addrs.append
+        prints_append = self.prints.append
+        zone_append = self.zone.append
+        order_append = self.order.append
+        tracking = self.transitions is not None
         queue: ZoneQueue | None = None
+        items_append = None
         added = 0
         for contact in contacts:
             cid = contact.contact_id
@@ -425,11 +437,25 @@ class RecipientBook:
                 zone_key = contact.time_zone or ""
                 if queue is None or queue.key != zone_key:
                     queue = self._queue(zone_key, due_for)
-                slot = self._new_slot(cid, key, fingerprint(contact), C_PENDING, queue)
+                    items_append = queue.items.append
+                assert items_append is not None
+                slot = len(self.ids)
+                ids_append(cid)
+                status_append(C_PENDING)
+                released_append(0)
+                addrs_append(key)
+                prints_append(fingerprint(contact))
+                zone_append(queue.index)
+                order_append(queue.added)
+                queue.added += 1
+                items_append(slot)
+                queue.pending += 1
                 added += 1
                 code = C_PENDING
             if old is None:
-                self._index_address(key, slot)
+                first = by_address.setdefault(key, slot)
+                if first != slot:
+                    self.more_by_address.setdefault(key, []).append(slot)
             else:
                 counts[REMOVED] -= 1
                 old_key = self.addrs[old]
@@ -439,7 +465,8 @@ class RecipientBook:
                 else:
                     self._reindex_address(key, old, slot)
             slots[cid] = slot
-            self._note(cid, before, code, True)
+            if tracking:
+                self._note(cid, before, code, True)
         counts[PENDING] += added
         # Per-queue pending counts were kept above; nothing else depends on the audience size.
 
@@ -555,9 +582,12 @@ class RecipientBook:
         zone = self.zone
         queue_list = self.queue_list
         add_address = self.released_addresses.add
-        tracking = self.transitions is not None
+        if self.transitions is not None:
+            return self._release_tracked(contact_ids, sequence)
+        # Contacts come in queue runs: count per run, settle each queue's counter once per run.
         touched: set[int] = set()
         last = -1
+        run = 0
         moved = 0
         for cid in contact_ids:
             slot = slots.get(cid)
@@ -567,17 +597,45 @@ class RecipientBook:
             released_in[slot] = sequence
             add_address(addrs[slot])
             q = zone[slot]
-            queue_list[q].pending -= 1
             if q != last:
+                if run:
+                    queue_list[last].pending -= run
+                    moved += run
                 touched.add(q)
                 last = q
-            moved += 1
-            if tracking:
-                self._note(cid, C_PENDING, C_RELEASED)
+                run = 0
+            run += 1
+        if run:
+            queue_list[last].pending -= run
+            moved += run
         self.counts[PENDING] -= moved
         self.counts[RELEASED] += moved
         for q in touched:
             queue_list[q].advance()
+        return moved
+
+    def _release_tracked(self, contact_ids: Iterable[str], sequence: int) -> int:
+        """:meth:`release`, reporting each transition (the projector)."""
+        slots = self.slots
+        status = self.status
+        touched: set[int] = set()
+        moved = 0
+        for cid in contact_ids:
+            slot = slots.get(cid)
+            if slot is None or status[slot] != C_PENDING:
+                continue
+            status[slot] = C_RELEASED
+            self.released_in[slot] = sequence
+            self.released_addresses.add(self.addrs[slot])
+            q = self.zone[slot]
+            self.queue_list[q].pending -= 1
+            touched.add(q)
+            moved += 1
+            self._note(cid, C_PENDING, C_RELEASED)
+        self.counts[PENDING] -= moved
+        self.counts[RELEASED] += moved
+        for q in touched:
+            self.queue_list[q].advance()
         return moved
 
     def give_back(self, contact_ids: Iterable[str]) -> int:
