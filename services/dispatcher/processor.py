@@ -430,7 +430,12 @@ class Processor:
                         )
                         _close_contacts(state)
                         continue
+                    except BaseException:
+                        _close_contacts(state)
+                        raise
                     return state, events, results, path.name
+            # None could be used: they go (the contact file is rewritten from the beginning).
+            directory.clear()
         contacts = FileContacts(None if directory is None else directory.contacts_path)
         state = PartitionState(number, contacts=contacts)
         try:
