@@ -23,7 +23,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from core.book import PENDING, REMOVED, RecipientBook, RecipientStatus
+from core.book import (
+    C_PENDING,
+    C_REMOVED,
+    PENDING,
+    STATUSES,
+    RecipientBook,
+    RecipientStatus,
+    address_key,
+    fingerprint,
+)
 from schemas import (
     AddRecipients,
     AudienceReport,
@@ -53,8 +62,8 @@ class AddedChunk:
 
 def sort_added(contacts: Iterable[Contact], book: RecipientBook) -> AddedChunk:
     """Sort the contacts of an ``AddRecipients`` chunk against the message's book (only read)."""
-    entries = book.entries
-    by_address = book.by_address
+    slots = book.slots
+    status = book.status
     seen: set[str] = set()
     chunk_addresses: set[str] = set()
     record: list[Contact] = []
@@ -72,21 +81,21 @@ def sort_added(contacts: Iterable[Contact], book: RecipientBook) -> AddedChunk:
         seen.add(cid)
         # Contact emails are stored stripped, so lower() is normalize_address() here.
         address = contact.email.lower()
-        entry = entries.get(cid)
-        if entry is None or entry.status is REMOVED:
-            holder = by_address.get(address)
-            taken = (holder is not None and holder != cid) or address in chunk_addresses
+        slot = slots.get(cid)
+        code = C_REMOVED if slot is None else status[slot]
+        if code == C_REMOVED:
+            taken = book.address_taken(address_key(address), cid) or address in chunk_addresses
             chunk_addresses.add(address)
             record.append(contact)
             (same_address if taken else added).append(cid)
-        elif entry.contact == contact:
+        elif book.prints[slot] == fingerprint(contact):  # type: ignore[index]
             present.append(cid)
-        elif entry.status is PENDING:
+        elif code == C_PENDING:
             chunk_addresses.add(address)
             record.append(contact)
             updated.append(cid)
         else:
-            refused.append(RefusedContact(contact_id=cid, reason=_frozen_reason(entry.status)))
+            refused.append(RefusedContact(contact_id=cid, reason=_frozen_reason(STATUSES[code])))
     return AddedChunk(
         record=tuple(record),
         report=AudienceReport(

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, assert_never
 from pydantic import ValidationError
 
 from core.audience import sort_added, sort_removed
-from core.book import MAY_HAVE_RECEIVED, RELEASED, REMOVED
+from core.book import C_RELEASED, MAY_HAVE_RECEIVED
 from core.context import Context
 from core.emit import Emitter
 from core.errors import (
@@ -354,12 +354,17 @@ def _copy(command: CopyMessage, state: MessageState, ctx: Context, emit: Emitter
             copied_from=state.message_id,
         ),
     ]
+    if ctx.audience is None:
+        # The contacts' data is not in the state (core/book.py): the shell reads it back.
+        raise ValueError("a copy is decided with the audience's contacts in Context.audience")
+    audience = ctx.audience
     excluded_ids = set(book.excluded_ids)
     excluded_addresses = set(book.excluded_addresses)
     if command.exclude_delivered:
-        received = book.ids_with(MAY_HAVE_RECEIVED)
+        received = set(book.ids_with(MAY_HAVE_RECEIVED))
         excluded_ids.update(received)
-        excluded_addresses.update(book.address_of(cid) for cid in received)
+        # Contact emails are stored stripped, so lower() is normalize_address() here.
+        excluded_addresses.update(c.email.lower() for c in audience if c.contact_id in received)
     # Sorted: set order varies between processes (string hashing), events must not.
     id_chunks = _chunks(sorted(excluded_ids))
     address_chunks = _chunks(sorted(excluded_addresses))
@@ -372,8 +377,7 @@ def _copy(command: CopyMessage, state: MessageState, ctx: Context, emit: Emitter
                 source_message_id=state.message_id,
             )
         )
-    audience = [e.contact for e in book.entries.values() if e.status is not REMOVED]
-    for chunk in _chunks(audience):
+    for chunk in _chunks(list(audience)):
         events.append(copy(RecipientsAdded, contacts=tuple(chunk)))
     return events
 
@@ -420,15 +424,18 @@ def _outcomes(
     finishes); an outcome for a contact that is not waiting for one is ignored, and so is a
     return for a release that is not the contact's latest.
     """
-    entries = state.book.entries
+    book = state.book
+    slots = book.slots
+    status = book.status
     # The first outcome named for a contact counts (dict.fromkeys drops repeats within a list).
     seen: set[str] = set()
 
     def waiting(ids: Iterable[str]) -> list[str]:
+        # The hot path of outcomes: one dict lookup and one byte per contact.
         found = []
         for cid in ids:
-            entry = entries.get(cid)
-            if entry is not None and entry.status is RELEASED and cid not in seen:
+            slot = slots.get(cid)
+            if slot is not None and status[slot] == C_RELEASED and cid not in seen:
                 found.append(cid)
         seen.update(found)
         return found
@@ -443,7 +450,6 @@ def _outcomes(
     unknown = waiting(dict.fromkeys(command.unknown))
     # A return names the release it is for: one for an older release (the contact was given
     # back and released again since) is stale and ignored.
-    book = state.book
     returned = waiting(
         dict.fromkeys(
             r.contact_id
@@ -476,7 +482,7 @@ def _test_send(
     among the recipients. A contact named for its merge data must be in the audience."""
     if state.status not in _TESTABLE:
         raise _refuse(command, state)
-    if command.contact_id is not None and command.contact_id not in state.book.entries:
+    if command.contact_id is not None and command.contact_id not in state.book:
         raise InvalidCommandError("contact_id", "the contact is not in the audience")
     addresses = tuple(dict.fromkeys(a.strip() for a in command.addresses))
     return [

@@ -103,13 +103,10 @@ def _apply(state: MessageState, event: Event) -> MessageState:
             if since and state.batch is not None:
                 # Returned from the current batch: their places in it are free again, so the
                 # batch a pause interrupted still sends its full size on resume.
-                entries = book.entries
                 for cid in event.contact_ids:
-                    entry = entries.get(cid)
                     if (
-                        entry is not None
-                        and entry.status is RecipientStatus.RELEASED
-                        and entry.released_in > since
+                        book.status_of(cid) is RecipientStatus.RELEASED
+                        and book.released_in_of(cid) > since
                     ):
                         back += 1
             book.give_back(event.contact_ids)

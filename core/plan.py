@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from core.book import PENDING, RecipientBook, RecipientStatus, ZoneQueue
+from core.book import C_PENDING, RecipientBook, RecipientStatus, ZoneQueue
 from core.emit import Emitter
 from core.state import MessageState, MessageStatus
 from schemas import (
@@ -99,51 +99,60 @@ class _Picker:
         self.book = book
         self.released: list[str] = []
         self.skipped: dict[SkipReason, list[str]] = {}
-        self.claimed: set[str] = set()  # normalized addresses released at this tick
+        self.claimed: set[int] = set()  # address keys released at this tick
 
     def take(self, queue: ZoneQueue, limit: int) -> None:
         """Release up to ``limit`` more contacts of ``queue``, in order, deduping addresses.
 
-        The hot loop of the planner: it reads queue entries directly (one pending entry per
+        The hot loop of the planner: it reads the book's arrays by slot (one pending slot per
         contact, so no contact is picked twice) and touches no dict but the address sets.
         """
         if limit <= 0:
             return
         released = self.released
         target = len(released) + limit
-        claimed = self.claimed
-        already = self.book.released_addresses
         if queue.returned and self._take_returned(queue, target):
             return
+        book = self.book
+        status = book.status
+        released_in = book.released_in
+        addrs = book.addrs
+        ids = book.ids
+        claimed = self.claimed
+        already = book.released_addresses
         items = queue.items
         for i in range(queue.head, len(items)):
-            entry = items[i]
-            if entry.status is not PENDING or entry.released_in:
-                continue  # not pending, or a returned entry (taken from queue.returned first)
-            address = entry.address
+            slot = items[i]
+            if status[slot] != C_PENDING or released_in[slot]:
+                continue  # not pending, or a returned slot (taken from queue.returned first)
+            address = addrs[slot]
             if address in already or address in claimed:
-                self.skipped.setdefault("duplicate_address", []).append(entry.contact_id)
+                self.skipped.setdefault("duplicate_address", []).append(ids[slot])
                 continue
             claimed.add(address)
-            released.append(entry.contact_id)
+            released.append(ids[slot])
             if len(released) >= target:
                 break
 
     def _take_returned(self, queue: ZoneQueue, target: int) -> bool:
-        """Release returned entries first (they joined before the rest of the queue), in order;
+        """Release returned slots first (they joined before the rest of the queue), in order;
         True when ``target`` was reached."""
+        book = self.book
+        status = book.status
+        addrs = book.addrs
+        ids = book.ids
         released = self.released
         claimed = self.claimed
-        already = self.book.released_addresses
-        for entry in queue.returned:
-            if entry.status is not PENDING:
+        already = book.released_addresses
+        for slot in queue.returned:
+            if status[slot] != C_PENDING:
                 continue
-            address = entry.address
+            address = addrs[slot]
             if address in already or address in claimed:
-                self.skipped.setdefault("duplicate_address", []).append(entry.contact_id)
+                self.skipped.setdefault("duplicate_address", []).append(ids[slot])
                 continue
             claimed.add(address)
-            released.append(entry.contact_id)
+            released.append(ids[slot])
             if len(released) >= target:
                 return True
         return False
@@ -152,7 +161,7 @@ class _Picker:
         """Every pending contact of ``queues`` is skipped for ``reason``."""
         bucket = self.skipped.setdefault(reason, [])
         for queue in queues:
-            bucket.extend(entry.contact_id for entry in queue.live())
+            bucket.extend(queue.live())
 
     @property
     def decided(self) -> int:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid5
 
 from core import Context, MessageState, MessageStatus, decide, evolve, plan
+from core.contacts import MemoryContacts, copy_context
 from schemas import (
     MAX_CHUNK,
     Actor,
@@ -19,6 +20,7 @@ from schemas import (
     Command,
     Contact,
     Content,
+    CopyMessage,
     CreateDraft,
     DeliveryPlan,
     Event,
@@ -46,6 +48,8 @@ class Simulator:
         self.states: dict[UUID, MessageState] = {}
         self.events: list[Event] = []
         self._ids = 0
+        # The contacts' data (the books hold none): a copy's audience is read back from here.
+        self.contacts = MemoryContacts()
 
     def new_id(self, kind: str = "id") -> UUID:
         self._ids += 1
@@ -53,7 +57,9 @@ class Simulator:
 
     def _fold(self, events: list[Event]) -> list[Event]:
         for event in events:
-            self.states[event.message_id] = evolve(self.states.get(event.message_id), event)
+            state = evolve(self.states.get(event.message_id), event)
+            self.states[event.message_id] = state
+            self.contacts.observe(event, state)
         self.events.extend(events)
         return events
 
@@ -61,6 +67,8 @@ class Simulator:
         """Decide ``command`` now (raises the core's errors) and fold its events."""
         state = self.states.get(command.message_id)
         ctx = Context(now=self.now, actor=actor, default_time_zone=self.zone)
+        if isinstance(command, CopyMessage):
+            ctx = copy_context(ctx, state, self.contacts)
         return self._fold(decide(command, state, ctx))
 
     def tick(self, advance: timedelta = timedelta(seconds=1)) -> list[Event]:

@@ -46,3 +46,18 @@ async def read_range(
                     yield record
     finally:
         await consumer.stop()
+
+
+async def end_offset(settings: Settings, topic: str, partition: int) -> int:
+    """The high watermark of one partition: the offset after every record appended (committed,
+    aborted or, for a writer between transactions, none open). Unlike the last stable offset it
+    does not wait for the markers of a transaction that has just been committed."""
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), isolation_level="read_uncommitted", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()

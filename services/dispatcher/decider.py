@@ -12,6 +12,7 @@ docs/dispatcher.md, "The partition decider".
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,9 +34,10 @@ from core import (
     plan,
 )
 from core.audience import chunk_report
+from core.contacts import ContactStore, MemoryContacts, copy_context
 from core.ids import send_ids
 from core.state import ACTIVE_STATUSES
-from schemas import DraftCreated, Event, RecipientsReleased, SendingStarted, Tick
+from schemas import CopyMessage, DraftCreated, Event, RecipientsReleased, SendingStarted, Tick
 from schemas.sends import FenceRecord, FenceStatus, MailContent, send_records_json
 from schemas.wire import (
     CommandRecord,
@@ -256,23 +258,70 @@ def result_for(
 # ---------------------------------------------------------------------- the state
 
 
+class Results:
+    """The result of every command decided in a partition, by command id, kept compressed.
+
+    A repeat of a command id is answered with its first result, so every result is kept for
+    the life of the partition; an audience chunk's result names each of its (up to 10,000)
+    contacts, so at ten million recipients the results would weigh as much as the books. Each
+    is kept as its JSON, zlib-compressed (a few bytes per contact named), and decoded only for
+    a repeat (docs/scale.md).
+    """
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: dict[UUID, bytes] = {}
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __getitem__(self, command_id: UUID) -> CommandResult:
+        return CommandResult.model_validate_json(zlib.decompress(self._kept[command_id]))
+
+    def __setitem__(self, command_id: UUID, result: CommandResult) -> None:
+        self._kept[command_id] = zlib.compress(result.model_dump_json().encode(), 1)
+
+    def get(self, command_id: UUID) -> CommandResult | None:
+        kept = self._kept.get(command_id)
+        if kept is None:
+            return None
+        return CommandResult.model_validate_json(zlib.decompress(kept))
+
+    def setdefault(self, command_id: UUID, result: CommandResult) -> None:
+        if command_id not in self._kept:
+            self[command_id] = result
+
+
 @dataclass
 class PartitionState:
     """What is known of one partition: a cache of its committed log."""
 
     number: int
     messages: dict[UUID, MessageState] = field(default_factory=dict)
-    results: dict[UUID, CommandResult] = field(default_factory=dict)
+    results: Results = field(default_factory=Results)
     # The messages a tick can change: a tick costs O(active), not O(messages of the partition).
     active: set[UUID] = field(default_factory=set)
     # New message id -> the copy command that created it, to tell a forwarded event that was
     # appended before from one that collides with another message's stream.
     copied_by: dict[UUID, UUID] = field(default_factory=dict)
+    # The contacts' data, which the books do not hold (docs/scale.md): a store derived from the
+    # folded events, read back for the send records of a release and the audience of a copy.
+    # The port the shell supplies: the processor gives a local file (services/dispatcher/
+    # contacts.py); in memory by default (the API's fake command bus, tests).
+    contacts: ContactStore = field(default_factory=MemoryContacts)
+    # Events folded so far (the processor snapshots once enough were folded since the last).
+    folded: int = 0
 
     def fold(self, event: Event) -> MessageState:
         # evolve consumes the previous state (it mutates the book in place): only the returned
         # state is kept, and a failed transaction drops the whole partition (the processor).
         state = evolve(self.messages.get(event.message_id), event)
+        self.contacts.observe(event, state)
+        self.folded += 1
         self.messages[event.message_id] = state
         if state.status in ACTIVE:
             self.active.add(event.message_id)
@@ -435,6 +484,9 @@ def decide_command(
         default_time_zone=item.default_time_zone,
         correlation_id=item.correlation_id,
     )
+    if isinstance(command, CopyMessage):
+        # The book holds no contact data: the copy's audience is read back from the store.
+        ctx = copy_context(ctx, state.messages.get(command.message_id), state.contacts)
     try:
         events = decide(command, state.messages.get(command.message_id), ctx)
     except DomainError as error:
@@ -540,7 +592,9 @@ def _tick(state: PartitionState, record: Input, tick: Tick, out: Decision) -> No
             out.writes.append(WriteEvent(event))
             message = state.fold(event)
             if isinstance(event, RecipientsReleased):
-                out.writes.append(WriteSends(message_id, release_records(message, event)))
+                out.writes.append(
+                    WriteSends(message_id, release_records(message, event, state.contacts))
+                )
             elif isinstance(event, SendingStarted):
                 out.writes.append(
                     WriteContent(
@@ -562,10 +616,13 @@ def _tick(state: PartitionState, record: Input, tick: Tick, out: Decision) -> No
     )
 
 
-def release_records(message: MessageState, event: RecipientsReleased) -> list[bytes]:
-    """One send record per released contact, in the event's order. The hot path of a large
-    message, so the record is serialized directly (schemas.sends.send_records_json)."""
-    entries = message.book.entries
+def release_records(
+    message: MessageState, event: RecipientsReleased, contacts: ContactStore
+) -> list[bytes]:
+    """One send record per released contact, in the event's order, with the contact's data read
+    back from the store. The hot path of a large message, so the record is serialized directly
+    (schemas.sends.send_records_json)."""
+    data = contacts.read_json(event.message_id, message.book, event.contact_ids)
     return list(
         send_records_json(
             message_id=event.message_id,
@@ -574,7 +631,7 @@ def release_records(message: MessageState, event: RecipientsReleased) -> list[by
             release_sequence=event.sequence,
             sends=zip(
                 send_ids(event.message_id, event.contact_ids),
-                (entries[c].contact.model_dump_json() for c in event.contact_ids),
+                data,
                 strict=True,
             ),
         )

@@ -28,20 +28,23 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, assert_never
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
+from core import EventOutOfOrderError
 from schemas import decode_event
 from schemas.wire import CommandResult
 from services.common.kafka import client_options
 from services.common.ownership import Ownership
-from services.common.reading import read_range
+from services.common.reading import end_offset, read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.dispatcher.clock import Clock
+from services.dispatcher.contacts import FileContacts
 from services.dispatcher.decider import (
     Decision,
     Input,
@@ -57,6 +60,13 @@ from services.dispatcher.decider import (
     WriteSends,
     decide_record,
     key_of,
+)
+from services.dispatcher.snapshots import (
+    Checkpoint,
+    SnapshotError,
+    StateDirectory,
+    decode,
+    encode,
 )
 
 log = structlog.get_logger(__name__)
@@ -93,6 +103,10 @@ class Partition:
     state: PartitionState
     # The input offset after the last committed batch (for the lag on /health).
     next_offset: int | None = None
+    # Its locked state directory (snapshots, the contact file); None: no snapshots.
+    directory: StateDirectory | None = None
+    snapshot_at: float = 0.0
+    folded_at_snapshot: int = 0
 
 
 def as_input(record: ConsumerRecord[Any, Any]) -> Input:
@@ -164,6 +178,7 @@ class Processor:
                 for tp, records in batches.items():
                     async with self._lock:
                         await self._process(tp, records)
+                        await self._maybe_snapshot(tp.partition)
         finally:
             self.running = False
             clock.cancel()
@@ -343,8 +358,16 @@ class Processor:
             # log read: what the zombie committed is in it, what it did not is gone.
             await producer.start()
             init_s = time.perf_counter() - started
-            part = Partition(number, producer, PartitionState(number))
-            events, results = await self._rebuild(part.state)
+            directory = self._directory(number)
+            try:
+                state, events, results, source = await self._rebuild(number, directory)
+            except BaseException:
+                if directory is not None:
+                    directory.release()
+                raise
+            part = Partition(number, producer, state, directory=directory)
+            part.snapshot_at = time.monotonic()
+            part.folded_at_snapshot = state.folded
         except BaseException:
             await _close(producer)
             raise
@@ -360,6 +383,7 @@ class Processor:
             active=len(part.state.active),
             events=events,
             results=results,
+            source=source,
             init_s=round(init_s, 3),
             take_s=round(time.perf_counter() - started, 3),
         )
@@ -367,19 +391,142 @@ class Processor:
 
     async def _drop(self, number: int, part: Partition) -> None:
         await _close(part.producer)
+        _close_contacts(part.state)  # its contact file (services/dispatcher/contacts.py)
+        if part.directory is not None:
+            part.directory.release()
         # Let the dropped state be collected (it was frozen when the partition was taken).
         gc.unfreeze()
 
-    async def _rebuild(self, part: PartitionState) -> tuple[int, int]:
-        """Fold the partition's committed events and results, from the beginning to the end."""
+    def _directory(self, number: int) -> StateDirectory | None:
+        """The partition's state directory, locked; None without snapshots or when another
+        owner on this host holds it (a zombie: we fold from the log, never share its files)."""
+        root = self.settings.dispatcher_state_dir
+        if root is None:
+            return None
+        directory = StateDirectory(root, self.topics.prefix, number)
+        if not directory.acquire():
+            log.warning("state directory locked by another owner; no snapshots", partition=number)
+            return None
+        return directory
+
+    async def _rebuild(
+        self, number: int, directory: StateDirectory | None
+    ) -> tuple[PartitionState, int, int, str]:
+        """The partition's state: from the newest valid snapshot and the records after it, or
+        folded from the beginning. Returns it, the events and results read, and its source."""
+        if directory is not None:
+            for path in directory.snapshots():
+                restored = await self._restore(number, path)
+                if restored is not None:
+                    state, checkpoint = restored
+                    try:
+                        events, results = await self._fold_tail(
+                            state, checkpoint.events_end, checkpoint.results_end
+                        )
+                    except EventOutOfOrderError as error:
+                        # The log after the snapshot does not follow it: not this log's state.
+                        log.warning(
+                            "snapshot not used", partition=number, file=path.name, reason=str(error)
+                        )
+                        _close_contacts(state)
+                        continue
+                    except BaseException:
+                        _close_contacts(state)
+                        raise
+                    return state, events, results, path.name
+            # None could be used: they go (the contact file is rewritten from the beginning).
+            directory.clear()
+        contacts = FileContacts(None if directory is None else directory.contacts_path)
+        state = PartitionState(number, contacts=contacts)
+        try:
+            events, results = await self._fold_tail(state, 0, 0)
+        except BaseException:
+            contacts.close()
+            raise
+        return state, events, results, "log"
+
+    async def _restore(self, number: int, path: Path) -> tuple[PartitionState, Checkpoint] | None:
+        """The state of one snapshot file, or None (said in the log) when it cannot be used."""
+        try:
+            # Off the event loop (a large partition's snapshot takes seconds to read).
+            state, checkpoint = await asyncio.to_thread(
+                _read_snapshot, path, self.topics.prefix, number
+            )
+        except (SnapshotError, OSError) as error:
+            log.warning("snapshot not used", partition=number, file=path.name, reason=str(error))
+            return None
+        events_end = await end_offset(self.settings, self.topics.events, number)
+        results_end = await end_offset(self.settings, self.topics.results, number)
+        if checkpoint.events_end > events_end or checkpoint.results_end > results_end:
+            # Beyond the log's end: a log deleted or recreated since. Never a wrong state.
+            log.warning("snapshot not used", partition=number, file=path.name, reason="stale")
+            _close_contacts(state)
+            return None
+        return state, checkpoint
+
+    async def _fold_tail(
+        self, part: PartitionState, events_start: int, results_start: int
+    ) -> tuple[int, int]:
+        """Fold the partition's committed events and results from the given offsets to the end."""
         events = results = 0
-        async for record in read_range(self.settings, self.topics.events, part.number):
+        async for record in read_range(
+            self.settings, self.topics.events, part.number, start=events_start
+        ):
             part.fold(decode_event(record.value))
             events += 1
-        async for record in read_range(self.settings, self.topics.results, part.number):
+        async for record in read_range(
+            self.settings, self.topics.results, part.number, start=results_start
+        ):
             part.remember(CommandResult.model_validate_json(record.value))
             results += 1
         return events, results
+
+    async def _maybe_snapshot(self, number: int) -> None:
+        """Write the partition's snapshot when it is due: its state is then exactly the
+        committed log (called between transactions, under the lock)."""
+        part = self.partitions.get(number)
+        if part is None or part.directory is None:
+            return
+        state = part.state
+        if state.folded - part.folded_at_snapshot < self.settings.snapshot_min_events:
+            return
+        if time.monotonic() - part.snapshot_at < self.settings.snapshot_interval_s:
+            return
+        await self.snapshot(part)
+
+    async def snapshot(self, part: Partition) -> None:
+        """Write a snapshot of ``part`` now (its state must be the committed log's)."""
+        directory = part.directory
+        if directory is None:
+            return
+        started = time.perf_counter()
+        state = part.state
+        contacts = state.contacts
+        if isinstance(contacts, FileContacts):
+            contacts.flush()
+        # We are the only writer of these partitions and nothing is open: the ends are ours.
+        checkpoint = Checkpoint(
+            prefix=self.topics.prefix,
+            partition=part.number,
+            events_end=await end_offset(self.settings, self.topics.events, part.number),
+            results_end=await end_offset(self.settings, self.topics.results, part.number),
+            input_offset=part.next_offset,
+            contacts_length=contacts.length if isinstance(contacts, FileContacts) else 0,
+        )
+        # In a thread, so the consumer's heartbeats go on; the state does not change meanwhile
+        # (every change happens under the lock this runs under).
+        data = await asyncio.to_thread(encode, state, checkpoint)
+        path = await asyncio.to_thread(directory.write, data, checkpoint.events_end)
+        part.snapshot_at = time.monotonic()
+        part.folded_at_snapshot = state.folded
+        log.info(
+            "snapshot written",
+            partition=part.number,
+            file=path.name,
+            bytes=len(data),
+            events_end=checkpoint.events_end,
+            took_s=round(time.perf_counter() - started, 3),
+        )
 
     # ------------------------------------------------------------------ reporting
 
@@ -408,6 +555,16 @@ async def _close(producer: AIOKafkaProducer) -> None:
     # thrown away (its transaction is settled by the next owner's init either way).
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.stop(), CLOSE_DEADLINE_S)
+
+
+def _read_snapshot(path: Path, prefix: str, number: int) -> tuple[PartitionState, Checkpoint]:
+    return decode(path.read_bytes(), prefix, number)
+
+
+def _close_contacts(state: PartitionState) -> None:
+    close = getattr(state.contacts, "close", None)
+    if close is not None:
+        close()
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

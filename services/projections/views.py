@@ -31,7 +31,7 @@ from typing import Any
 from uuid import UUID
 
 from core import MessageState, RecipientStatus, evolve
-from core.book import Entry
+from core.book import Transition
 from core.views import (
     LISTS,
     audience_count,
@@ -42,18 +42,9 @@ from core.views import (
 )
 from schemas import (
     Actor,
-    DraftCreated,
     Event,
     RecipientsAdded,
-    RecipientsDelivered,
-    RecipientsExcluded,
-    RecipientsFailed,
-    RecipientsOutcomeUnknown,
     RecipientsReleased,
-    RecipientsRemoved,
-    RecipientsReturned,
-    RecipientsSkipped,
-    normalize_address,
 )
 
 __all__ = [
@@ -519,58 +510,28 @@ class Projector:
         """
         before = self.states.get(event.message_id)
         if batch is None:
-            self.states[event.message_id] = evolve(before, event)
+            after = evolve(before, event)
+            after.book.take_transitions()  # not recorded: forget them
+            self.states[event.message_id] = after
             self.updated_at[event.message_id] = event.occurred_at
             return
-        named = _named(before, event)
-        # The book's entries are updated in place by the fold: keep them to read the new state.
-        found = _entries(before, named)
-        previous = [None if e is None else e.status for e in found]
+        if before is not None and before.book.transitions is None:
+            before.book.track()  # the projector reads the transitions the book reports
         after = evolve(before, event)  # raises before changing anything when out of order
+        book = after.book
+        if book.transitions is None:
+            book.track()
         self.states[event.message_id] = after
         self.updated_at[event.message_id] = event.occurred_at
         batch.events += 1
         batch.history.append(history_row(event))
         batch.messages.add(event.message_id)
-        if named:
-            _record(batch, after, event, named, found, previous)
+        transitions = book.take_transitions()
+        if transitions:
+            _record(batch, after, event, transitions)
 
     def message_rows(self, ids: Iterable[UUID]) -> list[tuple[Any, ...]]:
         return [message_row(self.states[m], self.updated_at[m]) for m in sorted(ids)]
-
-
-def _named(state: MessageState | None, event: Event) -> Sequence[str]:
-    """The contacts an event may change."""
-    match event:
-        case RecipientsAdded():
-            return [c.contact_id for c in event.contacts]
-        case RecipientsFailed():
-            return [f.contact_id for f in event.failures]
-        case RecipientsExcluded():
-            ids = list(event.contact_ids)
-            if state is not None:
-                for address in event.addresses:
-                    ids.extend(state.book.holders_of(normalize_address(address)))
-            return ids
-        case (
-            RecipientsReleased()
-            | RecipientsSkipped()
-            | RecipientsDelivered()
-            | RecipientsOutcomeUnknown()
-            | RecipientsReturned()
-            | RecipientsRemoved()
-        ):
-            return event.contact_ids
-        case DraftCreated():
-            return ()
-    return ()
-
-
-def _entries(state: MessageState | None, ids: Sequence[str]) -> list[Entry | None]:
-    if state is None:
-        return [None] * len(ids)
-    get = state.book.entries.get
-    return [get(cid) for cid in ids]
 
 
 _REMOVED = RecipientStatus.REMOVED
@@ -581,39 +542,22 @@ _EXCLUDED_STATE = RecipientStatus.EXCLUDED
 EXCLUDED_REASON = "may_have_received_original"
 
 
-def _record(
-    batch: Batch,
-    after: MessageState,
-    event: Event,
-    named: Sequence[str],
-    found: list[Entry | None],
-    previous: list[RecipientStatus | None],
-) -> None:
-    # The hot path of a catch-up: two dict lookups per contact, no enum or UUID hashing.
-    book = after.book
-    get = book.entries.get
-    reasons = book.reasons
+def _record(batch: Batch, after: MessageState, event: Event, transitions: list[Transition]) -> None:
+    # The hot path of a catch-up: the book reports which contacts changed (core.book,
+    # Transition); one dict lookup per contact, no enum or UUID hashing.
+    reasons = after.book.reasons
     message_id = event.message_id
     at = event.occurred_at
     sequence = event.sequence
     patches = batch.recipients.get(message_id)
     if patches is None:
         patches = batch.recipients[message_id] = {}
-    added = isinstance(event, RecipientsAdded)
     released = isinstance(event, RecipientsReleased)
     release_batch = event.batch if isinstance(event, RecipientsReleased) else None
+    # The data of the contacts an add applied is in the event (the last one named wins).
+    data = {c.contact_id: c for c in event.contacts} if isinstance(event, RecipientsAdded) else {}
     new = 0
-    for cid, entry, was in zip(named, found, previous, strict=True):
-        if added or entry is None:
-            # A contact (re)joining gets a new entry; one named twice in a chunk, the last one.
-            entry = get(cid)
-            if entry is None:
-                continue
-        now = entry.status
-        # A pending contact named by an add was updated (core.audience): its row is rewritten.
-        joined = added and (was is None or was is _REMOVED or was is _PENDING)
-        if not joined and now is was:
-            continue  # the fold ignored it (e.g. an outcome for a contact not waiting for one)
+    for cid, was, now, joined in transitions:
         patch = patches.get(cid)
         if patch is None:
             # A contact not yet touched in this batch has a row already unless it joins now.
@@ -628,7 +572,7 @@ def _record(
         patch.state_at = at
         patch.sequence = sequence
         if joined:
-            contact = entry.contact
+            contact = data[cid]
             patch.full = True
             patch.email = storable(contact.email)
             patch.time_zone = _storable_opt(contact.time_zone)

@@ -17,6 +17,7 @@ from services.commands.ports import Claim
 from services.dispatcher.decider import (
     Input,
     PartitionState,
+    Results,
     Rules,
     WriteEvent,
     WriteForward,
@@ -51,7 +52,7 @@ class FakeBus:
         return self.partition.messages
 
     @property
-    def results(self) -> dict[UUID, CommandResult]:
+    def results(self) -> Results:
         return self.partition.results
 
     async def start(self) -> None:

@@ -29,6 +29,7 @@ from core import (
     evolve,
     plan,
 )
+from core.contacts import MemoryContacts, copy_context
 from schemas import (
     MAX_CHUNK,
     Actor,
@@ -36,6 +37,7 @@ from schemas import (
     Command,
     Contact,
     Content,
+    CopyMessage,
     CreateDraft,
     DeliveryPlan,
     Event,
@@ -121,6 +123,22 @@ def fold_all(events: Iterable[Event], state: MessageState | None = None) -> Mess
     return state
 
 
+def with_audience(
+    command: Command, context: Context, events: Iterable[Event], message_id: UUID
+) -> Context:
+    """The context a copy is decided with: the audience's contacts, read back from a store of
+    the folded events as the dispatcher does (the book holds no contact data)."""
+    if not isinstance(command, CopyMessage):
+        return context
+    store = MemoryContacts()
+    state: MessageState | None = None
+    for event in events:
+        if event.message_id == message_id:
+            state = evolve(state, event)
+            store.observe(event, state)
+    return copy_context(context, state, store)
+
+
 def released_ids(events: Iterable[Event]) -> list[str]:
     return [c for e in events if isinstance(e, RecipientsReleased) for c in e.contact_ids]
 
@@ -187,8 +205,9 @@ class given:
 
     def when(self, command: Command, context: Context | None = None) -> Outcome:
         state = self.state(command.message_id)
+        context = with_audience(command, context or ctx(), self.events, command.message_id)
         try:
-            events = decide(command, state, context or ctx())
+            events = decide(command, state, context)
         except DomainError as error:
             return Outcome(error=error, before=state)
         return Outcome(events=events, before=state)
@@ -215,6 +234,8 @@ class Sim:
         self.log: list[Event] = []
         self.state: MessageState | None = None
         self.releases: list[tuple[datetime, str]] = []
+        # The contacts' data, which the book does not hold: read back as the dispatcher does.
+        self.contacts = MemoryContacts()
         self.do(cmd(CreateDraft, content=CONTENT, plan=delivery or DeliveryPlan()))
         everyone = tuple(audience)
         for i in range(0, len(everyone), MAX_CHUNK):
@@ -228,8 +249,13 @@ class Sim:
     def fold(self, events: list[Event]) -> list[Event]:
         for event in events:
             self.state = evolve(self.state, event)
+            self.contacts.observe(event, self.state)
         self.log.extend(events)
         return events
+
+    def contact(self, contact_id: str) -> Contact:
+        """The contact's data as last added (what its mail is made of)."""
+        return self.contacts.read(self.s.message_id, self.s.book, [contact_id])[0]
 
     def do(
         self, command: Command, now: datetime | None = None, actor: Actor = OPERATOR
@@ -237,9 +263,10 @@ class Sim:
         """Decide a command (at ``now``, default: the last tick's time) and fold its events."""
         if now is not None:
             self.now = now
-        events = decide(
-            command, self.state, Context(now=self.now, actor=actor, default_time_zone=self.zone)
-        )
+        context = Context(now=self.now, actor=actor, default_time_zone=self.zone)
+        if isinstance(command, CopyMessage):
+            context = copy_context(context, self.state, self.contacts)
+        events = decide(command, self.state, context)
         mine = events[0].message_id if self.state is None and events else None
         if self.state is not None:
             mine = self.state.message_id
@@ -273,11 +300,11 @@ class Sim:
     def give_back(self, *ids: str, release: int | None = None) -> list[Event]:
         """Report ``ids`` returned by delivery (not handed to SMTP), for their latest release
         (or for ``release``, to report a stale one)."""
-        entries = self.s.book.entries
+        book = self.s.book
         returned = tuple(
             ReturnedSend(
                 contact_id=cid,
-                release=release if release is not None else entries[cid].released_in or 1,
+                release=release if release is not None else book.released_in_of(cid) or 1,
             )
             for cid in ids
         )

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from core import InvalidCommandError, MessageState, MessageStatus, RecipientStatus, decide, evolve
+from core.contacts import copy_context
 from schemas import (
     AddRecipients,
     CancelMessage,
@@ -44,7 +45,11 @@ def sent_to_some() -> Sim:
 
 def copy_of(sim: Sim, exclude: bool) -> tuple[list[Event], MessageState]:
     """Decide the copy on the original's state; fold the copy's own stream."""
-    out = decide(cmd(CopyMessage, new_message_id=COPY, exclude_delivered=exclude), sim.s, ctx())
+    out = decide(
+        cmd(CopyMessage, new_message_id=COPY, exclude_delivered=exclude),
+        sim.s,
+        copy_context(ctx(), sim.s, sim.contacts),
+    )
     original = [e for e in out if e.message_id == MESSAGE]
     copy_state = fold_all(e for e in out if e.message_id == COPY)
     assert copy_state is not None
@@ -77,7 +82,11 @@ def test_copy_excluding_delivered_excludes_everyone_who_may_have_received_it() -
 
 def test_the_exclusion_holds_for_contacts_added_later_by_id_or_by_address() -> None:
     sim = sent_to_some()
-    out = decide(cmd(CopyMessage, new_message_id=COPY, exclude_delivered=True), sim.s, ctx())
+    out = decide(
+        cmd(CopyMessage, new_message_id=COPY, exclude_delivered=True),
+        sim.s,
+        copy_context(ctx(), sim.s, sim.contacts),
+    )
     copy = fold_all(e for e in out if e.message_id == COPY)
     assert copy is not None
     add = cmd(
@@ -93,7 +102,11 @@ def test_the_exclusion_holds_for_contacts_added_later_by_id_or_by_address() -> N
 
 def test_the_copy_stream_stands_alone_and_names_its_origin() -> None:
     sim = sent_to_some()
-    out = decide(cmd(CopyMessage, new_message_id=COPY, exclude_delivered=True), sim.s, ctx())
+    out = decide(
+        cmd(CopyMessage, new_message_id=COPY, exclude_delivered=True),
+        sim.s,
+        copy_context(ctx(), sim.s, sim.contacts),
+    )
     copy_events = [e for e in out if e.message_id == COPY]
     assert [e.sequence for e in copy_events] == list(range(1, len(copy_events) + 1))
     assert isinstance(copy_events[0], DraftCreated) and copy_events[0].copied_from == MESSAGE
@@ -132,6 +145,8 @@ def test_the_same_copy_command_twice_is_a_no_op() -> None:
 def test_a_large_audience_is_copied_in_chunks() -> None:
     sim = Sim(audience=[contact(f"c{i}") for i in range(10_000)])
     sim.do(cmd(AddRecipients, contacts=tuple(contact(f"d{i}") for i in range(5))))
-    out = decide(cmd(CopyMessage, new_message_id=COPY), sim.s, ctx())
+    out = decide(
+        cmd(CopyMessage, new_message_id=COPY), sim.s, copy_context(ctx(), sim.s, sim.contacts)
+    )
     sizes = [len(e.contacts) for e in out if isinstance(e, RecipientsAdded)]
     assert sizes == [10_000, 5]

@@ -384,7 +384,7 @@ def test_every_recipient_state_equals_the_cores_fold() -> None:
         state = fold(e for e in events if e.message_id == message)
         assert state is not None
         assert states(tables, message) == {
-            cid: str(state.book.status_of(cid)) for cid in state.book.entries
+            cid: str(state.book.status_of(cid)) for cid in state.book.slots
         }
         assert tables.messages[message]["last_sequence"] == state.version
 
