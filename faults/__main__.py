@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from faults.run import REPO_ROOT, Row, run_row
+from faults.run import REPO_ROOT, Matrix, Row
 from faults.scenarios import matrix
 
 RESULTS = REPO_ROOT / "faults" / "results" / "latest.json"
@@ -51,12 +51,24 @@ async def _main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=18)
     args = parser.parse_args(argv)
     rows: list[Row] = []
-    for scenario in matrix():
-        if args.only and scenario.name not in args.only:
-            continue
-        row = await run_row(scenario, args.recipients, args.seed, within=args.within)
-        rows.append(row)
-        print(json.dumps({**row.as_json(), "violations": list(row.verdict.violations)}), flush=True)
+    async with Matrix(within=args.within) as runner:
+        for scenario in matrix():
+            if args.only and scenario.name not in args.only:
+                continue
+            row = await runner.run(scenario, args.recipients, args.seed)
+            rows.append(row)
+            print(
+                json.dumps(
+                    {
+                        **row.as_json(),
+                        "violations": list(row.verdict.violations),
+                        "seconds": round(row.seconds, 1),
+                        "phases": row.phases,
+                        **row.notes,
+                    }
+                ),
+                flush=True,
+            )
     command = "make faults" + (f" FAULTS_ARGS='{' '.join(argv)}'" if argv else "")
     publish([r.as_json() for r in rows], command)
     return 0 if all(r.verdict.passed for r in rows) else 1
