@@ -43,15 +43,14 @@ test-integration: up browser
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration
 
 # Not yet in `make test`: the schemathesis run (issue 11: the audience operations that landed
-# after it still fail its checks) and the reduced fault matrix (issue 18: its views check compares
-# the whole view tables, which other tests share). Each runs on its own: `make conformance`,
-# `make faults-reduced`.
+# after it still fail its checks); it runs on its own: `make conformance`. (The reduced fault
+# matrix, tests/integration/test_faults.py, is back in: its views check compares only its own
+# messages' rows; `make faults-reduced` runs it alone.)
 # Two more failed in the last fresh-clone run after the merges of this stop and are under
 # investigation, not passing (`make failing-now` runs them): the throttle-and-pause rule with
 # returned sends (issue 12; 2 failures in about 7 runs: a batch's returned places went to the next
 # slot) and the poisoned-records test's dead-letter metric after a restart (issue 10).
 NOT_YET_IN_TEST := --ignore=tests/integration/test_api_conformance.py \
-	--ignore=tests/integration/test_faults.py \
 	--deselect=tests/integration/test_delivery_rules.py::test_throttle_slots_inside_a_pause_are_not_made_up_and_the_end_date_cuts_short \
 	--deselect=tests/integration/test_projections_poison.py::test_poisoned_records_neither_stop_nor_skip_the_views_and_rebuild_identically
 
@@ -79,10 +78,11 @@ probe-faust: up
 faults: up
 	@bash scripts/with_env.sh $(PY) -m faults $(FAULTS_ARGS)
 
-# Run on their own until they hold inside `make test` (see NOT_YET_IN_TEST above).
+# Run on its own until it holds inside `make test` (see NOT_YET_IN_TEST above).
 conformance: up
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration/test_api_conformance.py
 
+# The reduced fault matrix alone (it is part of `make test`).
 faults-reduced: up
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration/test_faults.py
 

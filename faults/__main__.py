@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from faults.run import REPO_ROOT, Matrix, Row
+from faults.run import REPO_ROOT, ClusterMatrix, Matrix, Row
 from faults.scenarios import matrix
 
 RESULTS = REPO_ROOT / "faults" / "results" / "latest.json"
@@ -51,26 +51,36 @@ async def _main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=18)
     args = parser.parse_args(argv)
     rows: list[Row] = []
-    async with Matrix(within=args.within) as runner:
-        for scenario in matrix():
-            if args.only and scenario.name not in args.only:
-                continue
-            row = await runner.run(scenario, args.recipients, args.seed)
-            rows.append(row)
-            print(
-                json.dumps(
-                    {
-                        **row.as_json(),
-                        "violations": list(row.verdict.violations),
-                        "seconds": round(row.seconds, 1),
-                        "phases": row.phases,
-                        **row.notes,
-                    }
-                ),
-                flush=True,
-            )
     command = "make faults" + (f" FAULTS_ARGS='{' '.join(argv)}'" if argv else "")
-    publish([r.as_json() for r in rows], command)
+    by_name = {s.name: s for s in matrix()}
+    unknown = [name for name in args.only or [] if name not in by_name]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {sorted(by_name)}")
+    # --only runs the named rows in the order given.
+    scenarios = [by_name[name] for name in args.only] if args.only else list(by_name.values())
+    for cluster in (False, True):
+        chosen = [s for s in scenarios if s.cluster is cluster]
+        if not chosen:
+            continue
+        runner = (ClusterMatrix if cluster else Matrix)(within=args.within)
+        async with runner:
+            for scenario in chosen:
+                row = await runner.run(scenario, args.recipients, args.seed)
+                rows.append(row)
+                print(
+                    json.dumps(
+                        {
+                            **row.as_json(),
+                            "violations": list(row.verdict.violations),
+                            "seconds": round(row.seconds, 1),
+                            "phases": row.phases,
+                            **row.notes,
+                        }
+                    ),
+                    flush=True,
+                )
+                # After every row: a long run stopped early keeps the rows it finished.
+                publish([r.as_json() for r in rows], command)
     return 0 if all(r.verdict.passed for r in rows) else 1
 
 
