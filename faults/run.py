@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 
 from core import RecipientStatus, fold
 from faults.badinput import BadInput
@@ -249,14 +250,43 @@ class Matrix:
             await run_script("scripts/kafka_cluster.sh", "start")
             await run_script("scripts/services.sh", "start")
         elif action == "cluster-leaders":
+            before = await self.leaders()
             await run_script("scripts/kafka_cluster.sh", "stop-node", target)
+            away = await self.leaders()
             await run_script("scripts/kafka_cluster.sh", "start")
             await run_script("scripts/services.sh", "start")
+
+            async def back() -> bool:
+                return await self.leaders() == before
+
+            # The preferred leaders come back within the imbalance check (5 s) and a margin.
+            with contextlib.suppress(TimeoutError):
+                await until("the preferred leaders to come back", back, 60)
+            rows.notes["leaders"] = {
+                "before": before,
+                "node stopped": away,
+                "after": await self.leaders(),
+            }
         elif action == "bad-input":
             assert rows.bad is not None
             await rows.bad.inject(self.stack, rows.message)
         else:
             raise ValueError(f"unknown injection {action}")
+
+    async def leaders(self) -> dict[str, int]:
+        """The leader of each partition of the sends and events topics ("sends-0": broker id)."""
+        admin = AIOKafkaAdminClient(**client_options(self.settings))
+        await admin.start()
+        try:
+            topics = self.stack.topics
+            described = await admin.describe_topics([topics.sends, topics.events])
+        finally:
+            await admin.close()
+        return {
+            f"{t['topic'].rsplit('.', 1)[1]}-{p['partition']}": p["leader"]
+            for t in described
+            for p in t["partitions"]
+        }
 
     async def postgres_down_rebalance(self) -> None:
         """A second delivery worker shares the partitions; Postgres goes away at once; the second
@@ -385,6 +415,7 @@ class Matrix:
             {
                 **({"commands": rows.outcomes} if rows.outcomes else {}),
                 **({"hostile": dict(rows.bad.hostile)} if rows.bad is not None else {}),
+                **rows.notes,
             },
         )
 
@@ -595,6 +626,7 @@ class RowRun:
     commands: list[tuple[str, uuid.UUID]] = field(default_factory=list)
     #: How the racing commands were decided ("PauseMessage accepted": 2, ...).
     outcomes: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
     after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
