@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from faults.run import REPO_ROOT, ClusterMatrix, Matrix, Row
-from faults.scenarios import matrix
+from faults.scenarios import Scenario, matrix
 
 RESULTS = REPO_ROOT / "faults" / "results" / "latest.json"
 DOC = REPO_ROOT / "docs" / "reliability.md"
@@ -58,13 +58,17 @@ async def _main(argv: list[str]) -> int:
         parser.error(f"unknown scenarios {unknown}; known: {sorted(by_name)}")
     # --only runs the named rows in the order given.
     scenarios = [by_name[name] for name in args.only] if args.only else list(by_name.values())
-    for cluster in (False, True):
-        chosen = [s for s in scenarios if s.cluster is cluster]
-        if not chosen:
-            continue
-        runner = (ClusterMatrix if cluster else Matrix)(within=args.within)
+    # Consecutive rows share a harness; the cluster rows run on a ClusterMatrix of their own.
+    groups: list[list[Scenario]] = []
+    for scenario in scenarios:
+        if groups and groups[-1][0].cluster is scenario.cluster:
+            groups[-1].append(scenario)
+        else:
+            groups.append([scenario])
+    for group in groups:
+        runner = (ClusterMatrix if group[0].cluster else Matrix)(within=args.within)
         async with runner:
-            for scenario in chosen:
+            for scenario in group:
                 row = await runner.run(scenario, args.recipients, args.seed)
                 rows.append(row)
                 print(
