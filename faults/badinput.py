@@ -115,6 +115,21 @@ class BadInput:
             raise RuntimeError(f"apikeys create failed: {done.stderr[-1000:]}")
         return done.stdout.strip().split()[-1]
 
+    async def settled(self, api: httpx.AsyncClient, answer: httpx.Response) -> int:
+        """The HTTP status a command's request ends with: a 202 (the outcome was not known in
+        time, a loaded machine) is followed at its status URL until it is decided."""
+        if answer.status_code != 202:
+            return answer.status_code
+        url = answer.json()["status_url"]
+        for _ in range(600):
+            polled = await api.get(url)
+            body = polled.json() if polled.status_code == 200 else {}
+            if body.get("state") == "done":
+                status: int = body["http_status"]
+                return status
+            await asyncio.sleep(0.2)
+        return 202
+
     async def other_account(self, stack: Any, message: uuid.UUID) -> None:
         """Another account's key against A's message, then its hostile sends."""
         self.other_key = await self._key(f"{self.tag}-other")
@@ -128,9 +143,10 @@ class BadInput:
                     )
             for verb in ("pause", "cancel"):
                 answer = await api.post(f"/v1/messages/{message}/{verb}", json={})
-                if answer.status_code != 404:
+                status = await self.settled(api, answer)
+                if status != 404:
                     self.problems.append(
-                        f"another account's POST /v1/messages/{{id}}/{verb}: {answer.status_code}"
+                        f"another account's POST /v1/messages/{{id}}/{verb}: {status}"
                     )
             await self.hostile_sends(api)
 
@@ -161,19 +177,20 @@ class BadInput:
                 "/v1/messages",
                 json={"content": {**content, "from_address": sender}},
             )
-            self.hostile.append((f"content {name}", created.status_code))
-            if created.status_code != 201:
+            status = await self.settled(api, created)
+            self.hostile.append((f"content {name}", status))
+            if status != 201:
                 continue
             message_id = created.json()["message_id"]
             for cname, rows in contacts.items():
                 added = await api.post(
                     f"/v1/messages/{message_id}/recipients", json={"contacts": rows}
                 )
-                self.hostile.append((f"contacts {cname}", added.status_code))
+                self.hostile.append((f"contacts {cname}", await self.settled(api, added)))
             scheduled = await api.put(
                 f"/v1/messages/{message_id}/schedule", json={"send_now": True}
             )
-            self.hostile.append((f"send {name}", scheduled.status_code))
+            self.hostile.append((f"send {name}", await self.settled(api, scheduled)))
         for what, status in self.hostile:
             if status >= 500:
                 self.problems.append(f"hostile input {what}: HTTP {status}")
