@@ -43,17 +43,12 @@ test-unit: venv
 test-integration: up browser
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration
 
-# Not yet in `make test`: the reduced fault matrix (issue 18: its views check compares the whole
-# view tables, which other tests share); it runs on its own: `make faults-reduced`. The
-# schemathesis run (tests/integration/test_api_conformance.py, a bounded run) is part of
-# `make test`; `make conformance` runs it alone.
-# (The throttle-and-pause test of issue 12 and the poisoned-records test of issue 10, taken out
-# for a while as flaky, are back in: the first waited for "nothing outstanding" before its ticks'
-# releases were in the log; the second read a counter that follows the commit by a loop turn.)
-NOT_YET_IN_TEST := --ignore=tests/integration/test_faults.py
+# Every test is in `make test`. The schemathesis run (tests/integration/test_api_conformance.py,
+# a bounded run) and the reduced fault matrix (tests/integration/test_faults.py, its views check
+# limited to its own messages) also run alone: `make conformance`, `make faults-reduced`.
 
 test: lint up browser
-	@bash scripts/with_env.sh $(PY) -m pytest tests $(NOT_YET_IN_TEST)
+	@bash scripts/with_env.sh $(PY) -m pytest tests
 	@$(MAKE) --no-print-directory bench-smoke
 
 # Every figure of docs/benchmarks.md: bench/results/latest.json (+ a dated copy), latest.png, the table.
@@ -82,11 +77,12 @@ probe-faust: up
 faults: up
 	@bash scripts/with_env.sh $(PY) -m faults $(FAULTS_ARGS)
 
-# The schemathesis run alone (also part of `make test`); the reduced fault matrix runs on its own
-# until it holds inside `make test` (see NOT_YET_IN_TEST above).
+# The schemathesis run alone (also part of `make test`); the reduced fault matrix alone (also
+# part of `make test`).
 conformance: up
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration/test_api_conformance.py
 
+# The reduced fault matrix alone (it is part of `make test`).
 faults-reduced: up
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration/test_faults.py
 

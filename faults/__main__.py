@@ -10,8 +10,8 @@ import json
 import sys
 from typing import Any
 
-from faults.run import REPO_ROOT, Row, run_row
-from faults.scenarios import matrix
+from faults.run import REPO_ROOT, ClusterMatrix, Matrix, Row
+from faults.scenarios import Scenario, matrix
 
 RESULTS = REPO_ROOT / "faults" / "results" / "latest.json"
 DOC = REPO_ROOT / "docs" / "reliability.md"
@@ -51,14 +51,40 @@ async def _main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=18)
     args = parser.parse_args(argv)
     rows: list[Row] = []
-    for scenario in matrix():
-        if args.only and scenario.name not in args.only:
-            continue
-        row = await run_row(scenario, args.recipients, args.seed, within=args.within)
-        rows.append(row)
-        print(json.dumps({**row.as_json(), "violations": list(row.verdict.violations)}), flush=True)
     command = "make faults" + (f" FAULTS_ARGS='{' '.join(argv)}'" if argv else "")
-    publish([r.as_json() for r in rows], command)
+    by_name = {s.name: s for s in matrix()}
+    unknown = [name for name in args.only or [] if name not in by_name]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {sorted(by_name)}")
+    # --only runs the named rows in the order given.
+    scenarios = [by_name[name] for name in args.only] if args.only else list(by_name.values())
+    # Consecutive rows share a harness; the cluster rows run on a ClusterMatrix of their own.
+    groups: list[list[Scenario]] = []
+    for scenario in scenarios:
+        if groups and groups[-1][0].cluster is scenario.cluster:
+            groups[-1].append(scenario)
+        else:
+            groups.append([scenario])
+    for group in groups:
+        runner = (ClusterMatrix if group[0].cluster else Matrix)(within=args.within)
+        async with runner:
+            for scenario in group:
+                row = await runner.run(scenario, args.recipients, args.seed)
+                rows.append(row)
+                print(
+                    json.dumps(
+                        {
+                            **row.as_json(),
+                            "violations": list(row.verdict.violations),
+                            "seconds": round(row.seconds, 1),
+                            "phases": row.phases,
+                            **row.notes,
+                        }
+                    ),
+                    flush=True,
+                )
+                # After every row: a long run stopped early keeps the rows it finished.
+                publish([r.as_json() for r in rows], command)
     return 0 if all(r.verdict.passed for r in rows) else 1
 
 

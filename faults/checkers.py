@@ -6,7 +6,8 @@ paused, a view difference or a hanging transaction on purpose (tests/faults/test
 
 "Never twice, never lost" (docs/reliability.md):
 - no_duplicates: no Message-ID and no contact twice at the sink; no contact twice in the
-  ledger; no contact released twice.
+  ledger; no contact released again while its release is out (only a returned send is released
+  again, after a resume).
 - no_loss: every contact of the audience is in exactly one final state, the ledger accounts for
   every mail at the sink (delivered or unknown), delivered in the ledger means at the sink, and
   the message's own counts add up to the audience.
@@ -14,6 +15,10 @@ paused, a view difference or a hanging transaction on purpose (tests/faults/test
 - no_hanging_transaction: a read_committed consumer saw a marker written after the run (an open
   transaction on a partition holds back its last stable offset, so the marker stays invisible).
 - nothing_released_while_paused: no release between a pause and its resume, none after cancel.
+- core_replay: the message's events equal those the pure core decides when it is run again on
+  the same history (every record of the commands topic's partition, in log order:
+  services.dispatcher.decider.decide_record), for the rows whose commands race the send.
+- dead_letters: every bad record injected during a send was set aside with its error.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core import MessageStatus, RecipientStatus
-from schemas import Event, MessageCanceled, MessagePaused, MessageResumed, RecipientsReleased
+from schemas import (
+    Event,
+    MessageCanceled,
+    MessagePaused,
+    MessageResumed,
+    RecipientsReleased,
+    RecipientsReturned,
+)
 
 #: The ledger states a contact of a finished send may be in: the send went out (delivered), was
 #: refused for good (failed), or was claimed by a worker that died before it knew (unknown:
@@ -63,6 +75,9 @@ class Observation:
     #: The message's own counts by recipient status (core's fold of the events).
     counts: Mapping[RecipientStatus, int] = field(default_factory=dict)
     status: MessageStatus | None = None
+    #: Contacts of the audience the message's own state says are not to be sent (removed,
+    #: excluded or skipped by the core): neither lost nor expected in the ledger.
+    unsent: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,23 @@ def released(events: Iterable[Event]) -> list[str]:
     return [c for e in events if isinstance(e, RecipientsReleased) for c in e.contact_ids]
 
 
+def released_again(events: Iterable[Event]) -> list[str]:
+    """Contacts released while a release of theirs was still out: a second release is right
+    only after delivery returned the first (RecipientsReturned: paused or canceled before the
+    hand-off to SMTP, docs/delivery.md "The fence")."""
+    out: set[str] = set()
+    again: list[str] = []
+    for event in events:
+        if isinstance(event, RecipientsReleased):
+            for contact in event.contact_ids:
+                if contact in out:
+                    again.append(contact)
+                out.add(contact)
+        elif isinstance(event, RecipientsReturned):
+            out.difference_update(event.contact_ids)
+    return sorted(set(again))
+
+
 def duplicates(obs: Observation) -> list[str]:
     """Every way a contact could have got, or been handed out for, a second copy."""
     found: list[str] = []
@@ -95,7 +127,7 @@ def duplicates(obs: Observation) -> list[str]:
         found.append(f"{len(twice)} contacts got two mails at the sink, e.g. {twice[:3]}")
     if twice := _twice(c for c, _ in obs.ledger):
         found.append(f"{len(twice)} contacts have two ledger rows, e.g. {twice[:3]}")
-    if twice := _twice(released(obs.events)):
+    if twice := released_again(obs.events):
         found.append(f"{len(twice)} contacts were released twice, e.g. {twice[:3]}")
     return found
 
@@ -114,7 +146,16 @@ def losses(obs: Observation) -> list[str]:
     released_ids = set(released(obs.events))
     if missing := sorted(released_ids - set(ledger)):
         found.append(f"{len(missing)} released contacts have no ledger row, e.g. {missing[:3]}")
-    if open_rows := sorted(c for c, s in ledger.items() if s not in FINAL_LEDGER_STATES):
+
+    # A send returned by the fence is final only when it is not to be sent again: its message
+    # was canceled, or its contact removed (or excluded) since. Otherwise a resume releases the
+    # contact again and the same row is claimed again.
+    def is_final(contact: str, state: str) -> bool:
+        if state == "returned":
+            return obs.status is MessageStatus.CANCELED or contact in obs.unsent
+        return state in FINAL_LEDGER_STATES
+
+    if open_rows := sorted(c for c, s in ledger.items() if not is_final(c, s)):
         found.append(f"{len(open_rows)} ledger rows are not final, e.g. {open_rows[:3]}")
     delivered = {c for c, s in ledger.items() if s == "delivered"}
     unknown = {c for c, s in ledger.items() if s == "unknown"}
@@ -137,7 +178,9 @@ def losses(obs: Observation) -> list[str]:
                     f"the message counts {obs.counts.get(status, 0)} {status.value},"
                     f" the ledger {len(rows)}"
                 )
-    if obs.status is MessageStatus.SENT and (lost := sorted(obs.audience - set(ledger))):
+    if obs.status is MessageStatus.SENT and (
+        lost := sorted(obs.audience - obs.unsent - set(ledger))
+    ):
         found.append(f"{len(lost)} contacts of a sent message were never sent, e.g. {lost[:3]}")
     return found
 
@@ -148,7 +191,7 @@ def lost_count(obs: Observation) -> int:
     ledger = {c for c, _ in obs.ledger}
     lost = set(released(obs.events)) - ledger
     if obs.status is MessageStatus.SENT:
-        lost |= obs.audience - ledger
+        lost |= obs.audience - obs.unsent - ledger
     return len(lost)
 
 
@@ -192,20 +235,49 @@ def hanging_transactions(marker_seen: Mapping[int, bool]) -> list[str]:
     ]
 
 
+def core_replay(live: Sequence[Event], replayed: Sequence[Event] | None) -> list[str]:
+    """The message's events as the log holds them against the pure core's decisions on the
+    same history (None: no replay for this row). Events compare whole (ids, instants, payload)."""
+    if replayed is None:
+        return []
+    found: list[str] = []
+    for i, (a, b) in enumerate(zip(live, replayed, strict=False)):
+        if a != b:
+            found.append(
+                f"event {i + 1} differs from the core's replay: live {a.type} (sequence"
+                f" {a.sequence}), replayed {b.type} (sequence {b.sequence})"
+            )
+            break
+    if len(live) != len(replayed):
+        found.append(f"{len(live)} events in the log, {len(replayed)} in the core's replay")
+    return found
+
+
+def dead_letters(expected: Iterable[str], found: Iterable[str]) -> list[str]:
+    """Every injected bad record (named by a tag it carries) is among those set aside."""
+    missing = sorted(set(expected) - set(found))
+    return [f"bad record {m} was not dead-lettered" for m in missing]
+
+
 def judge(
     obs: Observation,
     *,
     views_equal: bool = True,
     view_diffs: Sequence[Mapping[str, object]] = (),
     marker_seen: Mapping[int, bool] | None = None,
+    replayed: Sequence[Event] | None = None,
+    extra: Sequence[str] = (),
 ) -> Verdict:
-    """Every checker on one run."""
+    """Every checker on one run; ``extra``: violations a row's own checks found (dead letters,
+    another account's view, a zombie's writes)."""
     violations = [
         *duplicates(obs),
         *losses(obs),
         *releases_while_paused(obs.events),
         *view_differences(views_equal, view_diffs),
         *hanging_transactions(marker_seen or {}),
+        *core_replay(obs.events, replayed),
+        *extra,
     ]
     unknown = sum(1 for _, s in obs.ledger if s == "unknown")
     return Verdict(duplicate_count(obs), lost_count(obs), unknown, tuple(violations))

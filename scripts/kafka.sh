@@ -8,6 +8,8 @@
 #   scripts/kafka.sh status    exit 0 when the broker answers Kafka requests
 #   scripts/kafka.sh version   print the pinned Kafka version
 #   scripts/kafka.sh password NAME   print the dev password of principal NAME (.state only)
+#   scripts/kafka.sh prepare   fetch the jars and generate the credentials, start nothing
+#                              (scripts/kafka_cluster.sh uses both)
 #
 # The broker requires SASL/SCRAM-SHA-256 and authorises with ACLs (docs/kafka.md). The principals'
 # dev passwords are generated once into $STATE_DIR/kafka/credentials (mode 600, never committed)
@@ -344,6 +346,7 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   version) echo "$KAFKA_VERSION" ;;
+  prepare) fetch_libs; ensure_credentials ;;
   password) [[ -n ${2:-} ]] || die "usage: $0 password NAME"; password "$2" ;;
-  *) echo "usage: $0 start|stop|status|version|password NAME" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|version|prepare|password NAME" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PostgreSQL 15 for the project: start | stop | status.
+# PostgreSQL 15 for the project: start | stop | status | restart-immediate | stop-immediate.
 #
 # start: with DATABASE_URL set, starts nothing and only waits for that server to answer
 # (external mode). Otherwise installs postgresql-15 with apt when missing, creates a cluster once
@@ -201,6 +201,33 @@ start() {
   log "postgres ready in $(elapsed_since "$t0"): $(url) (data: $PG_DATA)"
 }
 
+# restart-immediate: what a crash of the server looks like to its clients: `pg_ctl restart -m
+# immediate` ends every backend at once without a checkpoint (the server recovers from its WAL
+# on the way up), then waits until it answers again. The fault matrix's Postgres row
+# (docs/reliability.md); a running cluster of ours only.
+restart_immediate() {
+  local t0
+  t0=$(now_ms)
+  [[ -n ${DATABASE_URL:-} ]] && die "DATABASE_URL is set: not our server to restart"
+  locate
+  cluster_running "$PG_DATA" || die "postgres is not running"
+  as_pg "$PG_BIN/pg_ctl" restart -D "$PG_DATA" -m immediate -w -t 60 >>"$PG_LOG" 2>&1 \
+    || die "postgres did not restart: see $PG_LOG"
+  wait_until 30 "postgres on 127.0.0.1:$PG_PORT" login_works || die "postgres does not answer"
+  log "postgres restarted (immediate) in $(elapsed_since "$t0")"
+}
+
+# stop-immediate: the server gone at once (no checkpoint, clients cut off), for the fault
+# matrix's "Postgres unreachable" row; `start` brings it back.
+stop_immediate() {
+  [[ -n ${DATABASE_URL:-} ]] && die "DATABASE_URL is set: not our server to stop"
+  locate
+  cluster_running "$PG_DATA" || { log "postgres: not running"; return 0; }
+  as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m immediate -w -t 60 >>"$PG_LOG" 2>&1 \
+    || die "postgres did not stop: see $PG_LOG"
+  log "postgres: stopped (immediate)"
+}
+
 stop() {
   if [[ -n ${DATABASE_URL:-} ]]; then log "DATABASE_URL is set: nothing of ours to stop"; return 0; fi
   locate
@@ -226,6 +253,8 @@ status() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  stop-immediate) stop_immediate ;;
+  restart-immediate) restart_immediate ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-immediate|restart-immediate|status" >&2; exit 2 ;;
 esac

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The service processes: start | stop | status.
+# The service processes: start | stop | status | start-second KIND | stop-second KIND.
 # start: launches commands, dispatcher, delivery and projections in the background with
 # $PYTHON (default .venv/bin/python), pidfiles in $RUN_DIR, logs in $LOG_DIR/<name>.log, and waits
 # until each /health answers 200 (which needs Kafka, Postgres and the SMTP sink: scripts/up.sh).
 # A running, healthy process is reused. The SMTP sink has its own script (scripts/smtp_sink.sh).
+# start-second dispatcher|delivery: a second process of that kind beside the first (its own
+# static group member id `<kind>-2`, pidfile and log `<kind>-2`, health port
+# DISPATCHER2_HEALTH_PORT / DELIVERY2_HEALTH_PORT, default the first's + 20): the group shares
+# the partitions between the two (the fault matrix's zombie and rebalance rows,
+# docs/reliability.md). stop-second KIND stops it; `stop` stops it too.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PYTHON="${PYTHON:-$ROOT_DIR/.venv/bin/python}"
@@ -11,6 +16,8 @@ COMMANDS_PORT="${COMMANDS_PORT:-8080}"
 DISPATCHER_HEALTH_PORT="${DISPATCHER_HEALTH_PORT:-8081}"
 DELIVERY_HEALTH_PORT="${DELIVERY_HEALTH_PORT:-8082}"
 PROJECTIONS_HEALTH_PORT="${PROJECTIONS_HEALTH_PORT:-8083}"
+DISPATCHER2_HEALTH_PORT="${DISPATCHER2_HEALTH_PORT:-$((DISPATCHER_HEALTH_PORT + 20))}"
+DELIVERY2_HEALTH_PORT="${DELIVERY2_HEALTH_PORT:-$((DELIVERY_HEALTH_PORT + 20))}"
 HEALTH_TIMEOUT="${SERVICES_HEALTH_TIMEOUT:-90}"
 
 # name|python module|port|Kafka principal (services/common/kafka_admin.py: each service logs in
@@ -70,12 +77,51 @@ start() {
   log "services ready in $(elapsed_since "$t0")"
 }
 
+# second_entry KIND: the name|module|port|principal of the second process of KIND.
+second_entry() {
+  case $1 in
+    dispatcher) echo "dispatcher-2|services.dispatcher|$DISPATCHER2_HEALTH_PORT|mailctl-dispatcher" ;;
+    delivery) echo "delivery-2|services.delivery|$DELIVERY2_HEALTH_PORT|mailctl-delivery" ;;
+    *) die "no second process of '$1' (dispatcher or delivery)" ;;
+  esac
+}
+
+start_second() {
+  local kind=$1 name module port principal
+  IFS='|' read -r name module port principal <<<"$(second_entry "$kind")"
+  (
+    # The second process's own member id and health port; everything else as the first's.
+    if [[ $kind == dispatcher ]]; then
+      DISPATCHER_HEALTH_PORT=$port DISPATCHER_INSTANCE_ID=dispatcher-2
+    else
+      DELIVERY_HEALTH_PORT=$port DELIVERY_INSTANCE_ID=delivery-2
+    fi
+    launch "$name" "$module" "$port" "$principal"
+  )
+  if wait_until "$HEALTH_TIMEOUT" "$name health" http_ok "$(health_url "$port")"; then
+    log "$name: healthy at $(health_url "$port")"
+  else
+    tail -n 10 "$LOG_DIR/$name.log" >&2 || true
+    die "$name is not healthy"
+  fi
+}
+
+stop_second() {
+  local name
+  IFS='|' read -r name _ <<<"$(second_entry "$1")"
+  stop_pidfile "$name" "$(pidfile "$name")"
+}
+
 stop() {
-  local entry name module port
+  local entry name module port kind
   for entry in "${SERVICES[@]}"; do
     IFS='|' read -r name module port _ <<<"$entry"
     stop_pidfile "$name" "$(pidfile "$name")"
   done
+  for kind in dispatcher delivery; do
+    [[ -f $(pidfile "$kind-2") ]] && stop_second "$kind"
+  done
+  return 0
 }
 
 status() {
@@ -98,5 +144,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  start-second) [[ -n ${2:-} ]] || die "usage: $0 start-second dispatcher|delivery"; start_second "$2" ;;
+  stop-second) [[ -n ${2:-} ]] || die "usage: $0 stop-second dispatcher|delivery"; stop_second "$2" ;;
+  *) echo "usage: $0 start|stop|status|start-second KIND|stop-second KIND" >&2; exit 2 ;;
 esac

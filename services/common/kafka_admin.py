@@ -334,7 +334,14 @@ async def create_intake_topic(settings: Settings, principal: str) -> str:
         for topic in (topics.intake(principal), topics.intake_results(principal)):
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(topic, settings.kafka_partitions, 1, topic_configs=config)]
+                    [
+                        NewTopic(
+                            topic,
+                            settings.kafka_partitions,
+                            settings.kafka_replication_factor,
+                            topic_configs=config,
+                        )
+                    ]
                 )
     finally:
         await admin.close()

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     topic_prefix: str = "mailctl"
     # The partition count of every topic: commands, events, results and sends are co-partitioned.
     kafka_partitions: int = 4
+    # The replication factor of the topics the services create (ensure_topics, the intake
+    # topics): 1 for the one-node broker of the scripts, 3 on a cluster such as
+    # scripts/kafka_cluster.sh (whose brokers set min.insync.replicas=2; docs/kafka.md).
+    kafka_replication_factor: int = 1
     # The largest record a producer sends and a topic accepts (a chunk of 10,000 contacts with
     # merge attributes can pass Kafka's 1 MB default).
     max_record_bytes: int = 8 * 1024 * 1024

@@ -134,7 +134,12 @@ async def ensure_topics(settings: Settings) -> Topics:
             try:
                 await admin.create_topics(
                     [
-                        NewTopic(t, settings.kafka_partitions, 1, topic_configs=configs[t])
+                        NewTopic(
+                            t,
+                            settings.kafka_partitions,
+                            settings.kafka_replication_factor,
+                            topic_configs=configs[t],
+                        )
                         for t in missing
                     ]
                 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -236,35 +236,67 @@ async def compare(
     examples: int = 20,
     attempts: int = 20,
     max_batch_rows: int = MAX_BATCH_ROWS,
+    messages: Collection[UUID] | None = None,
 ) -> Comparison:
     """Rebuild ``rebuilt`` (a migrated schema) up to the offsets of the live views in ``live``
     and compare every view table, row for row. The comparison runs in one REPEATABLE READ
     snapshot in which the live offsets are read again: it compares the live views exactly as
-    they stood at those offsets with a replay of exactly those records."""
+    they stood at those offsets with a replay of exactly those records.
+
+    ``messages``: compare only the rows of these messages (the view rows with their
+    ``message_id``, the dead letters of records keyed by it), for a caller that shares the live
+    schema with others who write views of their own (tests on other topic prefixes, a fault run
+    beside other sends): their rows are neither in this topic's rebuild nor this caller's
+    concern. Only the partitions of those messages are rebuilt."""
     topic = Topics(settings.topic_prefix).events
+    ids = None if messages is None else sorted(str(m) for m in messages)
+    keys = None if ids is None else [i.encode() for i in ids]
+
+    def only(table: str) -> tuple[str, list[Any]]:
+        """The WHERE clause (and its arguments) that limits ``table`` to ``messages``."""
+        if ids is None:
+            return "", []
+        if table == "projection_dead_letters":
+            return " WHERE key = ANY($1::bytea[])", [keys]
+        return " WHERE message_id = ANY($1::uuid[])", [ids]
+
     parts: dict[int, Partition] = {}
+    # With ``messages``, only their partitions are rebuilt (a message's events share one key,
+    # so one partition): the others stay at offset 0 in the fresh schema.
+    wanted = None
+    if keys is not None:
+        count = await partition_count(settings, topic)
+        wanted = {(murmur2(key) & 0x7FFFFFFF) % count for key in keys}
+
+    async def live_offsets() -> dict[int, int]:
+        offsets = await _live_offsets(conn, live, topic)
+        return offsets if wanted is None else {p: o for p, o in offsets.items() if p in wanted}
+
     conn = await asyncpg.connect(settings.database_url)
     try:
         for attempt in range(1, attempts + 1):
-            targets = await _live_offsets(conn, live, topic)
+            targets = await live_offsets()
             await rebuild(
                 settings, rebuilt, targets, max_batch_rows=max_batch_rows, partitions=parts
             )
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                if await _live_offsets(conn, live, topic) != targets:
+                if await live_offsets() != targets:
                     continue  # the live worker moved on meanwhile: catch up and look again
                 differences: list[TableDifference] = []
                 rows: dict[str, int] = {}
                 for table in COMPARED:
                     a = f"{quote_ident(live)}.{table}"
                     b = f"{quote_ident(rebuilt)}.{table}"
-                    rows[table] = int(await conn.fetchval(f"SELECT count(*) FROM {a}"))
-                    only_a = f"SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}"
-                    only_b = f"SELECT * FROM {b} EXCEPT ALL SELECT * FROM {a}"
-                    n_a = int(await conn.fetchval(f"SELECT count(*) FROM ({only_a}) d"))
-                    n_b = int(await conn.fetchval(f"SELECT count(*) FROM ({only_b}) d"))
+                    where, args = only(table)
+                    rows[table] = int(
+                        await conn.fetchval(f"SELECT count(*) FROM {a}{where}", *args)
+                    )
+                    only_a = f"SELECT * FROM {a}{where} EXCEPT ALL SELECT * FROM {b}{where}"
+                    only_b = f"SELECT * FROM {b}{where} EXCEPT ALL SELECT * FROM {a}{where}"
+                    n_a = int(await conn.fetchval(f"SELECT count(*) FROM ({only_a}) d", *args))
+                    n_b = int(await conn.fetchval(f"SELECT count(*) FROM ({only_b}) d", *args))
                     if n_a or n_b:
-                        keys = ", ".join(COMPARED[table])
+                        order = ", ".join(COMPARED[table])
                         differences.append(
                             TableDifference(
                                 table,
@@ -273,13 +305,13 @@ async def compare(
                                 [
                                     _jsonable(r)
                                     for r in await conn.fetch(
-                                        f"{only_a} ORDER BY {keys} LIMIT {examples}"
+                                        f"{only_a} ORDER BY {order} LIMIT {examples}", *args
                                     )
                                 ],
                                 [
                                     _jsonable(r)
                                     for r in await conn.fetch(
-                                        f"{only_b} ORDER BY {keys} LIMIT {examples}"
+                                        f"{only_b} ORDER BY {order} LIMIT {examples}", *args
                                     )
                                 ],
                             )
@@ -289,10 +321,12 @@ async def compare(
                     for r in await conn.fetch(
                         'SELECT partition, "offset", error'
                         f" FROM {quote_ident(live)}.projection_dead_letters"
-                        ' WHERE consumer = $1 AND topic = $2 ORDER BY partition, "offset"'
-                        f" LIMIT {examples}",
+                        " WHERE consumer = $1 AND topic = $2"
+                        " AND ($3::bytea[] IS NULL OR key = ANY($3::bytea[]))"
+                        f' ORDER BY partition, "offset" LIMIT {examples}',
                         LIVE,
                         topic,
+                        keys,
                     )
                 ]
                 sanitized = [
@@ -304,7 +338,9 @@ async def compare(
                     for r in await conn.fetch(
                         "SELECT message_id, sequence, detail -> 'unstorable' AS fields"
                         f" FROM {quote_ident(live)}.view_history WHERE detail ? 'unstorable'"
-                        f" ORDER BY message_id, sequence LIMIT {examples}"
+                        " AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))"
+                        f" ORDER BY message_id, sequence LIMIT {examples}",
+                        ids,
                     )
                 ]
                 return Comparison(

@@ -2,12 +2,15 @@
 
     python -m services.projections.cli rebuild [--into SCHEMA]
     python -m services.projections.cli compare [--live-schema S] [--into SCHEMA] [--keep]
+        [--message MESSAGE_ID ...]
     python -m services.projections.cli export MESSAGE_ID [--raw] [--out FILE]
 
 `rebuild` replays the whole events topic into the view tables of a fresh schema (created and
 migrated; default `rebuild_<time>`), and keeps it. `compare` rebuilds up to exactly the offsets of
 the live views and compares every table row for row: prints a JSON report and exits 0 when they
-are equal, 1 with the exact differences otherwise; the fresh schema is dropped unless `--keep`.
+are equal, 1 with the exact differences otherwise; the fresh schema is dropped unless `--keep`;
+`--message` (repeatable) limits the comparison to those messages' rows (a live schema shared
+with views written from other topics).
 `export` writes one message's full history, from the log, as JSON lines.
 Settings come from the environment (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, TOPIC_PREFIX); the
 live views are those of DATABASE_URL's current schema unless `--live-schema` names another.
@@ -67,7 +70,13 @@ async def _compare(settings: Settings, args: argparse.Namespace) -> int:
     schema = args.into or _fresh_name()
     await create_schema(settings.database_url, schema)
     try:
-        result = await compare(settings, live, schema, examples=args.examples)
+        result = await compare(
+            settings,
+            live,
+            schema,
+            examples=args.examples,
+            messages=[UUID(m) for m in args.message] if args.message else None,
+        )
     finally:
         if not args.keep:
             await _drop(settings.database_url, schema)
@@ -95,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     p_compare.add_argument("--live-schema", help="schema of the live views (default: current)")
     p_compare.add_argument("--keep", action="store_true", help="keep the rebuilt schema")
     p_compare.add_argument("--examples", type=int, default=20, help="differing rows shown")
+    p_compare.add_argument(
+        "--message",
+        action="append",
+        metavar="MESSAGE_ID",
+        help="compare only this message's rows (repeatable; default: every row)",
+    )
     p_export = commands.add_parser("export", help="one message's history as JSON lines")
     p_export.add_argument("message_id")
     p_export.add_argument("--raw", action="store_true", help="records as stored, not upcast")

@@ -9,8 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import MessageStatus, RecipientStatus
-from faults.checkers import Mail, Observation, judge
-from schemas import Actor, Event, MessageCanceled, MessagePaused, MessageResumed, RecipientsReleased
+from faults.checkers import Mail, Observation, dead_letters, judge
+from schemas import (
+    Actor,
+    Event,
+    MessageCanceled,
+    MessagePaused,
+    MessageResumed,
+    RecipientsReleased,
+    RecipientsReturned,
+)
 
 MESSAGE = uuid.uuid4()
 ACTOR = Actor(kind="user", account_id="acct-a", user_id="ada")
@@ -163,3 +171,81 @@ def test_a_hanging_transaction_is_caught() -> None:
     assert verdict.violations == (
         "partition 1: a transaction is still open (the marker after the run is invisible)",
     )
+
+
+def test_a_history_that_differs_from_the_core_replay_fails() -> None:
+    run = clean_run()
+    assert judge(run, replayed=list(run.events)).passed
+    missing = judge(run, replayed=list(run.events)[:1])
+    assert not missing.passed
+    assert any("in the core's replay" in v for v in missing.violations)
+    other = judge(run, replayed=[run.events[0], release(2, "c3", "c4")])
+    assert not other.passed
+    assert any("differs from the core's replay" in v for v in other.violations)
+
+
+def test_a_bad_record_not_dead_lettered_fails() -> None:
+    assert judge(clean_run(), extra=dead_letters(["a", "b"], ["a", "b", "x"])).passed
+    verdict = judge(clean_run(), extra=dead_letters(["a", "b"], ["a"]))
+    assert verdict.violations == ("bad record b was not dead-lettered",)
+
+
+def test_a_contact_the_core_removed_is_not_lost_but_one_it_did_not_is() -> None:
+    removed = clean_run(
+        audience=AUDIENCE | {"c6"},
+        counts={RecipientStatus.DELIVERED: 6, RecipientStatus.REMOVED: 1},
+    )
+    assert not judge(removed).passed  # c6 never sent and not known to be removed: lost
+    assert judge(removed).lost == 1
+    verdict = judge(
+        clean_run(
+            audience=AUDIENCE | {"c6"},
+            counts={RecipientStatus.DELIVERED: 6, RecipientStatus.REMOVED: 1},
+            unsent=frozenset({"c6"}),
+        )
+    )
+    assert verdict.passed, verdict.violations
+
+
+def returned(sequence: int, *contacts: str) -> RecipientsReturned:
+    return RecipientsReturned(contact_ids=contacts, **envelope(sequence))
+
+
+def test_a_contact_released_again_after_its_send_was_returned_is_no_duplicate() -> None:
+    events = [release(1, "c0", "c1", "c2"), returned(2, "c2"), release(3, "c2", "c3", "c4", "c5")]
+    assert judge(clean_run(events=events)).passed
+    # Without the return in between, the second release of c2 is a duplicate.
+    again = [release(1, "c0", "c1", "c2"), release(2, "c2", "c3", "c4", "c5")]
+    verdict = judge(clean_run(events=again))
+    assert verdict.violations == ("1 contacts were released twice, e.g. ['c2']",)
+
+
+def test_a_returned_send_is_final_only_for_a_canceled_message() -> None:
+    ledger = [(c, "returned" if c == "c5" else "delivered") for c in sorted(AUDIENCE)]
+    mails = [Mail(f"<{c}@m>", c) for c in sorted(AUDIENCE - {"c5"})]
+    events = [release(1, "c0", "c1", "c2"), release(2, "c3", "c4", "c5"), returned(3, "c5")]
+    canceled = clean_run(
+        ledger=ledger,
+        mails=mails,
+        events=[*events, MessageCanceled(**envelope(4))],
+        counts={RecipientStatus.DELIVERED: 5},
+        status=MessageStatus.CANCELED,
+    )
+    assert judge(canceled).passed, judge(canceled).violations
+    sent = clean_run(ledger=ledger, mails=mails, events=events)
+    assert any("not final" in v for v in judge(sent).violations)
+
+
+def test_a_returned_send_of_a_contact_removed_since_is_final() -> None:
+    ledger = [(c, "returned" if c == "c5" else "delivered") for c in sorted(AUDIENCE)]
+    mails = [Mail(f"<{c}@m>", c) for c in sorted(AUDIENCE - {"c5"})]
+    events = [release(1, "c0", "c1", "c2"), release(2, "c3", "c4", "c5"), returned(3, "c5")]
+    counts = {RecipientStatus.DELIVERED: 5, RecipientStatus.REMOVED: 1}
+    removed = clean_run(ledger=ledger, mails=mails, events=events, counts=counts)
+    assert any("not final" in v for v in judge(removed).violations)  # c5 not known removed
+    verdict = judge(
+        clean_run(
+            ledger=ledger, mails=mails, events=events, counts=counts, unsent=frozenset({"c5"})
+        )
+    )
+    assert verdict.passed, verdict.violations
