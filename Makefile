@@ -77,8 +77,7 @@ probe-faust: up
 faults: up
 	@bash scripts/with_env.sh $(PY) -m faults $(FAULTS_ARGS)
 
-# The schemathesis run alone (also part of `make test`); the reduced fault matrix alone (also
-# part of `make test`).
+# The schemathesis run alone (it is part of `make test`).
 conformance: up
 	@bash scripts/with_env.sh $(PY) -m pytest tests/integration/test_api_conformance.py
 

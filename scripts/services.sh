@@ -47,6 +47,10 @@ launch() {
     export DISPATCHER_INSTANCE_ID="${DISPATCHER_INSTANCE_ID:-dispatcher-1}"
     export DELIVERY_INSTANCE_ID="${DELIVERY_INSTANCE_ID:-delivery-1}"
     export PROJECTIONS_INSTANCE_ID="${PROJECTIONS_INSTANCE_ID:-projections-1}"
+    # The dispatcher's snapshots and contact files (docs/scale.md): a restarted dispatcher folds
+    # only what follows its newest snapshot. A second dispatcher on this host finds a partition's
+    # directory locked and folds from the log.
+    export DISPATCHER_STATE_DIR="${DISPATCHER_STATE_DIR:-$STATE_DIR/dispatcher}"
     MAILCTL_KAFKA_PRINCIPAL=$principal export_server_env
     start_detached "$(pidfile "$name")" "$LOG_DIR/$name.log" "$PYTHON" -m "$module"
   )
