@@ -320,3 +320,26 @@ def test_the_fast_check_of_an_ascii_address_agrees_with_the_full_one(address: st
 
     # Input takes the one-expression path for ASCII; a stored record the general one.
     assert verdict(None) == verdict(STORED)
+
+
+def test_a_stored_zone_accepted_under_the_old_rule_still_decodes_but_new_input_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Zones became tzdata's list (issue 11); a history stored before holds names zoneinfo loads
+    # that the list lacks (e.g. "posix/Europe/Berlin"). Such a stored record must still decode,
+    # or its partition could never be folded again; a new command with it is refused.
+    import schemas.values as values
+
+    monkeypatch.setattr(values, "_ZONES", values._ZONES - {"Europe/Berlin"})
+    values.is_valid_time_zone.cache_clear()
+    try:
+        contact = {"contact_id": "c1", "email": "a@example.org", "time_zone": "Europe/Berlin"}
+        stored = Contact.model_validate(contact, context=STORED)
+        assert stored.time_zone == "Europe/Berlin"
+        with pytest.raises(ValidationError, match="time_zone"):
+            Contact.model_validate(contact)
+        # Not everything passes as stored: a name zoneinfo cannot load is still refused.
+        with pytest.raises(ValidationError, match="time_zone"):
+            Contact.model_validate({**contact, "time_zone": "Mars/Olympus"}, context=STORED)
+    finally:
+        values.is_valid_time_zone.cache_clear()
