@@ -38,6 +38,7 @@ from bench import (
     bench_projections,
     results,
 )
+from bench.harness.servers import servers
 from bench.progress import say
 from bench.results import Figure, failed, rate_ratio
 
@@ -116,15 +117,6 @@ GROUPS = (
 )
 
 
-def _server() -> tuple[str, str, tuple[str, int], str]:
-    return (
-        os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
-        os.environ.get("DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl"),
-        (os.environ.get("SMTP_HOST", "127.0.0.1"), int(os.environ.get("SMTP_PORT", "10025"))),
-        os.environ.get("SMTP_SINK_URL", "http://127.0.0.1:18025"),
-    )
-
-
 class Run:
     def __init__(self, cfg: dict[str, Any], tmp: Path) -> None:
         self.cfg = cfg
@@ -185,7 +177,7 @@ class Run:
         sizes = self.cfg["dispatch_sizes"]
         runs = []
         for n in sizes:
-            runs.append(asyncio.run(bench_dispatch.at_size(n, self.tmp, *_server())))
+            runs.append(asyncio.run(bench_dispatch.at_size(n, self.tmp, *servers())))
         top = runs[-1]
         self.figures["dispatch"] = Figure(
             value=top["rate"],
@@ -264,7 +256,7 @@ class Run:
                 self.cfg["pool"],
                 self.cfg["sink_mails"],
                 self.tmp,
-                _server(),
+                servers(),
             )
         )
         self.extras["delivery"] = found
@@ -284,7 +276,7 @@ class Run:
         )
 
     def pause(self) -> None:
-        found = asyncio.run(bench_delivery.fence(self.cfg, self.tmp, _server()))
+        found = asyncio.run(bench_delivery.fence(self.cfg, self.tmp, servers()))
         pool = found["pool"]
         pause, open_, cancel = found["pause"], found["pause_no_window"], found["cancel"]
         plan = {"plan": "default", "max_in_flight": pause["max_in_flight"], "pool": pool}
@@ -386,7 +378,7 @@ class Run:
                 c["projection_kills"],
                 c["warmup_s"],
                 self.tmp,
-                *_server()[:2],
+                *servers()[:2],
             )
         )
         steady = found["steady"]
@@ -438,7 +430,7 @@ class Run:
     def intake(self) -> None:
         c = self.cfg
         found = asyncio.run(
-            bench_intake.run(c["intake_clients"], c["intake_chunks"], self.tmp, *_server()[:2])
+            bench_intake.run(c["intake_clients"], c["intake_chunks"], self.tmp, *servers()[:2])
         )
         errors = f"; {found['errors']} chunks not answered 200" if found["errors"] else ""
         self.figures["rest_intake"] = Figure(
@@ -456,7 +448,7 @@ class Run:
 
     def csv_import(self) -> None:
         rows = self.cfg["import_rows"]
-        found = asyncio.run(bench_import.run(rows, *_server()[:2]))
+        found = asyncio.run(bench_import.run(rows, *servers()[:2]))
         self.figures["csv_import"] = Figure(
             value=found["seconds"],
             unit="s",
@@ -471,7 +463,7 @@ class Run:
 
     def paging(self) -> None:
         rows = self.cfg["paging_rows"]
-        found = asyncio.run(bench_paging.run(rows, self.tmp, *_server()[:2]))
+        found = asyncio.run(bench_paging.run(rows, self.tmp, *servers()[:2]))
         pages = found["pages"]
         self.figures["recipients_page"] = Figure(
             value=found["keyset_p99_ms"],

@@ -29,6 +29,7 @@ import httpx
 
 from bench.harness.processor import REPO_ROOT, Stack, free_port
 from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
+from bench.harness.servers import servers
 
 ZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "")
 
@@ -139,10 +140,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_import")
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    database_url = os.environ.get(
-        "DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl"
-    )
+    bootstrap, database_url = servers()[:2]
     found = asyncio.run(run(args.rows, bootstrap, database_url))
     print(
         f"import of {args.rows} rows through the API: {found['seconds']:.1f} s "

@@ -31,6 +31,7 @@ from bench.bench_commands import CONTENT, _cli, _healthy, percentile
 from bench.cpu import cpu_s, pidfile
 from bench.harness.processor import Stack, free_port
 from bench.harness.projections import drop_schema, new_schema, with_schema
+from bench.harness.servers import servers
 from bench.progress import say
 from schemas import MAX_CHUNK
 
@@ -163,10 +164,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--chunks", type=int, default=10)
     args = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    database = os.environ.get(
-        "DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl"
-    )
+    bootstrap, database = servers()[:2]
     with tempfile.TemporaryDirectory() as tmp:
         found = asyncio.run(run(args.clients, args.chunks, Path(tmp), bootstrap, database))
     print(json.dumps(found, indent=2), flush=True)

@@ -36,6 +36,7 @@ import asyncpg
 from bench.bench_commands import _cli, _healthy, percentile
 from bench.harness.processor import Stack, free_port
 from bench.harness.projections import drop_schema, new_schema, with_schema
+from bench.harness.servers import servers
 from bench.progress import say
 
 TARGET_MS = 50.0  # a page, p99 (issue 15 item 4)
@@ -192,10 +193,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_paging")
     parser.add_argument("--rows", type=int, default=10_000_000)
     args = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    database = os.environ.get(
-        "DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl"
-    )
+    bootstrap, database = servers()[:2]
     with tempfile.TemporaryDirectory() as tmp:
         found = asyncio.run(run(args.rows, Path(tmp), bootstrap, database))
     print(json.dumps(found, indent=2), flush=True)

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -44,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.bench_dispatch import Ends, rss_mb
 from bench.harness.kafka import kafka_options
 from bench.harness.processor import CONTENT, Stack, ids, record
+from bench.harness.servers import servers
 from bench.progress import say
 from schemas import (
     AddRecipients,
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipients", type=int, default=10_000_000)
     parser.add_argument("--verify", action="store_true", help="read every send record back")
     args = parser.parse_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    bootstrap = servers().bootstrap
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         result = asyncio.run(run(args.recipients, Path(tmp), bootstrap, verify=args.verify))
     out = ROOT / "bench" / "results"
