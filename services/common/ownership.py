@@ -56,6 +56,7 @@ class Ownership(Generic[P]):
         rewind: bool = True,
         concurrent: bool = True,
         revoked: Callable[[int], None] | None = None,
+        deferred: bool = False,
     ) -> None:
         self.topic = topic
         self._take = take
@@ -70,10 +71,18 @@ class Ownership(Generic[P]):
         self.concurrent = concurrent
         # Called for every revoked partition, owned or not (a worker's own bookkeeping).
         self._revoked = revoked
+        # True: the rebalance listener only pauses and records an assigned partition; the
+        # worker's loop takes it (`retake_orphans`). aiokafka sends no heartbeat while
+        # on_partitions_assigned runs (its heartbeat task restarts only after the callback), so
+        # a take longer than the session timeout inside the callback gets the member expelled,
+        # the group rebalances, the takes start again: a livelock (docs/services.md).
+        self.deferred = deferred
         self.partitions: dict[int, P] = {}
         # Assigned partitions that could not be taken: number -> earliest next attempt.
         self.orphans: dict[int, float] = {}
         self.lock = asyncio.Lock()
+        # Takes under way in `retake_orphans`: number -> task (cancelled on revocation).
+        self.taking: dict[int, asyncio.Task[bool]] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.takes_failed = 0
 
@@ -99,6 +108,7 @@ class Ownership(Generic[P]):
             part = await self._take(number)
         except self.fenced:
             log.warning("fenced while taking the partition", topic=self.topic, partition=number)
+            self.orphans.pop(number, None)  # another owner has it: not retried
             self.pause(number)
             return False
         except Exception:
@@ -123,11 +133,35 @@ class Ownership(Generic[P]):
         now = time.monotonic()
         async with self.lock:
             assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
-            for number, due in list(self.orphans.items()):
+            due_now: list[int] = []
+            for number, due in sorted(self.orphans.items()):
                 if number not in assigned:
                     self.orphans.pop(number, None)  # revoked meanwhile: not ours to take
                 elif due <= now and number not in self.partitions:
-                    await self.try_take(number, rewind=True)
+                    due_now.append(number)
+            # Each take is a task the rebalance listener cancels when its partition is revoked
+            # meanwhile (the revocation waits for this lock: an obsolete take must not hold it,
+            # nor the member's rejoin, for its whole length).
+            if self.concurrent:
+                await asyncio.gather(*(self._take_task(n) for n in due_now))
+            else:
+                for number in due_now:
+                    await self._take_task(number)
+
+    async def _take_task(self, number: int) -> None:
+        task = asyncio.create_task(self.try_take(number, rewind=True))
+        self.taking[number] = task
+        try:
+            await asyncio.wait({task})  # our own cancellation reaches the task below
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self.taking.pop(number, None)
+        if task.cancelled():
+            log.info("take abandoned: partition revoked", topic=self.topic, partition=number)
+            return
+        task.result()
 
     async def _rewind(self, number: int) -> None:
         consumer = self.consumer
@@ -199,7 +233,7 @@ class Ownership(Generic[P]):
         """The `partition-N` entry of /health: an orphaned partition is reported unowned, an
         owned one fails past `max_lag`."""
         if number in self.orphans:
-            return "assigned but not taken (Kafka or Postgres failing); retrying"
+            return "assigned but not taken (being taken, or Kafka or Postgres failing); retrying"
         return lag_problem(self.lag().get(str(number)), max_lag, unit)
 
     def status(self) -> dict[str, Any]:
@@ -217,6 +251,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         ownership = self.ownership
+        for tp in revoked:
+            if tp.topic == ownership.topic and tp.partition in ownership.taking:
+                ownership.taking[tp.partition].cancel()
         async with ownership.lock:
             for tp in revoked:
                 ownership.orphans.pop(tp.partition, None)
@@ -228,6 +265,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         # The partitions are taken concurrently: each take is mostly waiting for the broker or
         # the database, so a restart resumes sooner.
         ownership = self.ownership
+        if ownership.deferred:
+            # Return at once, so the consumer's heartbeats start again: the worker's loop takes
+            # them (paused until then; the take rewinds to the committed offset, so a record
+            # fetched before the pause is read again, never skipped). No lock: a batch in
+            # progress must not hold the callback (and the heartbeats) either.
+            for tp in assigned:
+                if tp.topic == ownership.topic and tp.partition not in ownership.partitions:
+                    ownership.orphan(tp.partition, 0.0)
+            return
         async with ownership.lock:
             numbers = [
                 tp.partition

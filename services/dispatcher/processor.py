@@ -137,6 +137,9 @@ class Processor:
             drop=self._drop,
             position=lambda part: part.next_offset,
             fenced=FENCED,
+            # Takes run in the loop, not in the rebalance callback: a large partition's take
+            # outlasts the session timeout (no heartbeat is sent during the callback).
+            deferred=True,
         )
         self.partitions = self.ownership.partitions
         self.orphans = self.ownership.orphans

@@ -224,3 +224,123 @@ def test_the_delivery_worker_retakes_a_partition_whose_take_failed() -> None:
         await worker.check()
 
     asyncio.run(scenario())
+
+
+class BlockingTake:
+    """A take that waits until `release` is set (a large partition's rebuild), recording whether
+    it was cancelled."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[int] = []
+        self.cancelled: list[int] = []
+
+    async def __call__(self, number: int) -> Held:
+        self.started.append(number)
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(number)
+            raise
+        return Held(number)
+
+
+def deferred_on(consumer: FakeConsumer, take: BlockingTake) -> Ownership[Held]:
+    ownership: Ownership[Held] = Ownership(
+        TOPIC, take=take, drop=dropped, position=lambda h: h.next_offset, deferred=True
+    )
+    ownership.attach(consumer)  # type: ignore[arg-type]
+    return ownership
+
+
+async def spin(turns: int = 20) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+def test_a_deferred_assignment_returns_before_the_take_so_heartbeats_go_on() -> None:
+    """aiokafka sends no heartbeat while on_partitions_assigned runs: a take inside it that
+    outlasts the session timeout gets the member expelled (the zombie-dispatcher livelock). With
+    `deferred` the callback returns at once, even while a batch holds the lock, and the loop's
+    `retake_orphans` takes the partition from the committed offset."""
+
+    async def scenario() -> None:
+        tp = TopicPartition(TOPIC, 0)
+        consumer = FakeConsumer(assigned={tp}, commits={tp: 3})
+        take = BlockingTake()
+        ownership = deferred_on(consumer, take)
+
+        async with ownership.lock:  # a batch in progress
+            callback = asyncio.create_task(ownership.listener().on_partitions_assigned([tp]))
+            await spin()
+            assert callback.done(), "the rebalance callback waited (no heartbeats meanwhile)"
+        assert take.started == [] and ownership.orphans.keys() == {0}
+        assert tp in consumer.paused and consumer.fetch(tp) == []
+
+        consumer.positions[tp] = consumer.end  # a fetch that raced the pause
+        loop_turn = asyncio.create_task(ownership.retake_orphans())
+        await spin()
+        assert take.started == [0] and not loop_turn.done()
+        take.release.set()
+        await loop_turn
+
+        assert ownership.owned() == [0] and not ownership.orphans and not ownership.taking
+        assert consumer.fetch(tp) == list(range(3, 10)), "records skipped"
+
+    asyncio.run(scenario())
+
+
+def test_a_partition_revoked_mid_take_is_abandoned_at_once() -> None:
+    async def scenario() -> None:
+        tp = TopicPartition(TOPIC, 1)
+        consumer = FakeConsumer(assigned={tp})
+        take = BlockingTake()
+        ownership = deferred_on(consumer, take)
+        await ownership.listener().on_partitions_assigned([tp])
+        loop_turn = asyncio.create_task(ownership.retake_orphans())
+        await spin()
+        assert take.started == [1]
+
+        consumer.assigned.clear()
+        revoke = asyncio.create_task(ownership.listener().on_partitions_revoked([tp]))
+        await spin()
+
+        assert take.cancelled == [1], "the obsolete take went on"
+        assert revoke.done() and loop_turn.done()
+        await revoke
+        await loop_turn  # the loop goes on
+        assert ownership.owned() == [] and not ownership.orphans and not ownership.taking
+
+    asyncio.run(scenario())
+
+
+def test_a_take_fenced_after_a_deferred_assignment_is_not_retried() -> None:
+    class Fenced(Exception):
+        pass
+
+    async def scenario() -> None:
+        tp = TopicPartition(TOPIC, 2)
+        consumer = FakeConsumer(assigned={tp})
+        calls: list[int] = []
+
+        async def take(number: int) -> Held:
+            calls.append(number)
+            raise Fenced
+
+        ownership: Ownership[Held] = Ownership(
+            TOPIC,
+            take=take,
+            drop=dropped,
+            position=lambda h: h.next_offset,
+            fenced=(Fenced,),
+            deferred=True,
+        )
+        ownership.attach(consumer)  # type: ignore[arg-type]
+        await ownership.listener().on_partitions_assigned([tp])
+        await ownership.retake_orphans()
+        await ownership.retake_orphans()
+
+        # One attempt (each would fence the other owner again), paused, not orphaned.
+        assert calls == [2] and not ownership.orphans and tp in consumer.paused
+
+    asyncio.run(scenario())
