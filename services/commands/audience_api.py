@@ -99,7 +99,7 @@ def audience_routes(
     async def preview(
         account_id: Account,
         message_id: UUID,
-        contact_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        contact_id: Annotated[QueryText, Query(min_length=1, max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=20)] = 3,
     ) -> dict[str, Any]:
         found = await audiences.preview(account_id, message_id, contact_id, limit)

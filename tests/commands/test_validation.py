@@ -272,3 +272,34 @@ async def test_a_control_character_in_a_header_is_422_naming_the_header(
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"]["field"] == header
     assert api.bus.published == []
+
+
+async def test_a_control_character_in_the_preview_contact_id_is_422_naming_it() -> None:
+    # A 500 found by the schemathesis run in CI: the preview's contact_id query parameter took
+    # any text, and a NUL reached Postgres. The audience routes need Postgres views in the app,
+    # so they are mounted here on a service the request must never reach.
+    import httpx
+
+    from services.commands.app import Adapters, create_app
+    from services.commands.audience_api import audience_routes
+    from services.commands.auth import Authenticator
+    from services.common.settings import Settings
+    from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
+
+    class Unreached:
+        async def preview(self, *args: object) -> object:
+            raise AssertionError("a refused request reached the audience service")
+
+    keys = FakeKeys({"key-a": "acct-a"})
+    app = create_app(Settings(), Adapters(bus=FakeBus(), store=FakeStore(), keys=keys))
+    app.include_router(audience_routes(Authenticator(keys).account, Unreached()))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.get(
+            f"/v1/messages/{uuid.UUID(int=1)}/preview",
+            params={"contact_id": "a\x00b"},
+            headers={"Authorization": "Bearer key-a"},
+        )
+
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"]["field"] == "contact_id"
