@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 
-from schemas import Actor, AddRecipients, Contact, CreateDraft
+from schemas import Actor, AddRecipients, Contact, Content, CreateDraft
 from schemas.wire import CommandRecord
 from services.commands.audiences import AudienceService
 from services.commands.errors import ProblemError
@@ -121,7 +121,9 @@ def service(bus: FakeBus, store: FakeStore) -> AudienceService:
 
 async def draft(bus: FakeBus) -> UUID:
     message = uuid.uuid4()
-    command = CreateDraft(command_id=uuid.uuid4(), message_id=message, content=CONTENT)  # type: ignore[arg-type]
+    command = CreateDraft(
+        command_id=uuid.uuid4(), message_id=message, content=Content.model_validate(CONTENT)
+    )
     await bus.publish(CommandRecord(command=command, actor=ACTOR, issued_at=datetime.now(UTC)))
     return message
 
