@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from schemas import Contact
 
@@ -108,13 +108,10 @@ class InvalidRow:
     reason: str
 
 
-def _reason_of(items: list[Any]) -> str:
-    """A row's reason from the errors of its contact, each located within the contact (the
-    batch's index stripped): ``email: not a syntactically valid email address``."""
+def _reason(error: ValidationError) -> str:
     parts = []
-    for item in items:
-        loc = item.get("loc", ())[1:]
-        where = str(loc[0]) if loc else "row"
+    for item in error.errors(include_url=False):
+        where = str(item["loc"][0]) if item.get("loc") else "row"
         message = str(item["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
@@ -189,58 +186,54 @@ class CsvContacts:
         reader = csv.reader(io.StringIO(text, newline=""), strict=False)
         base = self._line
         previous = 0
-        # The rows of this piece, in line order: each one parsed or invalid already, or a
-        # contact's fields still to validate; validated together below (one pydantic call for
-        # the piece instead of one per row: the import's hot loop, docs/api.md "CSV import").
-        rows: list[ParsedRow | InvalidRow | _Fields] = []
         try:
             for fields in reader:
                 start = base + previous + 1
                 previous = reader.line_num
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue  # blank line
-                row = self._row(start, fields, suspect)
-                if row is not None:
-                    rows.append(row)
+                yield from self._row(start, fields, suspect)
         except csv.Error as error:
-            rows.append(InvalidRow(base + previous + 1, None, f"not a CSV row: {error}"))
+            yield InvalidRow(base + previous + 1, None, f"not a CSV row: {error}")
         self._line = base + reader.line_num
-        yield from _validated(rows)
 
-    def _row(
-        self, line: int, fields: list[str], suspect: bool
-    ) -> ParsedRow | InvalidRow | _Fields | None:
+    def _row(self, line: int, fields: list[str], suspect: bool) -> Iterator[ParsedRow | InvalidRow]:
         if self.header is None:
             self.header = fields
             if self.remove:
                 self.columns = _removal_columns(fields, self.mapping)
             else:
                 self.columns = map_columns(fields, self.mapping)
-            return None
+            return
         self.rows_read += 1
         columns = self.columns
         assert columns is not None
         if suspect and any(_NOT_UTF8.search(f) for f in fields):
             cid = _cell(fields, columns.contact_id)
-            return InvalidRow(
+            yield InvalidRow(
                 line,
                 None if cid is None or _NOT_UTF8.search(cid) else cid,
                 "the row is not valid UTF-8 text",
             )
+            return
         width = len(fields)
         index = columns.contact_id
         cid = fields[index].strip() if index < width else ""
         if not cid:
-            return InvalidRow(line, None, "contact_id: missing")
+            yield InvalidRow(line, None, "contact_id: missing")
+            return
         if cid in self._seen:
-            return InvalidRow(line, cid, "duplicate contact id: an earlier row has it")
+            yield InvalidRow(line, cid, "duplicate contact id: an earlier row has it")
+            return
         self._seen.add(cid)
         if self.remove:
-            return ParsedRow(line, Contact.model_construct(contact_id=cid, email="", attributes={}))
+            yield ParsedRow(line, Contact.model_construct(contact_id=cid, email="", attributes={}))
+            return
         index = columns.email
         email = fields[index].strip() if index < width else ""
         if not email:
-            return InvalidRow(line, cid, "email: missing")
+            yield InvalidRow(line, cid, "email: missing")
+            return
         index_zone = columns.time_zone
         zone = fields[index_zone].strip() if index_zone is not None and index_zone < width else ""
         attributes: dict[str, Any] = {}
@@ -262,53 +255,14 @@ class CsvContacts:
                     attributes.update(loaded)
                     continue
             attributes[name] = value
-        return _Fields(
-            line,
-            cid,
-            {
-                "contact_id": cid,
-                "email": email,
-                "time_zone": zone or None,
-                "attributes": attributes,
-            },
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Fields:
-    """A row's contact fields, not validated yet (:func:`_validated`)."""
-
-    line: int
-    contact_id: str
-    fields: dict[str, Any]
-
-
-_CONTACTS: TypeAdapter[list[Contact]] = TypeAdapter(list[Contact])
-
-
-def _validated(rows: list[ParsedRow | InvalidRow | _Fields]) -> list[ParsedRow | InvalidRow]:
-    """``rows`` with each contact validated, in the same order: a ParsedRow for a valid one, an
-    InvalidRow for the others with the reason a `Contact` of that row alone gives."""
-    pending = [i for i, row in enumerate(rows) if isinstance(row, _Fields)]
-    if not pending:
-        return rows  # type: ignore[return-value]  # no _Fields in it
-    out: list[Any] = list(rows)
-    try:
-        contacts = _CONTACTS.validate_python([out[i].fields for i in pending])
-    except ValidationError as error:
-        # Some rows are invalid: the errors name them by their index in the batch, each with
-        # the location and message a `Contact` of that row alone reports.
-        refused: dict[int, list[Any]] = {}
-        for item in error.errors(include_url=False):
-            refused.setdefault(int(item["loc"][0]), []).append(item)
-        for at, items in refused.items():
-            row = out[pending[at]]
-            out[pending[at]] = InvalidRow(row.line, row.contact_id, _reason_of(items))
-        pending = [i for n, i in enumerate(pending) if n not in refused]
-        contacts = _CONTACTS.validate_python([out[i].fields for i in pending])
-    for i, contact in zip(pending, contacts, strict=True):
-        out[i] = ParsedRow(out[i].line, contact)
-    return out
+        try:
+            contact = Contact(
+                contact_id=cid, email=email, time_zone=zone or None, attributes=attributes
+            )
+        except ValidationError as error:
+            yield InvalidRow(line, cid, _reason(error))
+            return
+        yield ParsedRow(line, contact)
 
 
 def _cell(fields: list[str], index: int | None) -> str | None:

@@ -4,11 +4,7 @@ piece size, the header spellings and mapping, an export read back."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
-from schemas import Contact
 from services.commands.csv_rows import CsvContacts, HeaderError, InvalidRow, ParsedRow
 
 BAD = (
@@ -86,59 +82,3 @@ def test_a_removal_file_needs_only_ids() -> None:
     rows = parse(b"contact_id\nx1\nx2\nx1\n", 4, remove=True)
     assert [r.contact.contact_id for r in rows if isinstance(r, ParsedRow)] == ["x1", "x2"]
     assert [r.line for r in rows if isinstance(r, InvalidRow)] == [4]
-
-
-# ---------------------------------------------------------------- rows validated per piece
-
-_odd = st.sampled_from(["", "\x00", "\t", "\x1b", "\x7f", "\x85", "\u2028", "é"])
-_word = st.text("abcXYZ019._-+", min_size=1, max_size=10)
-_cell = st.builds(lambda a, b, c: a + b + c, _word, _odd, _word) | _word
-_row = st.tuples(
-    _cell,  # contact id
-    _cell | st.builds(lambda a, d: f"{a}@{d}.example", _word, st.sampled_from(["a", "bü"])),
-    st.sampled_from(["", "UTC", "Europe/London", "Mars/Base", "utc"]),
-    _cell | st.just(""),
-)
-
-
-def _one_contact(cid: str, email: str, zone: str, note: str) -> tuple[str, object]:
-    """The verdict of one row validated alone, as the parser did before it validated a piece's
-    rows together: a Contact, or the reason from its own ValidationError."""
-    try:
-        contact = Contact(
-            contact_id=cid,
-            email=email,
-            time_zone=zone or None,
-            attributes={"note": note} if note else {},
-        )
-    except ValidationError as error:
-        parts = []
-        for item in error.errors(include_url=False):
-            where = str(item["loc"][0]) if item.get("loc") else "row"
-            parts.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
-        return "invalid", "; ".join(parts)
-    return "parsed", contact
-
-
-@settings(max_examples=200)
-@given(st.lists(_row, max_size=12), st.sampled_from([7, 64, 100_000]))
-def test_rows_validated_together_get_the_verdict_each_gets_alone(
-    rows: list[tuple[str, str, str, str]], step: int
-) -> None:
-    cells = [tuple(c.replace('"', "").replace(",", "").strip() for c in row) for row in rows]
-    text = "contact_id,email,time_zone,note\r\n" + "".join(
-        '"' + '","'.join(c) + '"\r\n' for c in cells
-    )
-    expected: dict[int, tuple[str, object]] = {}
-    seen: set[str] = set()
-    for line, (cid, email, zone, note) in enumerate(cells, start=2):
-        if not cid or cid in seen or not email:
-            continue  # missing or repeated: decided before validation, as before
-        seen.add(cid)
-        expected[line] = _one_contact(cid, email, zone, note)
-    found = {
-        r.line: ("parsed", r.contact) if isinstance(r, ParsedRow) else ("invalid", r.reason)
-        for r in parse(text.encode(), step)
-        if r.line in expected
-    }
-    assert found == expected
