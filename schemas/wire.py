@@ -9,7 +9,7 @@ import json
 from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
 from pydantic_core import from_json
 
 from schemas.audience import AudienceReport
@@ -30,7 +30,6 @@ __all__ = [
     "ReadableIds",
     "Rejection",
     "decode_input",
-    "decode_input_exactly",
     "readable_ids",
 ]
 
@@ -86,26 +85,7 @@ def decode_input(value: bytes) -> CommandRecord | Tick | CopiedEvent:
 
     A command is input: the text rules (schemas/text.py) apply. A copied event is the processor's
     own record of a history (a copy of an old draft holds the old draft's text), so it decodes as
-    a stored record.
-
-    The common case, a valid command or tick, is validated straight from the JSON bytes (one
-    pass in pydantic-core, no Python dicts of 10,000 contacts built first and walked again:
-    docs/api.md "CSV import", measured). Anything else, a record it refuses or a copied event,
-    is decoded again by :func:`decode_input_exactly`, the one path that words refusals, so a
-    dead letter's error is what it always was and a copied event is read as stored.
-    """
-    try:
-        item = _INPUT.validate_json(value)
-    except ValidationError:
-        return decode_input_exactly(value)
-    if isinstance(item, CopiedEvent):
-        return decode_input_exactly(value)
-    return item
-
-
-def decode_input_exactly(value: bytes) -> CommandRecord | Tick | CopiedEvent:
-    """:func:`decode_input` by way of the Python objects of the JSON: the type is read first,
-    so a copied event is validated as a stored record; its refusals are the dead letters'."""
+    a stored record."""
     try:
         raw = from_json(value)
     except (ValueError, TypeError):
