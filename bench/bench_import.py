@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from bench.cpu import Meter, pidfile
 from bench.harness.processor import REPO_ROOT, Stack, free_port
 from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
 from bench.harness.servers import servers
@@ -64,8 +65,8 @@ async def run(rows: int, bootstrap: str, database_url: str) -> dict[str, Any]:
         stack = Stack(bootstrap, Path(tmp))
         await stack.start()
         try:
-            stack.spawn("dispatcher", DATABASE_URL=dsn)
-            spawn_projections(stack, dsn)
+            dispatcher = stack.spawn("dispatcher", DATABASE_URL=dsn)
+            projections = spawn_projections(stack, dsn)
             port = free_port()
             commands = stack.spawn(
                 "commands",
@@ -111,6 +112,17 @@ async def run(rows: int, bootstrap: str, database_url: str) -> dict[str, Any]:
                 await client.get(
                     f"/v1/messages/{message}", params={"min_sequence": 1, "wait_s": 30}
                 )
+                # CPU per process (it does not depend on the load): where the import's time goes.
+                meter = Meter(
+                    {
+                        "api": commands.pid,
+                        "dispatcher": dispatcher.pid,
+                        "projections": projections.pid,
+                        "kafka": pidfile("kafka"),
+                        "bench client": os.getpid(),
+                    }
+                )
+                meter.start()
                 started = time.perf_counter()
                 answer = await client.post(
                     f"/v1/messages/{message}/imports",
@@ -119,6 +131,7 @@ async def run(rows: int, bootstrap: str, database_url: str) -> dict[str, Any]:
                     headers={"Content-Type": "text/csv"},
                 )
                 elapsed = time.perf_counter() - started
+                used = meter.stop()
                 summary = answer.json()
             peak = _rss_kb(commands.pid)
             return {
@@ -129,6 +142,12 @@ async def run(rows: int, bootstrap: str, database_url: str) -> dict[str, Any]:
                 "added": summary.get("counts", {}).get("added"),
                 "chunks": summary.get("chunks_done"),
                 "peak_rss_mib": round(peak / 1024),
+                # The projection worker is still catching up at the summary: its figure is the
+                # part it did meanwhile (it competes for the same two cores).
+                "cpu_ms_per_10k_rows": {
+                    name: round(seconds * 1000 / (rows / 10_000), 1)
+                    for name, seconds in used.items()
+                },
                 "load_avg": list(os.getloadavg()),
             }
         finally:
@@ -147,6 +166,10 @@ def main(argv: list[str]) -> None:
         f"({found['rows_per_s']:,.0f} rows/s), state {found['state']}, added {found['added']}, "
         f"chunks {found['chunks']}; commands service peak RSS {found['peak_rss_mib']} MiB; "
         "target for 1,000,000 rows: < 60 s",
+        flush=True,
+    )
+    print(
+        f"CPU ms per 10,000 rows: {found['cpu_ms_per_10k_rows']}; load {found['load_avg']}",
         flush=True,
     )
 

@@ -90,6 +90,10 @@ async def run(
                 async with http.post(path, data=body, headers=headers) as answer:
                     return answer.status, await answer.json(content_type=None)
 
+            # Built before the first request: on a loaded machine building them took longer than
+            # the API's keep-alive (5 s), and the idle pooled connections were closed under the
+            # client's first chunk ("Can not write request body").
+            bodies = [_bodies(c, chunks, size) for c in range(clients)]
             messages = []
             for _ in range(clients):
                 status, made = await call("/v1/messages", json.dumps({"content": CONTENT}).encode())
@@ -104,7 +108,6 @@ async def run(
                 status, answer = await call(f"/v1/messages/{message}/recipients", warm)
                 if status != 200:
                     raise RuntimeError(f"warm-up chunk: {status} {answer}")
-            bodies = [_bodies(c, chunks, size) for c in range(clients)]
             say("intake", f"{clients} clients x {chunks} chunks of {size:,} contacts")
             latencies: list[float] = []
             added = 0

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +56,10 @@ __all__ = ["MAX_TEST_ADDRESSES", "AudienceService", "ImportSummary", "import_key
 MAX_TEST_ADDRESSES = 10
 #: Rows per import chunk: the core's chunk limit.
 IMPORT_CHUNK = MAX_CHUNK
+#: An import's chunks published and not answered yet, at most: the processor has the next chunk
+#: on the topic when it finishes one (no idle gap for this process's answer handling and the
+#: next publish), while the chunks still go on the topic in the file's order.
+IMPORT_IN_FLIGHT = 2
 #: An import still "running" with no progress for this long is reported as partial (its
 #: process ended: browser closed, service restarted); uploading the file again resumes it.
 STALE_IMPORT_S = 120.0
@@ -126,6 +131,7 @@ class AudienceService:
         smtp: Any = None,
         message_id_domain: str = "mailctl.invalid",
         chunk_size: int = IMPORT_CHUNK,
+        chunks_in_flight: int = IMPORT_IN_FLIGHT,
     ) -> None:
         self.executor = executor
         self.views = views
@@ -133,6 +139,7 @@ class AudienceService:
         self.smtp = smtp  # an SmtpPool (services/delivery/smtp.py), made lazily
         self.domain = message_id_domain
         self.chunk_size = chunk_size
+        self.chunks_in_flight = chunks_in_flight
 
     async def _pool(self) -> asyncpg.Pool:
         return await self.views.pool()
@@ -303,19 +310,39 @@ class AudienceService:
         number = 0
         last_progress = 0.0
         error: str | None = None
-        # One chunk in flight while the next one is parsed: the processor decides chunk n while
-        # this process reads chunk n + 1 (two cores at work instead of one).
-        in_flight: asyncio.Task[None] | None = None
+        # Chunks in flight while the next one is parsed: the processor decides chunk n while
+        # this process reads chunk n + 1 (two cores at work instead of one). Chunk n + 1 is
+        # handed to the executor only once chunk n is published, so the topic holds the chunks
+        # in the file's order (which of two rows with one address is the duplicate stays the
+        # file's answer); each is a command of its own key, applied once whatever the overlap.
+        in_flight: deque[asyncio.Task[None]] = deque()
+        published = asyncio.Event()
+        published.set()
 
         async def send(rows: list[ParsedRow], invalid: list[InvalidRow]) -> None:
-            nonlocal in_flight, number
-            if in_flight is not None:
-                await in_flight
-            in_flight = asyncio.create_task(
+            nonlocal number, published
+            while len(in_flight) >= self.chunks_in_flight:
+                await in_flight.popleft()
+            await published.wait()  # the previous chunk is on the topic (or never will be)
+            published = asyncio.Event()
+            task = asyncio.create_task(
                 self._send_chunk(
-                    account, actor, message_id, import_id, kind, number, rows, invalid, parser
+                    account,
+                    actor,
+                    message_id,
+                    import_id,
+                    kind,
+                    number,
+                    rows,
+                    invalid,
+                    parser,
+                    published=published,
                 )
             )
+            # Set when done too: a chunk of invalid rows only publishes nothing, a failed one
+            # never will.
+            task.add_done_callback(_setter(published))
+            in_flight.append(task)
             number += 1
 
         async def take(rows: Iterable[ParsedRow | InvalidRow]) -> None:
@@ -345,9 +372,12 @@ class AudienceService:
                 if chunk or problems:
                     await send(chunk, problems)
             finally:
-                # The chunk already published is always recorded, even when the upload broke.
-                if in_flight is not None:
-                    await in_flight
+                # The chunks already published are always recorded, even when the upload broke.
+                outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
+                in_flight.clear()
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
         except HeaderError as bad:
             error = str(bad)
         except ProblemError as refused:
@@ -400,6 +430,8 @@ class AudienceService:
         rows: list[ParsedRow],
         invalid: list[InvalidRow],
         parser: CsvContacts,
+        *,
+        published: asyncio.Event | None = None,
     ) -> None:
         lines = {r.contact.contact_id: r.line for r in rows}
         counts: dict[str, int] = {}
@@ -408,7 +440,7 @@ class AudienceService:
         ]
         if rows:
             answer = await self._execute_chunk(
-                account, actor, message_id, import_id, kind, number, rows
+                account, actor, message_id, import_id, kind, number, rows, published=published
             )
             audience = answer.get("audience") or {}
             counts = {k: v for k, v in (audience.get("counts") or {}).items() if k != "invalid"}
@@ -456,6 +488,8 @@ class AudienceService:
         kind: str,
         number: int,
         rows: list[ParsedRow],
+        *,
+        published: asyncio.Event | None = None,
     ) -> dict[str, Any]:
         key = import_key(import_id, number)
         command_id = command_id_for(account, key)
@@ -503,6 +537,7 @@ class AudienceService:
                 path=f"/v1/messages/{message_id}/recipients",
                 body=body,
                 command=command,
+                published=published,
             )
         )
         answer: dict[str, Any] = json.loads(bytes(response.body))
@@ -779,6 +814,10 @@ def preview_of(content: Content, contact: Contact) -> dict[str, Any]:
             for f in merge_fields(content, contact)
         ],
     }
+
+
+def _setter(event: asyncio.Event) -> Callable[[asyncio.Task[None]], None]:
+    return lambda _: event.set()
 
 
 def _csv_line(cells: Sequence[str]) -> bytes:

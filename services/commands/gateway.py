@@ -45,6 +45,10 @@ class CommandRequest:
     command: Command
     created: bool = False
     new_message_id: UUID | None = None
+    #: Set once the command is on the command topic (or was already: a replay), or will not
+    #: be (refused, not published): a caller with several commands in flight publishes the
+    #: next one only then, so the topic holds them in its order (a CSV import's chunks).
+    published: asyncio.Event | None = None
 
 
 class Executor:
@@ -73,6 +77,13 @@ class Executor:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     async def execute(self, req: CommandRequest) -> JSONResponse:
+        try:
+            return await self._execute(req)
+        finally:
+            if req.published is not None:
+                req.published.set()  # whatever happened: it is published by now or never
+
+    async def _execute(self, req: CommandRequest) -> JSONResponse:
         command = req.command
         # Built without validating again: the command and the actor are validated models
         # already, and validating a chunk of 10,000 contacts again costs more than publishing
@@ -141,6 +152,8 @@ class Executor:
                     "with the same Idempotency-Key",
                 )
             ) from error
+        if req.published is not None:
+            req.published.set()
         try:
             result = await asyncio.wait_for(asyncio.shield(future), self.wait_s)
         except TimeoutError:
