@@ -224,14 +224,7 @@ class Matrix:
             await killed(pid_of(target))
             await run_script("scripts/services.sh", "start")
         elif action == "sigterm":
-            pid = pid_of(target)
-            os.kill(pid, signal.SIGTERM)
-
-            async def gone() -> bool:
-                return not running(pid)
-
-            await until(f"{target} to exit on SIGTERM", gone, 60)
-            await run_script("scripts/services.sh", "start")
+            await self.sigterm(target)
         elif action == "sigkill-broker":
             await killed(pid_of("kafka"))
             await run_script("scripts/kafka.sh", "start")
@@ -269,9 +262,20 @@ class Matrix:
             }
         elif action == "bad-input":
             assert rows.bad is not None
-            await rows.bad.inject(self.stack, rows.message)
+            await rows.bad.inject(self.stack, rows.message, lambda: self.sigterm("dispatcher"))
         else:
             raise ValueError(f"unknown injection {action}")
+
+    async def sigterm(self, target: str) -> None:
+        """A clean restart: SIGTERM, wait until it has exited, `scripts/services.sh start`."""
+        pid = pid_of(target)
+        os.kill(pid, signal.SIGTERM)
+
+        async def gone() -> bool:
+            return not running(pid)
+
+        await until(f"{target} to exit on SIGTERM", gone, 60)
+        await run_script("scripts/services.sh", "start")
 
     async def leaders(self) -> dict[str, int]:
         """The leader of each partition of the sends and events topics ("sends-0": broker id)."""
