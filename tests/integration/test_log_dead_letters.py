@@ -63,6 +63,11 @@ def health(port: int) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
+async def healthy(port: int) -> dict[str, Any] | None:
+    code, body = await asyncio.to_thread(health, port)
+    return body if code == 200 else None
+
+
 async def inject(stack: Stack, message: UUID, shorts: tuple[str, ...]) -> dict[Any, str]:
     """One bad record of each kind on each topic, in the message's partition; returns their
     sources (topic, partition, offset) and the marker each carries."""
@@ -195,8 +200,7 @@ async def test_a_snapshot_does_not_hide_a_bad_record_written_while_the_partition
             within=90,
         )
         assert added.outcome == "accepted" and added.sequence == sequence, added
-        code, body = health(port)
-        assert code == 200, body
+        body = await stack.wait_for("/health 200", lambda: healthy(port))
         assert body["processor"]["set_aside_written"] == 0, body["processor"]
         process.terminate()
         assert process.wait(timeout=30) == 0
