@@ -100,6 +100,11 @@ MAX_BATCH = 500
 MAX_TRANSACTION_OUTPUT = 20_000
 
 
+#: The fold of a take gives the event loop a turn every this many records: a fetch brings up to
+#: 5,000 at once, and folding them without a pause starved the consumer's heartbeat on a loaded
+#: machine (the session ran out mid-take, the group rebalanced, the take was abandoned, again).
+YIELD_EVERY = 100
+
 #: A record of the events or results topic that the rebuild cannot fold, and why.
 SetAside = tuple[ConsumerRecord[Any, Any], Exception]
 
@@ -528,6 +533,8 @@ class Processor:
             self.settings, self.topics.events, part.number, start=events_start
         ):
             folded.events_next = record.offset + 1
+            if folded.events % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # see YIELD_EVERY
             try:
                 event = decode_event(record.value or b"")
             except (ValidationError, ValueError) as error:
@@ -541,6 +548,8 @@ class Processor:
             self.settings, self.topics.results, part.number, start=results_start
         ):
             folded.results_next = record.offset + 1
+            if folded.results % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             try:
                 result = CommandResult.model_validate_json(record.value or b"")
             except (ValidationError, ValueError) as error:
