@@ -2,17 +2,15 @@
 
 During a live send of account A's message:
 
-* bad records on the topics the services consume from other writers, keyed by the message (so
-  they sit in its partition, between its own records): undecodable bytes, schema-invalid JSON,
-  an oversized record (1 MiB of it), an unknown schema version. The dispatcher (commands) and
-  the delivery worker (sends) set each aside on `<prefix>.dead-letter` with the error; the
-  delivery worker's fence reader (control) skips an unreadable fence with a warning. Processing
-  continues: the send completes and every checker passes. The events and command-results
-  topics are not written here: the dispatcher's own partition rebuild decodes them without a
-  dead-letter path (services/dispatcher/processor.py `_rebuild`), so one bad record there would
-  keep that partition of the services' own topics from being taken again, for every later run
-  on this .state (docs/reliability.md, "Not built yet"); the projections' dead letters of bad
-  events are tested on topics of their own (tests/integration/test_projections_poison.py).
+* bad records on every topic the services consume, keyed by the message (so they sit in its
+  partition, between its own records): undecodable bytes, schema-invalid JSON, an oversized
+  record (1 MiB of it), an unknown schema version. The dispatcher (commands; events and
+  command-results at its next take of the partition, which the row forces by restarting it),
+  the delivery worker (sends) and its fence reader (control) set each aside on
+  `<prefix>.dead-letter` with the error; the projections keep their own dead letters of the
+  bad events in Postgres (tests/integration/test_projections_poison.py). Processing continues:
+  the send completes and every checker passes. Only the dispatcher's principal may write the
+  events and results topics: the row writes them as the admin, as an operator could.
 * another account's API key: it neither sees (GET the message, its recipients, its history:
   404) nor changes (pause, cancel: 404) account A's message.
 * the hostile inputs of the bad-input issue, sent with that key through the API while A's send
@@ -29,6 +27,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +39,15 @@ from schemas import MessageCanceled, MessagePaused, PauseMessage
 from services.dispatcher.decider import key_of
 
 KINDS = ("undecodable", "invalid", "oversized", "version")
-#: The topics whose consumer dead-letters a bad record (control's skips it with a warning).
-DEAD_LETTERED = ("commands", "sends")
+#: The topics the row writes bad records on; each is dead-lettered by its consumer.
+DEAD_LETTERED = ("commands", "sends", "control", "events", "results")
+#: The record type the bad records of a topic pretend to be.
+SHAPE = {
+    "sends": "SendRecord",
+    "control": "Fence",
+    "events": "DraftCreated",
+    "results": "CommandResult",
+}
 
 
 def bad_values(tag: str, message: uuid.UUID, topic: str) -> dict[str, bytes]:
@@ -62,8 +68,7 @@ def bad_values(tag: str, message: uuid.UUID, topic: str) -> dict[str, bytes]:
         oversized["command"]["reason"] = f"{marker['oversized']} " + "x" * (1 << 20)
         shaped = {"invalid": invalid, "version": version, "oversized": oversized}
     else:
-        kind = {"sends": "SendRecord", "control": "FenceRecord"}[topic]
-        base = {"type": kind, "message_id": str(message)}
+        base = {"type": SHAPE[topic], "schema_version": 1, "message_id": str(message)}
         shaped = {
             "invalid": {**base, "message_id": "not-a-uuid", "marker": marker["invalid"]},
             "version": {**base, "schema_version": 99, "marker": marker["version"]},
@@ -72,6 +77,17 @@ def bad_values(tag: str, message: uuid.UUID, topic: str) -> dict[str, bytes]:
     values = {k: json.dumps(v).encode() for k, v in shaped.items()}
     values["undecodable"] = b"\xff\xfe\x00\x81 " + marker["undecodable"].encode() + b" \xc3\x28"
     return values
+
+
+def topic_of(topics: Any, short: str) -> str:
+    name: str = {
+        "commands": topics.commands,
+        "sends": topics.sends,
+        "control": topics.control,
+        "events": topics.events,
+        "results": topics.results,
+    }[short]
+    return name
 
 
 @dataclass
@@ -84,18 +100,22 @@ class BadInput:
     def expected(self) -> set[tuple[str, str]]:
         return {(t, f"{self.tag}-{t}-{k}") for t in DEAD_LETTERED for k in KINDS}
 
-    async def inject(self, stack: Any, message: uuid.UUID) -> None:
+    async def inject(
+        self, stack: Any, message: uuid.UUID, restart: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Write the bad records; ``restart`` restarts the dispatcher (cleanly, through the
+        project's scripts) so that it takes the partition again and reads them."""
         assert stack.producer is not None
         key = key_of(message)
         topics = stack.topics
-        for short, topic in (
-            ("commands", topics.commands),
-            ("sends", topics.sends),
-            ("control", topics.control),
-        ):
-            number = stack.partition_of(message)
+        number = stack.partition_of(message)
+        for short in DEAD_LETTERED:
+            topic = topic_of(topics, short)
             for value in bad_values(self.tag, message, short).values():
                 await stack.producer.send_and_wait(topic, value=value, key=key, partition=number)
+        # The events and results topics are read by the dispatcher when it takes a partition:
+        # a restart through the project's scripts (its snapshot, if any, ends before them).
+        await restart()
         await self.other_account(stack, message)
 
     # ------------------------------------------------------------------ the API
@@ -200,10 +220,7 @@ class BadInput:
     async def check(self, stack: Any, message: uuid.UUID) -> list[str]:
         """The bad records set aside, the other account's key changed nothing."""
         found: set[tuple[str, str]] = set()
-        short = {
-            stack.topics.commands: "commands",
-            stack.topics.sends: "sends",
-        }
+        short = {topic_of(stack.topics, name): name for name in DEAD_LETTERED}
         for letter in await stack.dead_letters():
             topic = short.get(letter.topic)
             if topic is None:

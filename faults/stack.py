@@ -18,7 +18,7 @@ import asyncpg
 from bench.harness.delivery import DeliveryStack
 from bench.harness.processor import record
 from core import MessageState, MessageStatus, fold
-from schemas import Command, Event, RemoveRecipients, decode_event
+from schemas import Command, Event, RemoveRecipients
 from schemas.wire import CommandRecord, CommandResult
 from services.dispatcher.decider import key_of, partition_of
 
@@ -31,6 +31,7 @@ class FaultStack(DeliveryStack):
         self.tag = ""
         self._raw: dict[bytes | None, list[bytes]] = defaultdict(list)
         self._events: dict[bytes | None, list[Event]] = defaultdict(list)
+        self._decoded: dict[bytes | None, int] = {}
         self._events_read = 0
         self._results: dict[UUID, list[CommandResult]] = defaultdict(list)
         self._results_read = 0
@@ -57,14 +58,19 @@ class FaultStack(DeliveryStack):
         # Decoded only once a row asks about the message (the keys are message ids).
         key = key_of(message_id)
         decoded = self._events[key]
-        decoded.extend(decode_event(v) for v in self._raw[key][len(decoded) :])
+        # A bad record of the message (the bad-input row's) stays in _raw and is passed over.
+        read = self._decoded.get(key, 0)
+        fresh = self._raw[key][read:]
+        decoded.extend(e for v in fresh if (e := self.event_or_none(v)) is not None)
+        self._decoded[key] = read + len(fresh)
         return list(decoded)
 
     async def results(self) -> dict[UUID, list[CommandResult]]:
         log = await self._drain(self.topics.results)
         for _, value in log.values[self._results_read :]:
-            result = CommandResult.model_validate_json(value)
-            self._results[result.command_id].append(result)
+            result = self.result_or_none(value)
+            if result is not None:
+                self._results[result.command_id].append(result)
         self._results_read = len(log.values)
         return self._results
 

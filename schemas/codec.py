@@ -35,6 +35,11 @@ class UnknownRecordVersionError(ValueError):
     """Raised when a raw record has no ``type`` or no integer ``schema_version``."""
 
 
+class MalformedOldRecordError(ValueError):
+    """Raised when a record of an old version lacks what its upcaster needs (a field missing
+    or of the wrong kind): a bad record, dead-lettered like any other that does not decode."""
+
+
 def _draft_created_v1_to_v2(raw: RawRecord) -> RawRecord:
     """v1 kept content flat (name, from_address, subject, body) and the mode as ``delivery_mode``.
 
@@ -82,7 +87,12 @@ def upcast(raw: RawRecord) -> RawRecord:
     if not isinstance(kind, str) or not isinstance(version, int) or isinstance(version, bool):
         raise UnknownRecordVersionError("a record needs a string type and an int schema_version")
     while (step := UPCASTERS.get((kind, version))) is not None:
-        raw = step(raw)
+        try:
+            raw = step(raw)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise MalformedOldRecordError(
+                f"{kind} version {version} cannot be read: {type(error).__name__}: {error}"
+            ) from error
         version = raw["schema_version"]
     return raw
 

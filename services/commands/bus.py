@@ -5,6 +5,12 @@ the results topic (no consumer group: each API process needs every result it may
 for) with read_committed, from the end as it was at start-up, and hands each result to whoever
 waits for that command id. A waiter is registered before its command is published, so a result
 can never arrive unseen.
+
+A record of the results topic that is no result (only the dispatcher's principal writes there:
+an operator's or a bug's) is logged as an error, counted (`unreadable_results`) and passed
+over: its dead letter is the dispatcher's to write, once, at its next take of the partition
+(services/dispatcher/processor.py); every API process reads every result, so each would write
+a copy. Nobody waits for it: a waiter's command id cannot be read from it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class KafkaCommandBus:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        #: Records of the results topic that were no result (see the module's docstring).
+        self.unreadable_results = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -126,9 +134,15 @@ class KafkaCommandBus:
             for records in batches.values():
                 for record in records:
                     try:
-                        result = CommandResult.model_validate_json(record.value)
-                    except ValidationError:
-                        log.warning("undecodable result skipped", offset=record.offset)
+                        result = CommandResult.model_validate_json(record.value or b"")
+                    except (ValidationError, ValueError) as error:
+                        self.unreadable_results += 1
+                        log.error(
+                            "record of the results topic is no result; passed over",
+                            partition=record.partition,
+                            offset=record.offset,
+                            error=f"{type(error).__name__}: {error}"[:300],
+                        )
                         continue
                     for future in self._waiters.pop(result.command_id, []):
                         if not future.done():

@@ -148,7 +148,9 @@ def service_acls(prefix: str) -> list[Acl]:
     acls += _topic(DISPATCHER, sends, Op.WRITE)
     # The fence: pauses, resumes and cancels, in the transactions of their events.
     acls += _topic(DISPATCHER, control, Op.WRITE)
-    acls += _topic(DISPATCHER, dead, Op.WRITE)
+    # The dead letters are read back by the rebuild and the fence reader, which read their
+    # sources more than once and write a letter only once (services/common/deadletters.py).
+    acls += _topic(DISPATCHER, dead, Op.READ, Op.WRITE)
     acls.append(Acl(DISPATCHER, Resource.GROUP, f"{prefix}-dispatcher", Pattern.LITERAL, Op.READ))
     for txn in (f"{prefix}-dispatcher-", f"{prefix}-intake-"):
         acls.append(Acl(DISPATCHER, Resource.TRANSACTIONAL_ID, txn, Pattern.PREFIXED, Op.WRITE))
@@ -164,7 +166,7 @@ def service_acls(prefix: str) -> list[Acl]:
     acls += _topic(DELIVERY, sends, Op.READ)
     acls += _topic(DELIVERY, control, Op.READ)
     acls += _topic(DELIVERY, commands, Op.WRITE)
-    acls += _topic(DELIVERY, dead, Op.WRITE)
+    acls += _topic(DELIVERY, dead, Op.READ, Op.WRITE)
     acls.append(Acl(DELIVERY, Resource.GROUP, f"{prefix}-delivery", Pattern.LITERAL, Op.READ))
     # Projections: read the events.
     acls += _topic(PROJECTIONS, events, Op.READ)

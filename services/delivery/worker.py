@@ -39,7 +39,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +61,7 @@ from schemas import (
 from schemas.sends import FenceRecord, MailContent, SendRecord, decode_send_topic
 from schemas.text import STORED, one_line
 from schemas.wire import CommandRecord, DeadLetter
+from services.common import deadletters
 from services.common.kafka import client_options
 from services.common.ownership import Ownership
 from services.common.settings import Settings
@@ -126,9 +127,20 @@ class FenceReader:
     """The latest fence of every message, read from `<prefix>.control` (all partitions, from the
     beginning: one small record per pause, resume or cancel) with read_committed, so a fence
     exists if and only if its event does. ``ready`` is set once the records committed before
-    the worker started have been read: the worker hands nothing off before that."""
+    the worker started have been read: the worker hands nothing off before that.
 
-    def __init__(self, settings: Settings, topics: Topics) -> None:
+    A record that is no fence (undecodable, schema-invalid, an unknown version, oversized) is
+    set aside on `<prefix>.dead-letter` with its error through ``dead_letter`` and the reader
+    goes on. It reads the topic from the beginning at every start, so a letter is written only
+    when the dead-letter partition does not hold one of that source yet
+    (services/common/deadletters.py; two workers starting at once may both write it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        dead_letter: Callable[[ConsumerRecord[Any, Any], Exception], Awaitable[None]],
+    ) -> None:
         self.settings = settings
         self.topics = topics
         self.fences: dict[str, FenceRecord] = {}
@@ -136,6 +148,13 @@ class FenceReader:
         self.read = 0
         #: Why the reader is not following the control topic right now (None: it is).
         self.problem: str | None = None
+        self.dead_letter = dead_letter
+        #: Records set aside (each time it is read) and the dead letters written for them.
+        self.set_aside = 0
+        self.set_aside_written = 0
+        # Per control partition: the sources whose dead letter is known to be written (read
+        # once per process, at its first bad record; kept across the reader's restarts).
+        self._recorded: dict[int, set[deadletters.Source]] = {}
 
     def stops(self, send: SendRecord) -> bool:
         """True when ``send`` must not be handed to SMTP: paused or canceled after its release."""
@@ -184,9 +203,11 @@ class FenceReader:
                 for records in batches.values():
                     for record in records:
                         try:
-                            self.apply(FenceRecord.model_validate_json(record.value))
-                        except ValidationError as error:
-                            log.warning("fence record unreadable", error=str(error)[:300])
+                            fence = FenceRecord.model_validate_json(record.value or b"")
+                        except (ValidationError, ValueError) as error:
+                            await self._set_aside(record, error)
+                            continue
+                        self.apply(fence)
                 if not self.ready.is_set() and all(
                     [await consumer.position(tp) >= end[tp] for tp in tps]
                 ):
@@ -194,6 +215,28 @@ class FenceReader:
                     log.info("fences read", messages=len(self.fences), records=self.read)
         finally:
             await consumer.stop()
+
+    async def _set_aside(self, record: ConsumerRecord[Any, Any], error: Exception) -> None:
+        source = (record.topic, record.partition, record.offset)
+        known = self._recorded.get(record.partition)
+        if known is None:
+            known = await deadletters.recorded(
+                self.settings, self.topics.dead_letter, record.partition, (self.topics.control,)
+            )
+            self._recorded[record.partition] = known
+        first = source not in known
+        if first:
+            await self.dead_letter(record, error)
+            known.add(source)
+            self.set_aside_written += 1
+        self.set_aside += 1
+        log.error(
+            "control record set aside: no fence",
+            partition=record.partition,
+            offset=record.offset,
+            error=f"{type(error).__name__}: {error}"[:300],
+            dead_letter="written" if first else "known",
+        )
 
 
 @dataclass
@@ -233,7 +276,7 @@ class DeliveryWorker:
         #: Set while a server fails under the loop (the worker retries; /health says why).
         self.stalled: Stall | None = None
         self.stalls = 0
-        self.fence = FenceReader(settings, topics)
+        self.fence = FenceReader(settings, topics, self._dead_letter)
         self._stop: asyncio.Event | None = None
         # Per partition: the outcome write in flight (see _deliver).
         self._recording: dict[int, asyncio.Task[None]] = {}
@@ -748,8 +791,9 @@ class DeliveryWorker:
             key=record.key,
             partition=record.partition,
         )
-        # The partition and offset are bound by the caller (_partition_batch).
-        log.warning("send record dead-lettered", error=letter.error[:300])
+        # The partition and offset are bound by the caller.
+        what = "send record" if record.topic == self.topics.sends else "control record"
+        log.warning(f"{what} dead-lettered", error=letter.error[:300])
 
     # ------------------------------------------------------------------ ownership
 
@@ -784,6 +828,8 @@ class DeliveryWorker:
             "fences": len(self.fence.fences),
             "fences_ready": self.fence.ready.is_set(),
             "fence_problem": self.fence.problem,
+            "fences_set_aside": self.fence.set_aside,
+            "fences_set_aside_written": self.fence.set_aside_written,
             "stalled": self._stalled_text(),
             "stall_tries": 0 if self.stalled is None else self.stalled.attempts,
             "stalls": self.stalls,

@@ -19,6 +19,14 @@ That instant is in the log, so a rebuild or a replay decides the same; the publi
 Its state (every message of the partition, folded with `evolve`, and the result of every command
 already decided) is a cache of the committed log: built on assignment from `<prefix>.events` and
 `<prefix>.command-results`, dropped and rebuilt after any failed or doubtful transaction.
+
+A record of those two topics that does not decode (bytes that are no JSON, a schema-invalid or
+oversized record, an unknown version) is not folded: the take sets it aside on
+`<prefix>.dead-letter` with its error and goes on, so one such record never keeps a partition
+from being owned. Only the dispatcher's principal may write these topics, in its transactions,
+so such a record was written by an operator with admin rights or by a bug. The rebuild reads it
+again on every take: its dead letter is written once, identified by its source
+(services/common/deadletters.py).
 """
 
 from __future__ import annotations
@@ -27,17 +35,19 @@ import asyncio
 import contextlib
 import gc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, assert_never
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from pydantic import ValidationError
 
 from core import EventOutOfOrderError
 from schemas import decode_event
-from schemas.wire import CommandResult
+from schemas.wire import CommandResult, DeadLetter
+from services.common import deadletters
 from services.common.kafka import client_options
 from services.common.ownership import Ownership
 from services.common.reading import end_offset, read_range
@@ -90,6 +100,27 @@ MAX_BATCH = 500
 MAX_TRANSACTION_OUTPUT = 20_000
 
 
+#: The fold of a take gives the event loop a turn every this many records: a fetch brings up to
+#: 5,000 at once, and folding them without a pause starved the consumer's heartbeat on a loaded
+#: machine (the session ran out mid-take, the group rebalanced, the take was abandoned, again).
+YIELD_EVERY = 100
+
+#: A record of the events or results topic that the rebuild cannot fold, and why.
+SetAside = tuple[ConsumerRecord[Any, Any], Exception]
+
+
+@dataclass
+class Folded:
+    """What a fold of the events and results read: how many of each were folded, the records
+    set aside, and the offsets after the last record read of each topic."""
+
+    events: int = 0
+    results: int = 0
+    bad: list[SetAside] = field(default_factory=list)
+    events_next: int = 0
+    results_next: int = 0
+
+
 class TransactionInDoubtError(Exception):
     """A transaction did not end within TRANSACTION_DEADLINE_S: committed or not is unknown."""
 
@@ -107,6 +138,15 @@ class Partition:
     directory: StateDirectory | None = None
     snapshot_at: float = 0.0
     folded_at_snapshot: int = 0
+    # The offsets of the events and results topics up to which every record was read by this
+    # owner (folded, written by it, or set aside): a snapshot's checkpoint may pass only
+    # records examined, or a restore from it would hide a foreign one (see `snapshot`).
+    events_seen: int = 0
+    results_seen: int = 0
+    # The events and results this owner committed since then: when the records read there
+    # are as many, none is foreign and none needs decoding again.
+    events_written: int = 0
+    results_written: int = 0
 
 
 def as_input(record: ConsumerRecord[Any, Any]) -> Input:
@@ -147,6 +187,10 @@ class Processor:
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
         self.decided = 0
+        #: Records of the events and results topics the rebuilds set aside (new dead letters
+        #: written, and those found already written by an earlier take).
+        self.set_aside = 0
+        self.set_aside_written = 0
         self.clock = Clock(settings, topics, self.owned)
 
     # ------------------------------------------------------------------ the loop
@@ -209,8 +253,10 @@ class Processor:
                     raise TransactionInDoubtError(
                         f"no end of the transaction after {TRANSACTION_DEADLINE_S:g}s"
                     )
-                taken = task.result()
+                taken, events, results = task.result()
                 part.next_offset = records[taken - 1].offset + 1
+                part.events_written += events
+                part.results_written += results
                 records = records[taken:]
         except FENCED:
             # Another owner initialised this partition's transactional id after us: it owns
@@ -229,15 +275,17 @@ class Processor:
 
     async def _transaction(
         self, part: Partition, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
-    ) -> int:
+    ) -> tuple[int, int, int]:
         """One transaction: the events, results, sends, forwarded copies and dead letters of a
         run of the batch's records, with the offset after the last of them, commit together or
         not at all. The run ends early once it wrote MAX_TRANSACTION_OUTPUT records (ticks of
-        large messages release thousands each); returns how many input records it took."""
+        large messages release thousands each); returns how many input records it took, and
+        how many events and results it wrote."""
         rules = Rules(
             partitions=self.settings.kafka_partitions,
             timestamp_type=self.settings.kafka_commands_timestamp_type,
         )
+        events = results = 0
         async with part.producer.transaction():
             written = 0
             taken = 0
@@ -248,13 +296,16 @@ class Processor:
                     decision = decide_record(part.state, as_input(record), rules)
                 await self._write(part, decision)
                 written += decision.output_count()
+                for write in decision.writes:
+                    events += isinstance(write, WriteEvent)
+                    results += isinstance(write, WriteResult)
                 taken += 1
                 if written >= MAX_TRANSACTION_OUTPUT:
                     break
             await part.producer.send_offsets_to_transaction(
                 {tp: records[taken - 1].offset + 1}, self.topics.group
             )
-        return taken
+        return taken, events, results
 
     # ------------------------------------------------------------------ the writers
 
@@ -363,12 +414,16 @@ class Processor:
             init_s = time.perf_counter() - started
             directory = self._directory(number)
             try:
-                state, events, results, source = await self._rebuild(number, directory)
+                state, folded, source = await self._rebuild(number, directory)
+                # Before the partition is owned (so before any snapshot of it): a record set
+                # aside has its dead letter whatever the next take restores from.
+                await self._set_aside(producer, number, folded.bad)
             except BaseException:
                 if directory is not None:
                     directory.release()
                 raise
             part = Partition(number, producer, state, directory=directory)
+            part.events_seen, part.results_seen = folded.events_next, folded.results_next
             part.snapshot_at = time.monotonic()
             part.folded_at_snapshot = state.folded
         except BaseException:
@@ -384,9 +439,10 @@ class Processor:
             partition=number,
             messages=len(part.state.messages),
             active=len(part.state.active),
-            events=events,
-            results=results,
+            events=folded.events,
+            results=folded.results,
             source=source,
+            set_aside=len(folded.bad),
             init_s=round(init_s, 3),
             take_s=round(time.perf_counter() - started, 3),
         )
@@ -414,16 +470,16 @@ class Processor:
 
     async def _rebuild(
         self, number: int, directory: StateDirectory | None
-    ) -> tuple[PartitionState, int, int, str]:
+    ) -> tuple[PartitionState, Folded, str]:
         """The partition's state: from the newest valid snapshot and the records after it, or
-        folded from the beginning. Returns it, the events and results read, and its source."""
+        folded from the beginning. Returns it, what the fold read, and its source."""
         if directory is not None:
             for path in directory.snapshots():
                 restored = await self._restore(number, path)
                 if restored is not None:
                     state, checkpoint = restored
                     try:
-                        events, results = await self._fold_tail(
+                        folded = await self._fold_tail(
                             state, checkpoint.events_end, checkpoint.results_end
                         )
                     except EventOutOfOrderError as error:
@@ -436,17 +492,17 @@ class Processor:
                     except BaseException:
                         _close_contacts(state)
                         raise
-                    return state, events, results, path.name
+                    return state, folded, path.name
             # None could be used: they go (the contact file is rewritten from the beginning).
             directory.clear()
         contacts = FileContacts(None if directory is None else directory.contacts_path)
         state = PartitionState(number, contacts=contacts)
         try:
-            events, results = await self._fold_tail(state, 0, 0)
+            folded = await self._fold_tail(state, 0, 0)
         except BaseException:
             contacts.close()
             raise
-        return state, events, results, "log"
+        return state, folded, "log"
 
     async def _restore(self, number: int, path: Path) -> tuple[PartitionState, Checkpoint] | None:
         """The state of one snapshot file, or None (said in the log) when it cannot be used."""
@@ -469,20 +525,102 @@ class Processor:
 
     async def _fold_tail(
         self, part: PartitionState, events_start: int, results_start: int
-    ) -> tuple[int, int]:
-        """Fold the partition's committed events and results from the given offsets to the end."""
-        events = results = 0
+    ) -> Folded:
+        """Fold the partition's committed events and results from the given offsets to the end;
+        a record that does not decode is left out and returned with its error."""
+        folded = Folded(events_next=events_start, results_next=results_start)
         async for record in read_range(
             self.settings, self.topics.events, part.number, start=events_start
         ):
-            part.fold(decode_event(record.value))
-            events += 1
+            folded.events_next = record.offset + 1
+            if folded.events % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # see YIELD_EVERY
+            try:
+                event = decode_event(record.value or b"")
+            except (ValidationError, ValueError) as error:
+                folded.bad.append((record, error))
+                continue
+            # A decoded event that does not follow its message's history is not set aside:
+            # after a snapshot it says the snapshot is not this log's (see _rebuild).
+            part.fold(event)
+            folded.events += 1
         async for record in read_range(
             self.settings, self.topics.results, part.number, start=results_start
         ):
-            part.remember(CommandResult.model_validate_json(record.value))
-            results += 1
-        return events, results
+            folded.results_next = record.offset + 1
+            if folded.results % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            try:
+                result = CommandResult.model_validate_json(record.value or b"")
+            except (ValidationError, ValueError) as error:
+                folded.bad.append((record, error))
+                continue
+            part.remember(result)
+            folded.results += 1
+        return folded
+
+    async def _examine(self, part: Partition, events_end: int, results_end: int) -> None:
+        """Before a snapshot up to these ends: read what was appended since this owner last
+        looked and set aside what does not decode. Without this a snapshot would pass a bad
+        record someone else wrote meanwhile, which no take read, and every restore from it
+        would hide it. When the records are exactly as many as this owner committed, all are
+        its own and nothing is decoded. Decoded records are not folded: the state holds this
+        owner's own (a foreign record that decodes is not told apart here)."""
+        bad: list[SetAside] = []
+        for topic, start, end, written in (
+            (self.topics.events, part.events_seen, events_end, part.events_written),
+            (self.topics.results, part.results_seen, results_end, part.results_written),
+        ):
+            records = [r async for r in read_range(self.settings, topic, part.number, start, end)]
+            if len(records) == written:
+                continue
+            for record in records:
+                value = record.value or b""
+                try:
+                    if topic == self.topics.events:
+                        decode_event(value)
+                    else:
+                        CommandResult.model_validate_json(value)
+                except (ValidationError, ValueError) as error:
+                    bad.append((record, error))
+        await self._set_aside(part.producer, part.number, bad)
+        part.events_seen, part.results_seen = events_end, results_end
+        part.events_written = part.results_written = 0
+
+    async def _set_aside(
+        self, producer: AIOKafkaProducer, number: int, bad: list[SetAside]
+    ) -> None:
+        """Write the dead letters of the records the rebuild could not fold, those not written
+        by an earlier take: read after the producer's init, so no previous owner of the
+        partition writes meanwhile; in one transaction, so they are there or the take fails
+        and is retried."""
+        if not bad:
+            return
+        sources = (self.topics.events, self.topics.results)
+        known = await deadletters.recorded(self.settings, self.topics.dead_letter, number, sources)
+        new = [(r, e) for r, e in bad if (r.topic, r.partition, r.offset) not in known]
+        if new:
+            async with producer.transaction():
+                for record, error in new:
+                    letter = DeadLetter.of(record, error)
+                    await producer.send(
+                        self.topics.dead_letter,
+                        value=letter.model_dump_json().encode(),
+                        key=record.key,
+                        partition=number,
+                    )
+        self.set_aside += len(bad)
+        self.set_aside_written += len(new)
+        written = {(r.topic, r.offset) for r, _ in new}
+        for record, error in bad:
+            log.error(
+                "record of the log set aside: not folded",
+                partition=number,
+                topic=record.topic,
+                offset=record.offset,
+                error=f"{type(error).__name__}: {error}"[:500],
+                dead_letter="written" if (record.topic, record.offset) in written else "known",
+            )
 
     async def _maybe_snapshot(self, number: int) -> None:
         """Write the partition's snapshot when it is due: its state is then exactly the
@@ -507,12 +645,16 @@ class Processor:
         contacts = state.contacts
         if isinstance(contacts, FileContacts):
             contacts.flush()
-        # We are the only writer of these partitions and nothing is open: the ends are ours.
+        # We are the only writer of these partitions and nothing is open: the ends are ours
+        # (what another writer appended meanwhile is examined first).
+        events_end = await end_offset(self.settings, self.topics.events, part.number)
+        results_end = await end_offset(self.settings, self.topics.results, part.number)
+        await self._examine(part, events_end, results_end)
         checkpoint = Checkpoint(
             prefix=self.topics.prefix,
             partition=part.number,
-            events_end=await end_offset(self.settings, self.topics.events, part.number),
-            results_end=await end_offset(self.settings, self.topics.results, part.number),
+            events_end=events_end,
+            results_end=results_end,
             input_offset=part.next_offset,
             contacts_length=contacts.length if isinstance(contacts, FileContacts) else 0,
         )
@@ -543,6 +685,8 @@ class Processor:
             **self.ownership.status(),
             "decided": self.decided,
             "ticks_written": self.clock.written,
+            "set_aside": self.set_aside,
+            "set_aside_written": self.set_aside_written,
         }
 
     async def check(self) -> None:

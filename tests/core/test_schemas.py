@@ -40,6 +40,13 @@ def test_a_version_1_draft_created_from_the_archive_reads_as_today_s_event() -> 
     assert event.message_id == UUID("b7a1f0de-51b2-4c38-8a57-0e6f3c2d9b22")
 
 
+def test_an_old_version_missing_what_its_upcaster_needs_is_a_bad_record_not_a_crash() -> None:
+    # A ValueError (what every consumer sets aside), not the upcaster's KeyError.
+    raw = {"type": "DraftCreated", "schema_version": 1, "message_id": str(UUID(int=1))}
+    with pytest.raises(ValueError, match="DraftCreated version 1 cannot be read"):
+        decode_event(raw)
+
+
 def every_kind_of_event() -> list[object]:
     sim = Sim(DeliveryPlan(release_rate=2), [contact("a"), contact("b"), contact("c")])
     sim.do(cmd(ScheduleMessage, send_at=T0))

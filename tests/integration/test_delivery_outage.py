@@ -1,15 +1,26 @@
 """A server failing under a running delivery worker does not end it (issue 10: "no single record
 may stop a worker; a worker that cannot make progress says so on /health").
 
-The worker reaches Postgres through a proxy of the test's own (bench/harness/proxy.py): cutting
-it is, for this worker alone, Postgres stopped (open connections reset, new ones refused), while
-the test itself, the dispatcher and every other test keep the real server. The SMTP sink, Kafka
-and Postgres of the worktree are never stopped.
+Postgres: the worker reaches it through a proxy of the test's own (bench/harness/proxy.py):
+cutting it is, for this worker alone, Postgres stopped (open connections reset, new ones
+refused), while the test itself, the dispatcher and every other test keep the real server.
+
+Kafka (issue 18): the broker the project's scripts run for this worktree is stopped with SIGSTOP
+for about ten seconds (its pid from scripts/kafka.sh's pidfile) and continued with SIGCONT: for
+every client it is a broker that answers nothing, connections open, the way a network partition
+or a long GC pause looks. A proxy cannot do this for Kafka alone (the clients connect to the
+broker's advertised listener). Every process of the worktree's stack sees it, the test's own
+clients too; the test makes no Kafka request meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +37,9 @@ from services.delivery.worker import CLAIM_CHUNK
 RECIPIENTS = 400
 #: Mails a second: the send lasts a few seconds, so the cut falls in the middle of it.
 RATE = 80
+#: How long the broker stays stopped (beyond the session timeout of the worker's group, 10 s).
+BROKER_STOPPED_S = 12.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -130,3 +144,73 @@ async def test_postgres_failing_under_a_running_worker_turns_health_red_and_ever
     assert Counter(row["state"] for row in ledger.values()) == {"delivered": RECIPIENTS}
     status = await health(port)
     assert status is not None and status[1]["delivery"]["stalls"] >= 1
+
+
+def broker_pid() -> int:
+    """The pid of the broker scripts/kafka.sh runs for this worktree (its pidfile)."""
+    assert os.environ.get("MAILCTL_LOCAL_KAFKA") == "1", (
+        "this test stops the broker of the project's scripts: run it with scripts/with_env.sh"
+    )
+    state = Path(os.environ.get("STATE_DIR", REPO_ROOT / ".state"))
+    return int((state / "run" / "kafka.pid").read_text().strip())
+
+
+def assert_every_contact_once(mails: list[tuple[str | None, str]], contacts: set[str]) -> None:
+    assert max(Counter(mid for mid, _ in mails).values()) == 1, "a Message-ID arrived twice"
+    per_contact = Counter(rcpt.split("@")[0] for _, rcpt in mails)
+    assert set(per_contact) == contacts
+    assert max(per_contact.values()) == 1, "a contact got two copies"
+
+
+async def test_kafka_unreachable_under_a_running_worker_turns_health_red_and_every_send_goes_once(
+    stack: DeliveryStack,
+) -> None:
+    """Given a 400-recipient send at 80 mails/s, when the broker stops answering for about 12 s
+    in the middle of it (after 80 delivered), then the worker lives on and its /health answers
+    503 with the reason while it cannot make progress; when the broker answers again the worker
+    goes on by itself, /health is green again, the message is sent, and every contact has
+    exactly one mail at the sink and one delivered ledger row."""
+    pid = broker_pid()
+    port = free_port()
+    stack.spawn_dispatcher()
+    worker = stack.spawn_delivery(DELIVERY_HEALTH_PORT=str(port), DELIVERY_RATE=str(RATE))
+
+    async def green() -> dict[str, Any] | None:
+        found = await health(port)
+        return found[1] if found is not None and found[0] == 200 else None
+
+    await stack.wait_for("the worker's /health green", green, within=90)
+    message = ids()
+    audience = tuple(
+        Contact(contact_id=f"k{i}", email=f"k{i}@example.org") for i in range(RECIPIENTS)
+    )
+    await stack.send_now(message, audience, DeliveryPlan(max_in_flight=None))
+    await stack.wait_delivered(message, RATE)
+
+    reasons: list[str] = []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        deadline = stopped_at + 60
+        # The broker stays stopped BROKER_STOPPED_S, and at least until /health said red.
+        while time.monotonic() < stopped_at + BROKER_STOPPED_S or not reasons:
+            assert time.monotonic() < deadline, "/health never turned red with Kafka stopped"
+            found = await health(port)
+            if found is not None and found[0] == 503:
+                failing = {
+                    n: c.get("error", "") for n, c in found[1]["checks"].items() if not c["ok"]
+                }
+                reasons.append(repr(failing))
+            assert worker.poll() is None, "the worker ended"
+            await asyncio.sleep(0.5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert any("kafka" in r for r in reasons), reasons
+
+    state = await stack.wait_status(message, MessageStatus.SENT, within=180)
+    await stack.wait_for("the worker's /health green again", green, within=90)
+    assert worker.poll() is None, "the worker ended"
+    assert state.book.counts[RecipientStatus.DELIVERED] == RECIPIENTS
+    assert_every_contact_once(await stack.sink(), {c.contact_id for c in audience})
+    ledger = await stack.ledger(message)
+    assert Counter(row["state"] for row in ledger.values()) == {"delivered": RECIPIENTS}
