@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 MAGIC = b"MCTLSNAP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEAD = struct.Struct(">8sHI")
 #: Snapshots kept per partition (the newest first is tried, then the one before).
 KEEP = 2
