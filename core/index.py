@@ -44,6 +44,9 @@ _STALE = 2  # flags: no longer the contact's current slot (it was added again, i
 
 Slots = NDArray[np.int64]
 
+#: The id table's hash (tests replace it to force collisions: tests/core/test_index.py).
+_hash = hash
+
 
 def _size_for(count: int, size: int) -> int:
     while count > size * MAX_LOAD:
@@ -113,7 +116,7 @@ class IdIndex:
         hashes = array("q")
         if slots:
             hashes.frombytes(
-                np.fromiter(map(hash, self.ids_of(range(slots))), np.int64, slots).tobytes()
+                np.fromiter(map(_hash, self.ids_of(range(slots))), np.int64, slots).tobytes()
             )
         self._hashes = hashes
         current = np.flatnonzero((_view(self._flags, np.uint8) & _STALE) == 0)
@@ -154,7 +157,7 @@ class IdIndex:
         slot = len(self._flags)
         self._buf += contact_id.encode()
         self._off.append(len(self._buf))
-        self._hashes.append(hash(contact_id))
+        self._hashes.append(_hash(contact_id))
         self._flags.append(0)
         return slot
 
@@ -162,7 +165,7 @@ class IdIndex:
 
     def _probe(self, contact_id: str) -> tuple[int, int]:
         """(place, slot) of ``contact_id``'s entry; slot -1 (and its free place) if absent."""
-        h = hash(contact_id)
+        h = _hash(contact_id)
         table = self._table
         mask = len(table) - 1
         hashes = self._hashes
@@ -244,7 +247,7 @@ class IdIndex:
         result = np.full(n, -1, dtype=np.int64)
         if not n or not self._count:
             return result
-        wanted = np.fromiter(map(hash, contact_ids), np.int64, n)
+        wanted = np.fromiter(map(_hash, contact_ids), np.int64, n)
         table = _view(self._table, np.int32)
         hashes = _view(self._hashes, np.int64)
         mask = len(table) - 1
