@@ -39,6 +39,7 @@ __all__ = ["MAX_LOAD", "AddressIndex", "IdIndex"]
 #: A table grows (doubles) before more than this share of its places is taken.
 MAX_LOAD = 0.7
 _MIN_SIZE = 16
+_REBUILD_BLOCK = 1 << 18
 _FIRST = 1  # flags: the contact's first slot (its place in the join order)
 _STALE = 2  # flags: no longer the contact's current slot (it was added again, in a new slot)
 
@@ -114,10 +115,10 @@ class IdIndex:
         self._flags = state["flags"]
         slots = len(self._flags)
         hashes = array("q")
-        if slots:
-            hashes.frombytes(
-                np.fromiter(map(_hash, self.ids_of(range(slots))), np.int64, slots).tobytes()
-            )
+        # By blocks of ids, so the id strings made to hash them never all exist at once.
+        for start in range(0, slots, _REBUILD_BLOCK):
+            block = self.ids_of(range(start, min(start + _REBUILD_BLOCK, slots)))
+            hashes.frombytes(np.fromiter(map(_hash, block), np.int64, len(block)).tobytes())
         self._hashes = hashes
         current = np.flatnonzero((_view(self._flags, np.uint8) & _STALE) == 0)
         self._count = 0
