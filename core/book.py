@@ -4,15 +4,18 @@ Memory rule (issue 15, docs/scale.md "State layout"): a message may have ten mil
 so the book keeps per recipient only what deciding needs, in flat arrays indexed by a *slot* (an
 int given to each entry in the order entries are made), and never the contact's payload:
 
-* identity: ``slots`` maps the contact id to its current slot; ``ids[slot]`` is the id back;
+* identity: ``slots`` (an :class:`core.index.IdIndex`: the ids in one bytes buffer and an
+  open-addressing table, ids compared byte for byte) maps the contact id to its current slot;
+  ``ids[slot]`` is the id back;
 * visible state: ``status[slot]`` (one byte, an index into :data:`STATUSES`);
 * zone queue position: ``zone[slot]`` (the queue's index), ``order[slot]`` (its ordinal there);
 * the release it was last handed to delivery in: ``released_in[slot]`` (0: never);
-* dedupe by normalized address: ``addrs[slot]``, a 90-bit BLAKE2b key of the normalized address
+* dedupe by normalized address: ``addr[slot]``, the slot's entry in ``addresses`` (an
+  :class:`core.index.AddressIndex`) of its 90-bit BLAKE2b key of the normalized address
   (:func:`address_key`: the chance that two of ten million distinct addresses share one is
   about 4e-14, and the hash is keyed to no input an attacker can steer into a collision more
-  cheaply), indexed by ``by_address`` (key -> first holder's slot; further holders, rare, in
-  ``more_by_address``); ``released_addresses`` holds the keys of the addresses released;
+  cheaply); each entry holds its first holder's slot (further holders, rare, in
+  ``more_by_address``) and whether the address was released;
 * "same data as before?" (an add naming a present contact): ``prints[slot]``, a 64-bit BLAKE2b
   fingerprint of the contact's data (:func:`fingerprint`). A false "same" needs a 2^-64 chance
   on one comparison of one contact with its own previous data.
