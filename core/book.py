@@ -788,6 +788,18 @@ class RecipientBook:
         code = CODE[outcome]
         reason_list = list(reasons)
         tracking = self.transitions is not None
+        if not reason_list and not tracking:
+            # Delivered or unknown in the dispatcher: one vectorized pass over the chunk.
+            found = self.slots.find(named)
+            state = np.frombuffer(status, np.uint8) if len(status) else None
+            if state is not None:
+                found = found[found >= 0]
+                chosen = np.unique(found[state[found] == C_RELEASED])
+                state[chosen] = code
+                del state
+                self.counts[RELEASED] -= len(chosen)
+                self.counts[outcome] += len(chosen)
+            return
         moved = 0
         for i, (cid, slot) in enumerate(zip(named, self.find(named), strict=True)):
             if slot < 0 or status[slot] != C_RELEASED:
