@@ -40,6 +40,7 @@ __all__ = ["MAX_LOAD", "AddressIndex", "IdIndex"]
 MAX_LOAD = 0.7
 _MIN_SIZE = 16
 _REBUILD_BLOCK = 1 << 18
+_TAIL = 24  # a batch lookup probes the last few ids one at a time
 _FIRST = 1  # flags: the contact's first slot (its place in the join order)
 _STALE = 2  # flags: no longer the contact's current slot (it was added again, in a new slot)
 
@@ -243,7 +244,11 @@ class IdIndex:
         self._count += len(slots)
 
     def find(self, contact_ids: Sequence[str]) -> Slots:
-        """The current slot of each of ``contact_ids`` (-1: not in the book), vectorized."""
+        """The current slot of each of ``contact_ids`` (-1: not in the book), vectorized.
+
+        Probing stops at the first slot with an equal hash (or a free place); the candidates
+        are then compared with the ids byte for byte in one pass. A candidate that is another id
+        with the same hash (rare) is looked up again one at a time, comparing every id met."""
         n = len(contact_ids)
         result = np.full(n, -1, dtype=np.int64)
         if not n or not self._count:
@@ -253,20 +258,37 @@ class IdIndex:
         hashes = _view(self._hashes, np.int64)
         mask = len(table) - 1
         pos = wanted & mask
+        candidate = np.full(n, -1, dtype=np.int64)
         todo = np.arange(n)
-        while todo.size:
+        while len(todo) > _TAIL:
             slot = table[pos[todo]].astype(np.int64)
-            taken = slot >= 0
-            same = np.zeros(len(todo), dtype=bool)
-            same[taken] = hashes[slot[taken]] == wanted[todo[taken]]
-            if same.any():
-                hits = np.flatnonzero(same)
-                ok = self._same_ids(slot[hits], [contact_ids[i] for i in todo[hits].tolist()])
-                found = hits[ok]
-                result[todo[found]] = slot[found]
-                taken[found] = False
-            todo = todo[taken]
+            go_on = slot >= 0
+            hit = go_on.copy()
+            hit[go_on] = hashes[slot[go_on]] == wanted[todo[go_on]]
+            candidate[todo[hit]] = slot[hit]
+            todo = todo[go_on & ~hit]
             pos[todo] = (pos[todo] + 1) & mask
+        if len(todo):
+            # The last few, which probe furthest: one at a time.
+            py_table = self._table
+            py_hashes = self._hashes
+            for i in todo.tolist():
+                h = int(wanted[i])
+                at = int(pos[i])
+                while (slot_ := py_table[at]) >= 0 and py_hashes[slot_] != h:
+                    at = (at + 1) & mask
+                candidate[i] = slot_
+        got = np.flatnonzero(candidate >= 0)
+        if not len(got):
+            return result
+        if len(got) == n:
+            named = contact_ids if isinstance(contact_ids, list) else list(contact_ids)
+        else:
+            named = [contact_ids[i] for i in got.tolist()]
+        same = self._same_ids(candidate[got], named)
+        result[got[same]] = candidate[got[same]]
+        for i in got[~same].tolist():
+            result[i] = self._probe(contact_ids[i])[1]
         return result
 
     def _same_ids(self, slots: Slots, contact_ids: list[str]) -> NDArray[np.bool_]:
