@@ -236,6 +236,27 @@ class _IdsBySlot:
         return self._index.ids_of(slots)
 
 
+_LOW64 = (1 << 64) - 1
+
+
+class _Joining:
+    """What an add has made and not yet put in the indexes (see :meth:`RecipientBook.add`)."""
+
+    __slots__ = ("keys", "new_ids", "points", "slot_ids")
+
+    def __init__(self) -> None:
+        self.slot_ids: list[str] = []  # the ids of the slots appended, in slot order
+        self.points: list[tuple[str, int]] = []  # re-added contacts: id, new slot
+        self.new_ids: list[int] = []  # slots of contacts new to the book
+        self.keys: dict[int, int] = {}  # address keys new to the book: key -> entry
+
+    def clear(self) -> None:
+        self.slot_ids.clear()
+        self.points.clear()
+        self.new_ids.clear()
+        self.keys.clear()
+
+
 def _listed(items: Iterable[Any]) -> Sequence[Any]:
     return items if isinstance(items, list | tuple) else list(items)
 
@@ -475,8 +496,9 @@ class RecipientBook:
         or delivered contact again never makes it pending again.
 
         The hot path of intake: the chunk's ids and address keys are looked up at once, a new
-        contact's slot is appended inline, and the chunk's new ids and keys join their tables at
-        once at the end. Until then ``fresh`` (ids) and ``new_keys`` answer for them.
+        contact's slot and address entry are appended inline, and the chunk's new ids (their
+        bytes, hashes and table places) and new keys join at once at the end (:meth:`_join`).
+        Until then ``fresh`` (ids) and ``joining.keys`` answer for them.
         """
         batch: Sequence[Contact] = _listed(contacts)
         if not batch:
@@ -493,11 +515,16 @@ class RecipientBook:
         found: list[int] | None = self.find([c.contact_id for c in batch])
         entries: list[int] | None = addresses.find(keys).tolist()
         fresh: dict[str, int] = {}  # ids this call gave a slot: id -> slot
-        new_ids: list[int] = []  # slots of ids new to the book, not yet in the table
-        new_keys: dict[int, int] = {}  # keys new to the book, not yet in the table: key -> entry
+        joining = _Joining()
+        new_ids = joining.new_ids
+        new_keys = joining.keys
+        slot_ids_append = joining.slot_ids.append
         first = addresses.first
+        lo_append = addresses.lo.append
+        hi_append = addresses.hi.append
+        first_append = first.append
+        flag_append = addresses.released.append
         more = self.more_by_address
-        slot_append = slots.append
         status_append = status.append
         released_append = self.released_in.append
         addr_append = self.addr.append
@@ -519,7 +546,7 @@ class RecipientBook:
                 if before == C_PENDING:
                     # Rare: a pending contact's data changes. The tables must know every id and
                     # key first; the lookups made at the start may be stale afterwards.
-                    self._join(new_ids, new_keys)
+                    self._join(joining)
                     self._update(old, contact, due_for)
                     fresh[cid] = slots[cid]
                     found = entries = None
@@ -533,10 +560,21 @@ class RecipientBook:
             if entry < 0:
                 entry = entries[i] if entries is not None else addresses.entry_of(key)
                 if entry < 0:
-                    entry = new_keys[key] = addresses.append(key, -1)
+                    entry = new_keys[key] = len(first)
+                    lo_append(key & _LOW64)
+                    hi_append(key >> 64)
+                    first_append(-1)
+                    flag_append(0)
             address = lowered[i]
+            slot = len(status)
+            slot_ids_append(cid)
             if cid in excluded_ids or address in excluded_addresses:
-                slot = self._new_slot(cid, entry, fingerprint(contact), C_EXCLUDED, None)
+                status_append(C_EXCLUDED)
+                released_append(0)
+                addr_append(entry)
+                prints_append(fingerprint(contact))
+                zone_append(NO_QUEUE)
+                order_append(0)
                 counts[EXCLUDED] += 1
                 code = C_EXCLUDED
             else:
@@ -545,7 +583,6 @@ class RecipientBook:
                     queue = self._queue(zone_key, due_for)
                     items_append = queue.items.append
                 assert items_append is not None
-                slot = slot_append(cid)
                 status_append(C_PENDING)
                 released_append(0)
                 addr_append(entry)
@@ -571,20 +608,24 @@ class RecipientBook:
                     self._index_address(entry, slot)
                 else:
                     self._reindex_address(entry, old, slot)
-                slots.point(cid, slot)
+                joining.points.append((cid, slot))
             fresh[cid] = slot
             if tracking:
                 self._note(cid, before, code, True)
-        self._join(new_ids, new_keys)
+        self._join(joining)
         counts[PENDING] += added
         # Per-queue pending counts were kept above; nothing else depends on the audience size.
 
-    def _join(self, new_ids: list[int], new_keys: dict[int, int]) -> None:
-        """The ids and address keys an add made join their tables (and the lists are emptied)."""
-        self.slots.insert_new(new_ids)
-        self.addresses.insert_new(list(new_keys.values()))
-        new_ids.clear()
-        new_keys.clear()
+    def _join(self, joining: _Joining) -> None:
+        """What an add made so far joins the indexes: the new slots' ids, then the re-added
+        contacts' new slots, the new contacts and the new address keys (and ``joining`` is
+        emptied)."""
+        self.slots.extend(joining.slot_ids)
+        for cid, slot in joining.points:
+            self.slots.point(cid, slot)
+        self.slots.insert_new(joining.new_ids)
+        self.addresses.insert_new(list(joining.keys.values()))
+        joining.clear()
 
     def _update(
         self, slot: int, contact: Contact, due_for: Callable[[str], datetime | None]

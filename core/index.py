@@ -163,6 +163,25 @@ class IdIndex:
         self._flags.append(0)
         return slot
 
+    def extend(self, contact_ids: list[str]) -> None:
+        """New slots holding ``contact_ids``, in order, at once (see :meth:`append`)."""
+        if not contact_ids:
+            return
+        joined = "".join(contact_ids)
+        data = joined.encode()
+        if len(data) == len(joined):
+            lengths = np.fromiter(map(len, contact_ids), np.int64, len(contact_ids))
+        else:
+            encoded = [c.encode() for c in contact_ids]
+            data = b"".join(encoded)
+            lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        ends = np.cumsum(lengths) + len(self._buf)
+        self._buf += data
+        self._off.frombytes(ends.tobytes())
+        hashes = np.fromiter(map(_hash, contact_ids), np.int64, len(contact_ids))
+        self._hashes.frombytes(hashes.tobytes())
+        self._flags += bytes(len(contact_ids))
+
     # -- the table ------------------------------------------------------------------------------
 
     def _probe(self, contact_id: str) -> tuple[int, int]:

@@ -128,14 +128,12 @@ def test_the_id_table_behaves_like_a_dict(
         model: dict[str, int] = {}
         slots: list[str] = []
         for op, ids in steps:
-            if op == "batch":  # an add: the chunk's new ids join at once
-                new: list[int] = []
-                for cid in dict.fromkeys(ids):
-                    if cid not in model:
-                        slot = index.append(cid)
-                        slots.append(cid)
-                        model[cid] = slot
-                        new.append(slot)
+            if op == "batch":  # an add: the chunk's new ids get slots and join at once
+                fresh = [cid for cid in dict.fromkeys(ids) if cid not in model]
+                new = list(range(index.slot_count, index.slot_count + len(fresh)))
+                index.extend(fresh)
+                slots.extend(fresh)
+                model.update(zip(fresh, new, strict=True))
                 index.insert_new(new)
             elif op == "point":  # one at a time, new or re-added
                 for cid in ids:
