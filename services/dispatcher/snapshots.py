@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 MAGIC = b"MCTLSNAP"
+#: 2: the books pickle their compact indexes (core/index.py); a version-1 snapshot is refused.
 FORMAT_VERSION = 2
 _HEAD = struct.Struct(">8sHI")
 #: Snapshots kept per partition (the newest first is tried, then the one before).
