@@ -62,8 +62,13 @@ class AddedChunk:
 
 def sort_added(contacts: Iterable[Contact], book: RecipientBook) -> AddedChunk:
     """Sort the contacts of an ``AddRecipients`` chunk against the message's book (only read)."""
-    slots = book.slots
+    batch = contacts if isinstance(contacts, list | tuple) else list(contacts)
     status = book.status
+    # The chunk's lookups at once (core/index.py): current slots, and the first holder of each
+    # address. Contact emails are stored stripped, so lower() is normalize_address() here.
+    lowered = [c.email.lower() for c in batch]
+    found = book.find([c.contact_id for c in batch])
+    holders = book.first_holders([address_key(a) for a in lowered])
     seen: set[str] = set()
     chunk_addresses: set[str] = set()
     record: list[Contact] = []
@@ -73,22 +78,22 @@ def sort_added(contacts: Iterable[Contact], book: RecipientBook) -> AddedChunk:
     repeated: list[str] = []
     same_address: list[str] = []
     refused: list[RefusedContact] = []
-    for contact in contacts:
+    for i, contact in enumerate(batch):
         cid = contact.contact_id
         if cid in seen:
             repeated.append(cid)
             continue
         seen.add(cid)
-        # Contact emails are stored stripped, so lower() is normalize_address() here.
-        address = contact.email.lower()
-        slot = slots.get(cid)
-        code = C_REMOVED if slot is None else status[slot]
+        address = lowered[i]
+        slot = found[i]
+        code = C_REMOVED if slot < 0 else status[slot]
         if code == C_REMOVED:
-            taken = book.address_taken(address_key(address), cid) or address in chunk_addresses
+            holder = holders[i]
+            taken = (holder >= 0 and book.ids[holder] != cid) or address in chunk_addresses
             chunk_addresses.add(address)
             record.append(contact)
             (same_address if taken else added).append(cid)
-        elif book.prints[slot] == fingerprint(contact):  # type: ignore[index]
+        elif book.prints[slot] == fingerprint(contact):
             present.append(cid)
         elif code == C_PENDING:
             chunk_addresses.add(address)

@@ -4,15 +4,18 @@ Memory rule (issue 15, docs/scale.md "State layout"): a message may have ten mil
 so the book keeps per recipient only what deciding needs, in flat arrays indexed by a *slot* (an
 int given to each entry in the order entries are made), and never the contact's payload:
 
-* identity: ``slots`` maps the contact id to its current slot; ``ids[slot]`` is the id back;
+* identity: ``slots`` (an :class:`core.index.IdIndex`: the ids in one bytes buffer and an
+  open-addressing table, ids compared byte for byte) maps the contact id to its current slot;
+  ``ids[slot]`` is the id back;
 * visible state: ``status[slot]`` (one byte, an index into :data:`STATUSES`);
 * zone queue position: ``zone[slot]`` (the queue's index), ``order[slot]`` (its ordinal there);
 * the release it was last handed to delivery in: ``released_in[slot]`` (0: never);
-* dedupe by normalized address: ``addrs[slot]``, a 90-bit BLAKE2b key of the normalized address
+* dedupe by normalized address: ``addr[slot]``, the slot's entry in ``addresses`` (an
+  :class:`core.index.AddressIndex`) of its 90-bit BLAKE2b key of the normalized address
   (:func:`address_key`: the chance that two of ten million distinct addresses share one is
   about 4e-14, and the hash is keyed to no input an attacker can steer into a collision more
-  cheaply), indexed by ``by_address`` (key -> first holder's slot; further holders, rare, in
-  ``more_by_address``); ``released_addresses`` holds the keys of the addresses released;
+  cheaply); each entry holds its first holder's slot (further holders, rare, in
+  ``more_by_address``) and whether the address was released;
 * "same data as before?" (an add naming a present contact): ``prints[slot]``, a 64-bit BLAKE2b
   fingerprint of the contact's data (:func:`fingerprint`). A false "same" needs a 2^-64 chance
   on one comparison of one contact with its own previous data.
@@ -51,7 +54,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import insort
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -59,6 +62,9 @@ from hashlib import blake2b
 from typing import Any, NamedTuple
 from uuid import UUID
 
+import numpy as np
+
+from core.index import AddressIndex, IdIndex
 from schemas import Contact, normalize_address
 
 __all__ = [
@@ -188,9 +194,7 @@ class ZoneQueue:
 
     def live(self) -> Iterator[str]:
         """The contact ids of :meth:`live_slots`."""
-        ids = self.book.ids
-        for slot in self.live_slots():
-            yield ids[slot]
+        return iter(self.book.slots.ids_of(self.live_slots()))
 
     def advance(self) -> None:
         """Move the head past slots that are no longer pending; compact now and then."""
@@ -213,24 +217,66 @@ class ZoneQueue:
         self.head = head
 
 
+class _IdsBySlot:
+    """``book.ids``: the contact id of a slot (``ids[slot]``), ``len``: the slots."""
+
+    __slots__ = ("_index",)
+
+    def __init__(self, index: IdIndex) -> None:
+        self._index = index
+
+    def __getitem__(self, slot: int) -> str:
+        return self._index.id_of(slot)
+
+    def __len__(self) -> int:
+        return self._index.slot_count
+
+    def many(self, slots: Iterable[int]) -> list[str]:
+        """The ids of ``slots``, in order (vectorized)."""
+        return self._index.ids_of(slots)
+
+
+_LOW64 = (1 << 64) - 1
+
+
+class _Joining:
+    """What an add has made and not yet put in the indexes (see :meth:`RecipientBook.add`)."""
+
+    __slots__ = ("keys", "new_ids", "points", "slot_ids")
+
+    def __init__(self) -> None:
+        self.slot_ids: list[str] = []  # the ids of the slots appended, in slot order
+        self.points: list[tuple[str, int]] = []  # re-added contacts: id, new slot
+        self.new_ids: list[int] = []  # slots of contacts new to the book
+        self.keys: dict[int, int] = {}  # address keys new to the book: key -> entry
+
+    def clear(self) -> None:
+        self.slot_ids.clear()
+        self.points.clear()
+        self.new_ids.clear()
+        self.keys.clear()
+
+
+def _listed(items: Iterable[Any]) -> Sequence[Any]:
+    return items if isinstance(items, list | tuple) else list(items)
+
+
 class RecipientBook:
     """All contacts of a message with their status, pending queues and dedupe/exclusion sets."""
 
     __slots__ = (
-        "addrs",
-        "by_address",
+        "addr",
+        "addresses",
         "command_ids",
         "counts",
         "excluded_addresses",
         "excluded_ids",
-        "ids",
         "more_by_address",
         "order",
         "prints",
         "queue_list",
         "queues",
         "reasons",
-        "released_addresses",
         "released_in",
         "slots",
         "status",
@@ -239,28 +285,32 @@ class RecipientBook:
     )
 
     def __init__(self) -> None:
-        self.slots: dict[str, int] = {}
-        # Per slot (the arrays are the compact part; the lists hold references to objects the
-        # dicts hold anyway: the id string, the address key).
-        self.ids: list[str] = []
+        # Contact id -> current slot, and every slot's id (core/index.py: no str per contact).
+        self.slots = IdIndex()
+        # Per slot.
         self.status = bytearray()
         self.released_in = array("i")
         self.order = array("i")
         self.zone = array("H")
         self.prints = array("Q")
-        self.addrs: list[int] = []
+        self.addr = array("i")  # the slot's entry in ``addresses``
+        # The distinct address keys: first holder, released flag, and the key -> entry table.
+        self.addresses = AddressIndex()
+        self.more_by_address: dict[int, list[int]] = {}  # entry -> further holders (rare)
         self.reasons: dict[str, str] = {}
         self.queues: dict[str, ZoneQueue] = {}
         self.queue_list: list[ZoneQueue] = []
-        self.by_address: dict[int, int] = {}
-        self.more_by_address: dict[int, list[int]] = {}
-        self.released_addresses: set[int] = set()
         self.excluded_ids: set[str] = set()
         self.excluded_addresses: set[str] = set()
         self.counts: dict[RecipientStatus, int] = dict.fromkeys(RecipientStatus, 0)
         # Ids of the commands already applied: a repeat of one is a no-op (see core.decide).
         self.command_ids: set[UUID] = set()
         self.transitions: list[Transition] | None = None
+
+    @property
+    def ids(self) -> _IdsBySlot:
+        """The contact id of each slot: ``book.ids[slot]``, ``book.ids.many(slots)``."""
+        return _IdsBySlot(self.slots)
 
     # -- transitions (the projector) ------------------------------------------------------------
 
@@ -298,10 +348,25 @@ class RecipientBook:
         """The contact's current slot (``None``: never in the message)."""
         return self.slots.get(contact_id)
 
+    def find(self, contact_ids: Sequence[str]) -> list[int]:
+        """The current slot of each of ``contact_ids`` (-1: never in the message), vectorized."""
+        found: list[int] = self.slots.find(contact_ids).tolist()
+        return found
+
     def status_of(self, contact_id: str) -> RecipientStatus | None:
         """The contact's visible state, or ``None`` if it never joined this message."""
         slot = self.slots.get(contact_id)
         return None if slot is None else STATUSES[self.status[slot]]
+
+    def with_status(self, contact_ids: Sequence[str], status: RecipientStatus) -> list[str]:
+        """Those of ``contact_ids`` (in order, repeats kept) now in ``status``."""
+        code = CODE[status]
+        state = self.status
+        return [
+            cid
+            for cid, slot in zip(contact_ids, self.find(contact_ids), strict=True)
+            if slot >= 0 and state[slot] == code
+        ]
 
     def released_in_of(self, contact_id: str) -> int:
         """The sequence of the contact's latest release (0: never released or not present)."""
@@ -316,6 +381,15 @@ class RecipientBook:
         """The fingerprint of the contact's data as last added."""
         return self.prints[self.slots[contact_id]]
 
+    def address_key_of(self, slot: int) -> int:
+        """The address key of a slot's contact (:func:`address_key` of its address)."""
+        return self.addresses.key_of(self.addr[slot])
+
+    def is_address_released(self, address: str) -> bool:
+        """Whether a contact with this normalized address was released (and not given back)."""
+        entry = self.addresses.entry_of(address_key(address))
+        return entry >= 0 and bool(self.addresses.released[entry])
+
     def ids_with(self, statuses: Iterable[RecipientStatus]) -> list[str]:
         """Contact ids in any of ``statuses``, in the order they joined (O(audience): copies)."""
         wanted = {CODE[s] for s in statuses}
@@ -329,18 +403,33 @@ class RecipientBook:
 
     def holders_of(self, address: str) -> list[str]:
         """Contact ids whose normalized address is ``address``."""
-        return [self.ids[s] for s in self._holders(address_key(address))]
+        return self.slots.ids_of(self._holders(self.addresses.entry_of(address_key(address))))
 
-    def _holders(self, key: int) -> list[int]:
-        first = self.by_address.get(key)
-        if first is None:
+    def _holders(self, entry: int) -> list[int]:
+        if entry < 0:
             return []
-        return [first, *self.more_by_address.get(key, ())]
+        first = self.addresses.first[entry]
+        if first < 0:
+            return []
+        return [first, *self.more_by_address.get(entry, ())]
 
     def address_taken(self, key: int, contact_id: str) -> bool:
         """True when the first holder of the address ``key`` is another contact."""
-        holder = self.by_address.get(key)
-        return holder is not None and self.ids[holder] != contact_id
+        entry = self.addresses.entry_of(key)
+        holder = self.addresses.first[entry] if entry >= 0 else -1
+        return holder >= 0 and self.slots.id_of(holder) != contact_id
+
+    def first_holders(self, keys: Sequence[int]) -> list[int]:
+        """The slot of the first holder of each address key (-1: none), vectorized."""
+        entries = self.addresses.find(keys)
+        first = np.frombuffer(self.addresses.first, np.int32) if len(self.addresses) else None
+        if first is None:
+            return [-1] * len(keys)
+        known = entries >= 0
+        holders = np.full(len(keys), -1, np.int64)
+        holders[known] = first[entries[known]]
+        found: list[int] = holders.tolist()
+        return found
 
     def is_current_release(self, contact_id: str, release: int) -> bool:
         """True when the contact is released and ``release`` is its latest release's number."""
@@ -372,12 +461,13 @@ class RecipientBook:
             self.queue_list.append(queue)
         return queue
 
-    def _new_slot(self, cid: str, key: int, print_: int, code: int, queue: ZoneQueue | None) -> int:
-        slot = len(self.ids)
-        self.ids.append(cid)
+    def _new_slot(
+        self, cid: str, entry: int, print_: int, code: int, queue: ZoneQueue | None
+    ) -> int:
+        slot = self.slots.append(cid)
         self.status.append(code)
         self.released_in.append(0)
-        self.addrs.append(key)
+        self.addr.append(entry)
         self.prints.append(print_)
         if queue is None:
             self.zone.append(NO_QUEUE)
@@ -390,24 +480,54 @@ class RecipientBook:
             queue.pending += 1
         return slot
 
+    def _entry(self, key: int) -> int:
+        """The address entry of ``key``, made if new (one at a time: the rare paths)."""
+        entry = self.addresses.entry_of(key)
+        if entry < 0:
+            entry = self.addresses.append(key, -1)
+            self.addresses.insert_new([entry])
+        return entry
+
     def add(self, contacts: Iterable[Contact], due_for: Callable[[str], datetime | None]) -> None:
         """New (or previously removed) contacts become pending, unless they match an exclusion;
         a pending contact named again takes the new data (see core.audience).
 
         Contacts already in the book in any other state are left as they are: adding a released
         or delivered contact again never makes it pending again.
+
+        The hot path of intake: the chunk's ids and address keys are looked up at once, a new
+        contact's slot and address entry are appended inline, and the chunk's new ids (their
+        bytes, hashes and table places) and new keys join at once at the end (:meth:`_join`).
+        Until then ``fresh`` (ids) and ``joining.keys`` answer for them.
         """
+        batch: Sequence[Contact] = _listed(contacts)
+        if not batch:
+            return
         slots = self.slots
+        addresses = self.addresses
         status = self.status
         counts = self.counts
         excluded_ids = self.excluded_ids
         excluded_addresses = self.excluded_addresses
-        by_address = self.by_address
-        # The hot path of intake: a new contact's slot is appended here, inline.
-        ids_append = self.ids.append
+        # Contact emails are stored stripped, so lower() is normalize_address() here.
+        lowered = [c.email.lower() for c in batch]
+        keys = [address_key(a) for a in lowered]
+        found: list[int] | None = self.find([c.contact_id for c in batch])
+        entries: list[int] | None = addresses.find(keys).tolist()
+        fresh: dict[str, int] = {}  # ids this call gave a slot: id -> slot
+        joining = _Joining()
+        new_ids = joining.new_ids
+        new_keys = joining.keys
+        slot_ids_append = joining.slot_ids.append
+        first = addresses.first
+        lo_append = addresses.lo.append
+        hi_append = addresses.hi.append
+        first_append = first.append
+        flag_append = addresses.released.append
+        more = self.more_by_address
         status_append = status.append
         released_append = self.released_in.append
-        addrs_append = self.addrs.append
+        addr_append = self.addr.append
         prints_append = self.prints.append
         zone_append = self.zone.append
         order_append = self.order.append
@@ -415,22 +535,46 @@ class RecipientBook:
         queue: ZoneQueue | None = None
         items_append = None
         added = 0
-        for contact in contacts:
+        for i, contact in enumerate(batch):
             cid = contact.contact_id
-            old = slots.get(cid)
+            old = fresh.get(cid)
+            if old is None:
+                old = found[i] if found is not None else slots.get(cid, -1)
             before: int | None = None
-            if old is not None:
+            if old is not None and old >= 0:
                 before = status[old]
                 if before == C_PENDING:
+                    # Rare: a pending contact's data changes. The tables must know every id and
+                    # key first; the lookups made at the start may be stale afterwards.
+                    self._join(joining)
                     self._update(old, contact, due_for)
+                    fresh[cid] = slots[cid]
+                    found = entries = None
                     continue
                 if before != C_REMOVED:
                     continue
-            # Contact emails are stored stripped, so lower() is normalize_address() here.
-            address = contact.email.lower()
-            key = address_key(address)
+            else:
+                old = None
+            key = keys[i]
+            entry = new_keys.get(key, -1)
+            if entry < 0:
+                entry = entries[i] if entries is not None else addresses.entry_of(key)
+                if entry < 0:
+                    entry = new_keys[key] = len(first)
+                    lo_append(key & _LOW64)
+                    hi_append(key >> 64)
+                    first_append(-1)
+                    flag_append(0)
+            address = lowered[i]
+            slot = len(status)
+            slot_ids_append(cid)
             if cid in excluded_ids or address in excluded_addresses:
-                slot = self._new_slot(cid, key, fingerprint(contact), C_EXCLUDED, None)
+                status_append(C_EXCLUDED)
+                released_append(0)
+                addr_append(entry)
+                prints_append(fingerprint(contact))
+                zone_append(NO_QUEUE)
+                order_append(0)
                 counts[EXCLUDED] += 1
                 code = C_EXCLUDED
             else:
@@ -439,11 +583,9 @@ class RecipientBook:
                     queue = self._queue(zone_key, due_for)
                     items_append = queue.items.append
                 assert items_append is not None
-                slot = len(self.ids)
-                ids_append(cid)
                 status_append(C_PENDING)
                 released_append(0)
-                addrs_append(key)
+                addr_append(entry)
                 prints_append(fingerprint(contact))
                 zone_append(queue.index)
                 order_append(queue.added)
@@ -453,22 +595,37 @@ class RecipientBook:
                 added += 1
                 code = C_PENDING
             if old is None:
-                first = by_address.setdefault(key, slot)
-                if first != slot:
-                    self.more_by_address.setdefault(key, []).append(slot)
+                if first[entry] < 0:
+                    first[entry] = slot
+                else:
+                    more.setdefault(entry, []).append(slot)
+                new_ids.append(slot)
             else:
                 counts[REMOVED] -= 1
-                old_key = self.addrs[old]
-                if old_key != key:
-                    self._unindex_address(old_key, old)
-                    self._index_address(key, slot)
+                old_entry = self.addr[old]
+                if old_entry != entry:
+                    self._unindex_address(old_entry, old)
+                    self._index_address(entry, slot)
                 else:
-                    self._reindex_address(key, old, slot)
-            slots[cid] = slot
+                    self._reindex_address(entry, old, slot)
+                joining.points.append((cid, slot))
+            fresh[cid] = slot
             if tracking:
                 self._note(cid, before, code, True)
+        self._join(joining)
         counts[PENDING] += added
         # Per-queue pending counts were kept above; nothing else depends on the audience size.
+
+    def _join(self, joining: _Joining) -> None:
+        """What an add made so far joins the indexes: the new slots' ids, then the re-added
+        contacts' new slots, the new contacts and the new address keys (and ``joining`` is
+        emptied)."""
+        self.slots.extend(joining.slot_ids)
+        for cid, slot in joining.points:
+            self.slots.point(cid, slot)
+        self.slots.insert_new(joining.new_ids)
+        self.addresses.insert_new(list(joining.keys.values()))
+        joining.clear()
 
     def _update(
         self, slot: int, contact: Contact, due_for: Callable[[str], datetime | None]
@@ -476,12 +633,12 @@ class RecipientBook:
         """A pending contact's data is replaced: address index, zone queue and exclusion follow."""
         cid = contact.contact_id
         address = contact.email.lower()
-        key = address_key(address)
-        old_key = self.addrs[slot]
-        if key != old_key:
-            self._unindex_address(old_key, slot)
-            self._index_address(key, slot)
-            self.addrs[slot] = key
+        entry = self._entry(address_key(address))
+        old_entry = self.addr[slot]
+        if entry != old_entry:
+            self._unindex_address(old_entry, slot)
+            self._index_address(entry, slot)
+            self.addr[slot] = entry
         old_queue = self.queue_list[self.zone[slot]]
         zone_key = contact.time_zone or ""
         if zone_key == old_queue.key:
@@ -493,55 +650,58 @@ class RecipientBook:
             old_queue.pending -= 1
             old_queue.advance()
             queue = self._queue(zone_key, due_for)
-            new = self._new_slot(cid, key, fingerprint(contact), C_PENDING, queue)
-            self._reindex_address(key, slot, new)
-            self.slots[cid] = new
+            new = self._new_slot(cid, entry, fingerprint(contact), C_PENDING, queue)
+            self._reindex_address(entry, slot, new)
+            self.slots.point(cid, new)
         self._note(cid, C_PENDING, C_PENDING, True)
         if cid in self.excluded_ids or address in self.excluded_addresses:
             self._leave_pending((cid,), EXCLUDED)
 
-    def _index_address(self, key: int, slot: int) -> None:
-        """Remember who holds ``key`` (one slot in the common case, a list on collisions)."""
-        first = self.by_address.setdefault(key, slot)
-        if first != slot:
-            self.more_by_address.setdefault(key, []).append(slot)
+    def _index_address(self, entry: int, slot: int) -> None:
+        """Remember who holds ``entry`` (one slot in the common case, a list on collisions)."""
+        first = self.addresses.first
+        if first[entry] < 0:
+            first[entry] = slot
+        elif first[entry] != slot:
+            self.more_by_address.setdefault(entry, []).append(slot)
 
-    def _unindex_address(self, key: int, slot: int) -> None:
-        if self.by_address.get(key) == slot:
-            others = self.more_by_address.get(key)
+    def _unindex_address(self, entry: int, slot: int) -> None:
+        first = self.addresses.first
+        if first[entry] == slot:
+            others = self.more_by_address.get(entry)
             if others:
-                self.by_address[key] = others.pop(0)
+                first[entry] = others.pop(0)
                 if not others:
-                    del self.more_by_address[key]
+                    del self.more_by_address[entry]
             else:
-                del self.by_address[key]
-        elif key in self.more_by_address:
-            self.more_by_address[key].remove(slot)
+                first[entry] = -1
+        elif entry in self.more_by_address:
+            self.more_by_address[entry].remove(slot)
 
-    def _reindex_address(self, key: int, old: int, new: int) -> None:
-        """The contact holding ``key`` in slot ``old`` now holds it in slot ``new`` (same place
+    def _reindex_address(self, entry: int, old: int, new: int) -> None:
+        """The contact holding ``entry`` in slot ``old`` now holds it in slot ``new`` (same place
         among the holders)."""
-        if self.by_address.get(key) == old:
-            self.by_address[key] = new
+        first = self.addresses.first
+        if first[entry] == old:
+            first[entry] = new
         else:
-            others = self.more_by_address.get(key)
+            others = self.more_by_address.get(entry)
             if others is not None and old in others:
                 others[others.index(old)] = new
             else:
-                self._index_address(key, new)
+                self._index_address(entry, new)
 
     def _leave_pending(self, ids: Iterable[str], new: RecipientStatus) -> list[str]:
         """Pending contacts among ``ids`` move to ``new``; returns those that moved."""
-        slots = self.slots
+        named = _listed(ids)
         status = self.status
         zone = self.zone
         queue_list = self.queue_list
         code = CODE[new]
         touched: set[int] = set()
         moved: list[str] = []
-        for cid in ids:
-            slot = slots.get(cid)
-            if slot is None or status[slot] != C_PENDING:
+        for cid, slot in zip(named, self.find(named), strict=True):
+            if slot < 0 or status[slot] != C_PENDING:
                 continue
             status[slot] = code
             q = zone[slot]
@@ -573,41 +733,30 @@ class RecipientBook:
         """Pending contacts are handed to delivery; their addresses count as sent. Returns count.
         ``sequence`` is the release event's number (the release number of each send).
 
-        The hot path of the planner: one dict lookup per contact.
+        The hot path of the planner, vectorized over the chunk (one lookup pass, then numpy).
         """
-        slots = self.slots
-        status = self.status
-        released_in = self.released_in
-        addrs = self.addrs
-        zone = self.zone
-        queue_list = self.queue_list
-        add_address = self.released_addresses.add
         if self.transitions is not None:
             return self._release_tracked(contact_ids, sequence)
-        # Contacts come in queue runs: count per run, settle each queue's counter once per run.
-        touched: set[int] = set()
-        last = -1
-        run = 0
-        moved = 0
-        for cid in contact_ids:
-            slot = slots.get(cid)
-            if slot is None or status[slot] != C_PENDING:
-                continue
-            status[slot] = C_RELEASED
-            released_in[slot] = sequence
-            add_address(addrs[slot])
-            q = zone[slot]
-            if q != last:
-                if run:
-                    queue_list[last].pending -= run
-                    moved += run
-                touched.add(q)
-                last = q
-                run = 0
-            run += 1
-        if run:
-            queue_list[last].pending -= run
-            moved += run
+        named = _listed(contact_ids)
+        if not named or not len(self.slots):
+            return 0
+        found = self.slots.find(named)
+        status = np.frombuffer(self.status, np.uint8)
+        found = found[found >= 0]
+        chosen = np.unique(found[status[found] == C_PENDING])
+        moved = len(chosen)
+        if not moved:
+            return 0
+        status[chosen] = C_RELEASED
+        np.frombuffer(self.released_in, np.int32)[chosen] = sequence
+        entries = np.frombuffer(self.addr, np.int32)[chosen]
+        np.frombuffer(self.addresses.released, np.uint8)[entries] = 1
+        per_queue = np.bincount(np.frombuffer(self.zone, np.uint16)[chosen])
+        del status
+        queue_list = self.queue_list
+        touched = np.flatnonzero(per_queue).tolist()
+        for q in touched:
+            queue_list[q].pending -= int(per_queue[q])
         self.counts[PENDING] -= moved
         self.counts[RELEASED] += moved
         for q in touched:
@@ -616,17 +765,17 @@ class RecipientBook:
 
     def _release_tracked(self, contact_ids: Iterable[str], sequence: int) -> int:
         """:meth:`release`, reporting each transition (the projector)."""
-        slots = self.slots
+        named = _listed(contact_ids)
         status = self.status
+        released = self.addresses.released
         touched: set[int] = set()
         moved = 0
-        for cid in contact_ids:
-            slot = slots.get(cid)
-            if slot is None or status[slot] != C_PENDING:
+        for cid, slot in zip(named, self.find(named), strict=True):
+            if slot < 0 or status[slot] != C_PENDING:
                 continue
             status[slot] = C_RELEASED
             self.released_in[slot] = sequence
-            self.released_addresses.add(self.addrs[slot])
+            released[self.addr[slot]] = 1
             q = self.zone[slot]
             self.queue_list[q].pending -= 1
             touched.add(q)
@@ -642,18 +791,17 @@ class RecipientBook:
         """Released contacts that delivery did not hand to SMTP are pending again, in their
         queue's original order (before every contact that was never released); their addresses
         no longer count as sent. Returns how many moved."""
-        slots = self.slots
+        named = _listed(contact_ids)
         status = self.status
         order = self.order
-        released_addresses = self.released_addresses
+        released = self.addresses.released
         moved = 0
-        for cid in contact_ids:
-            slot = slots.get(cid)
-            if slot is None or status[slot] != C_RELEASED:
+        for cid, slot in zip(named, self.find(named), strict=True):
+            if slot < 0 or status[slot] != C_RELEASED:
                 continue
             queue = self.queue_list[self.zone[slot]]
             status[slot] = C_PENDING
-            released_addresses.discard(self.addrs[slot])
+            released[self.addr[slot]] = 0
             returned = queue.returned
             if not returned or order[returned[-1]] < order[slot]:
                 returned.append(slot)  # the common case: given back in release order
@@ -676,15 +824,26 @@ class RecipientBook:
         self, contact_ids: Iterable[str], outcome: RecipientStatus, reasons: Iterable[str] = ()
     ) -> None:
         """Released contacts get their final outcome; the first outcome recorded stands."""
-        slots = self.slots
+        named = _listed(contact_ids)
         status = self.status
         code = CODE[outcome]
         reason_list = list(reasons)
         tracking = self.transitions is not None
+        if not reason_list and not tracking:
+            # Delivered or unknown in the dispatcher: one vectorized pass over the chunk.
+            found = self.slots.find(named)
+            state = np.frombuffer(status, np.uint8) if len(status) else None
+            if state is not None:
+                found = found[found >= 0]
+                chosen = np.unique(found[state[found] == C_RELEASED])
+                state[chosen] = code
+                del state
+                self.counts[RELEASED] -= len(chosen)
+                self.counts[outcome] += len(chosen)
+            return
         moved = 0
-        for i, cid in enumerate(contact_ids):
-            slot = slots.get(cid)
-            if slot is None or status[slot] != C_RELEASED:
+        for i, (cid, slot) in enumerate(zip(named, self.find(named), strict=True)):
+            if slot < 0 or status[slot] != C_RELEASED:
                 continue
             status[slot] = code
             if reason_list:
@@ -705,11 +864,13 @@ class RecipientBook:
     def snapshot(self) -> dict[str, Any]:
         """Everything that decides future behaviour, as plain data (O(audience))."""
         status = self.status
+        addresses = self.addresses
+        ids = self.ids
         return {
             "entries": {
                 cid: (
                     self.prints[s],
-                    self.addrs[s],
+                    self.address_key_of(s),
                     str(STATUSES[status[s]]),
                     self.order[s],
                     self.released_in[s],
@@ -721,17 +882,23 @@ class RecipientBook:
             "queues": {
                 key: {
                     "live": list(q.live()),
-                    "returned": [self.ids[s] for s in q.returned],
+                    "returned": ids.many(q.returned),
                     "added": q.added,
                     "pending": q.pending,
                     "due": q.due,
                 }
                 for key, q in self.queues.items()
             },
-            "by_address": {
-                k: [self.ids[s] for s in self._holders(k)] for k in sorted(self.by_address)
-            },
-            "released_addresses": sorted(self.released_addresses),
+            "by_address": dict(
+                sorted(
+                    (addresses.key_of(e), ids.many(self._holders(e)))
+                    for e in range(len(addresses))
+                    if addresses.first[e] >= 0
+                )
+            ),
+            "released_addresses": sorted(
+                addresses.key_of(e) for e in range(len(addresses)) if addresses.released[e]
+            ),
             "excluded_ids": sorted(self.excluded_ids),
             "excluded_addresses": sorted(self.excluded_addresses),
             "counts": {str(k): v for k, v in self.counts.items()},

@@ -60,9 +60,9 @@ class MemoryContacts:
         kept = self._by_message.setdefault(event.message_id, [])
         if len(kept) < len(book.ids):
             kept.extend([None] * (len(book.ids) - len(kept)))
-        for contact in event.contacts:
-            slot = book.slot_of(contact.contact_id)
-            if slot is not None:
+        found = book.find([c.contact_id for c in event.contacts])
+        for contact, slot in zip(event.contacts, found, strict=True):
+            if slot >= 0:
                 kept[slot] = contact
 
     def read(
@@ -70,8 +70,8 @@ class MemoryContacts:
     ) -> list[Contact]:
         kept = self._by_message.get(message_id, [])
         found: list[Contact] = []
-        for cid in contact_ids:
-            contact = kept[book.slots[cid]]
+        for cid, slot in zip(contact_ids, book.find(contact_ids), strict=True):
+            contact = kept[slot] if slot >= 0 else None
             if contact is None:
                 raise KeyError(f"no data kept for contact {cid!r} of message {message_id}")
             found.append(contact)

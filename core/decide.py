@@ -21,7 +21,7 @@ from typing import Any, TypeVar, assert_never
 from pydantic import ValidationError
 
 from core.audience import sort_added, sort_removed
-from core.book import C_RELEASED, MAY_HAVE_RECEIVED
+from core.book import MAY_HAVE_RECEIVED, RecipientStatus
 from core.context import Context
 from core.emit import Emitter
 from core.errors import (
@@ -425,18 +425,14 @@ def _outcomes(
     return for a release that is not the contact's latest.
     """
     book = state.book
-    slots = book.slots
-    status = book.status
     # The first outcome named for a contact counts (dict.fromkeys drops repeats within a list).
     seen: set[str] = set()
 
     def waiting(ids: Iterable[str]) -> list[str]:
-        # The hot path of outcomes: one dict lookup and one byte per contact.
-        found = []
-        for cid in ids:
-            slot = slots.get(cid)
-            if slot is not None and status[slot] == C_RELEASED and cid not in seen:
-                found.append(cid)
+        # The hot path of outcomes: one vectorized lookup of the chunk, one byte per contact.
+        found = [
+            cid for cid in book.with_status(list(ids), RecipientStatus.RELEASED) if cid not in seen
+        ]
         seen.update(found)
         return found
 

@@ -108,9 +108,9 @@ class FileContacts:
             positions.extend(array("q", [-1]) * grow)
             lengths.extend(array("I", bytes(4 * grow)))
         buffer = self._buffer
-        for contact in event.contacts:
-            slot = book.slot_of(contact.contact_id)
-            if slot is None:
+        found = book.find([c.contact_id for c in event.contacts])
+        for contact, slot in zip(event.contacts, found, strict=True):
+            if slot < 0:
                 continue
             data = contact.model_dump_json().encode()
             positions[slot] = self._written + len(buffer)
@@ -134,10 +134,10 @@ class FileContacts:
             if not contact_ids:
                 return []
             raise KeyError(f"no contact data kept for message {message_id}")
-        slots = book.slots
         spans = []
-        for cid in contact_ids:
-            slot = slots[cid]
+        for cid, slot in zip(contact_ids, book.find(contact_ids), strict=True):
+            if slot < 0:
+                raise KeyError(cid)
             start = positions[slot]
             if start < 0:
                 raise KeyError(f"no data kept for contact {cid!r} of message {message_id}")

@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 MAGIC = b"MCTLSNAP"
-FORMAT_VERSION = 1
+#: 2: the books pickle their compact indexes (core/index.py); a version-1 snapshot is refused.
+FORMAT_VERSION = 2
 _HEAD = struct.Struct(">8sHI")
 #: Snapshots kept per partition (the newest first is tried, then the one before).
 KEEP = 2

@@ -42,7 +42,7 @@ def test_a_pending_contact_re_added_with_another_address_is_updated() -> None:
     assert _report(outcome) == AudienceReport(updated=("a",))
     book = outcome.state().book
     assert book.fingerprint_of("a") == fingerprint(contact("a", email="new-a@example.org"))
-    assert book.addrs[book.slots["a"]] == address_key("new-a@example.org")
+    assert book.address_key_of(book.slots["a"]) == address_key("new-a@example.org")
     assert book.holders_of("a@example.org") == []
     assert book.holders_of("new-a@example.org") == ["a"]
     assert book.pending == 2 and len(book) == 2
