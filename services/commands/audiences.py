@@ -110,6 +110,24 @@ class ImportSummary:
         return out
 
 
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk of an import on its way to the core: whose import, which chunk, its rows.
+
+    ``rows`` are the chunk's valid rows (one `AddRecipients` / `RemoveRecipients` command);
+    ``invalid`` the rows the parser refused that stand among them in the file (recorded as the
+    chunk's problems, never sent)."""
+
+    account: str
+    actor: Actor
+    message_id: UUID
+    import_id: UUID
+    kind: str
+    number: int
+    rows: tuple[ParsedRow, ...]
+    invalid: tuple[InvalidRow, ...] = ()
+
+
 def _actor_text(actor: Actor) -> str:
     return actor.display_name or actor.user_id or actor.service or actor.account_id
 
@@ -311,11 +329,17 @@ class AudienceService:
             nonlocal in_flight, number
             if in_flight is not None:
                 await in_flight
-            in_flight = asyncio.create_task(
-                self._send_chunk(
-                    account, actor, message_id, import_id, kind, number, rows, invalid, parser
-                )
+            job = ChunkJob(
+                account=account,
+                actor=actor,
+                message_id=message_id,
+                import_id=import_id,
+                kind=kind,
+                number=number,
+                rows=tuple(rows),
+                invalid=tuple(invalid),
             )
+            in_flight = asyncio.create_task(self._send_chunk(job, parser))
             number += 1
 
         async def take(rows: Iterable[ParsedRow | InvalidRow]) -> None:
@@ -389,27 +413,15 @@ class AudienceService:
             chunks,
         )
 
-    async def _send_chunk(
-        self,
-        account: str,
-        actor: Actor,
-        message_id: UUID,
-        import_id: UUID,
-        kind: str,
-        number: int,
-        rows: list[ParsedRow],
-        invalid: list[InvalidRow],
-        parser: CsvContacts,
-    ) -> None:
+    async def _send_chunk(self, job: ChunkJob, parser: CsvContacts) -> None:
+        rows, invalid, import_id, number = job.rows, job.invalid, job.import_id, job.number
         lines = {r.contact.contact_id: r.line for r in rows}
         counts: dict[str, int] = {}
         found: list[tuple[int, str, str | None, str]] = [
             (p.line, "invalid", p.contact_id, p.reason) for p in invalid
         ]
         if rows:
-            answer = await self._execute_chunk(
-                account, actor, message_id, import_id, kind, number, rows
-            )
+            answer = await self._execute_chunk(job)
             audience = answer.get("audience") or {}
             counts = {k: v for k, v in (audience.get("counts") or {}).items() if k != "invalid"}
             for name in ("duplicate_address", "duplicate_in_chunk", "not_present"):
@@ -447,20 +459,12 @@ class AudienceService:
                 number + 1,
             )
 
-    async def _execute_chunk(
-        self,
-        account: str,
-        actor: Actor,
-        message_id: UUID,
-        import_id: UUID,
-        kind: str,
-        number: int,
-        rows: list[ParsedRow],
-    ) -> dict[str, Any]:
-        key = import_key(import_id, number)
+    async def _execute_chunk(self, job: ChunkJob) -> dict[str, Any]:
+        account, message_id, number, rows = job.account, job.message_id, job.number, job.rows
+        key = import_key(job.import_id, number)
         command_id = command_id_for(account, key)
         command: Command
-        if kind == "remove":
+        if job.kind == "remove":
             ids = [r.contact.contact_id for r in rows]
             command = RemoveRecipients.model_construct(
                 type="RemoveRecipients",
@@ -470,7 +474,7 @@ class AudienceService:
                 contact_ids=tuple(ids),
             )
             body: dict[str, Any] = {
-                "import_id": str(import_id),
+                "import_id": str(job.import_id),
                 "chunk": number,
                 "contact_ids": ids,
             }
@@ -491,13 +495,13 @@ class AudienceService:
             digest = hashlib.sha256(
                 _CONTACTS.dump_json(contacts)  # pydantic's own serializer
             ).hexdigest()
-            body = {"import_id": str(import_id), "chunk": number, "contacts_sha256": digest}
+            body = {"import_id": str(job.import_id), "chunk": number, "contacts_sha256": digest}
             method = "POST"
         response = await self.executor.execute(
             CommandRequest(
                 account=account,
                 key=key,
-                actor=actor,
+                actor=job.actor,
                 correlation_id=None,
                 method=method,
                 path=f"/v1/messages/{message_id}/recipients",
