@@ -13,8 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,18 +98,33 @@ def operator_cli(dsn: str, *args: str, stdin: str | None = None) -> str:
     return made.stdout.strip()
 
 
-async def wait_healthy(url: str, within: float = 90.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
+#: How long `until` waits by default before it fails.
+WITHIN = 120.0
+
+
+async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = WITHIN) -> Any:
+    """Poll `check` until it returns something truthy (bounded): every UI test waits with it."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {within}s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def healthy(url: str) -> bool:
+    """Whether `url` (a /health) answers 200 now."""
     async with httpx.AsyncClient(timeout=5) as client:
-        while True:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{url} not healthy after {within}s")
-            await asyncio.sleep(0.2)
+        try:
+            return (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+async def wait_healthy(url: str, within: float = 90.0) -> None:
+    await until(f"{url} healthy", lambda: healthy(url), within)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

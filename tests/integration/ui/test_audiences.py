@@ -10,10 +10,9 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,9 @@ from playwright.async_api import expect
 
 from bench.harness.processor import REPO_ROOT
 from core import send_id
-from tests.integration.ui.conftest import UiStack
+from tests.integration.ui.conftest import UiStack, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-WITHIN = 120.0
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = WITHIN) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {within}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 class Api:
