@@ -7,9 +7,6 @@ Chromium a 100,000-row import with its progress bar, the preview's inert script,
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,7 +18,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
-from bench.harness.processor import REPO_ROOT
+from bench.harness.spawn import api_key
 from core import send_id
 from tests.integration.ui.conftest import UiStack, until
 
@@ -87,17 +84,7 @@ class Api:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def api(ui: UiStack) -> AsyncIterator[Api]:
-    made = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "services.commands.apikeys", "create", "--account", ui.ada.account],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": ui.dsn},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    client = Api(ui, made.stdout.strip().split()[-1])
+    client = Api(ui, await asyncio.to_thread(api_key, ui.dsn, ui.ada.account))
     try:
         yield client
     finally:
