@@ -35,10 +35,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.cpu import cpu_s, pidfile
-from bench.harness.kafka import kafka_options
+from bench.harness.kafka import committed
 from bench.harness.processor import Stack
 from bench.harness.projections import (
     spawn_projections,
@@ -211,32 +210,15 @@ class Client:
 
 async def _stamps(bootstrap: str, topic: str, partitions: int, path: tuple[str, ...]) -> dict:
     """command id -> record timestamp (s) of every committed record of `topic`."""
-    consumer = AIOKafkaConsumer(
-        **kafka_options(bootstrap),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
     found: dict[str, float] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for items in batches.values():
-                for item in items:
-                    try:
-                        value: Any = json.loads(item.value)
-                        for key in path:
-                            value = value[key]
-                    except (ValueError, KeyError, TypeError):
-                        continue
-                    found[str(value)] = item.timestamp / 1000
-    finally:
-        await consumer.stop()
+    async for item in committed(bootstrap, topic, range(partitions)):
+        try:
+            value: Any = json.loads(item.value)
+            for key in path:
+                value = value[key]
+        except (ValueError, KeyError, TypeError):
+            continue
+        found[str(value)] = item.timestamp / 1000
     return found
 
 

@@ -33,12 +33,12 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.bench_dispatch import Ends, rss_mb
 from bench.harness.kafka import committed, kafka_options
@@ -139,7 +139,7 @@ async def _released(stack: Stack, message: uuid.UUID, verify: bool) -> tuple[int
     """(contacts released in total, distinct contacts released) from the release events."""
     total = 0
     seen: set[str] = set()
-    async for found in _committed(stack, stack.topics.events, max_records=500):
+    async for found in committed(stack.bootstrap, stack.topics.events, [0]):
         if dict(found.headers or ()).get("type") != b"RecipientsReleased":
             continue
         event = decode_event(found.value)
@@ -154,24 +154,11 @@ async def _send_records(stack: Stack) -> tuple[int, int]:
     """(send records committed, distinct contacts among them) on the sends topic."""
     count = 0
     seen: set[str] = set()
-    async for found in _committed(stack, stack.topics.sends):
+    async for found in committed(stack.bootstrap, stack.topics.sends, [0]):
         if dict(found.headers or ()).get("type") == b"Send":
             count += 1
             seen.add(json.loads(found.value)["contact"]["contact_id"])
     return count, len(seen)
-
-
-def _committed(
-    stack: Stack, topic: str, max_records: int = 5000
-) -> AsyncIterator[ConsumerRecord[Any, Any]]:
-    """The committed records of the one partition of `topic` (records up to the largest size)."""
-    return committed(
-        stack.bootstrap,
-        topic,
-        [0],
-        max_records=max_records,
-        max_partition_fetch_bytes=stack.settings.max_record_bytes,
-    )
 
 
 async def run(

@@ -35,6 +35,7 @@ __all__ = [
     "health",
     "healthy",
     "owned_partitions",
+    "run_cli",
     "service_env",
     "spawn_service",
     "until",
@@ -126,20 +127,37 @@ def owned_partitions(body: dict[str, Any]) -> int:
     return sum(name.startswith("partition-") for name in body.get("checks", {}))
 
 
-def cli(
-    module: str, database_url: str, *args: str, stdin: str | None = None, timeout: float = 120
-) -> str:
-    """`python -m <module> <args>` against `database_url`; its output (it must succeed)."""
-    made = subprocess.run(
+def run_cli(
+    module: str,
+    database_url: str,
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <args>` against `database_url` (and `env`), however it ends."""
+    return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": database_url},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "DATABASE_URL": database_url,
+            **(env or {}),
+        },
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
-        check=True,
     )
+
+
+def cli(
+    module: str, database_url: str, *args: str, stdin: str | None = None, timeout: float = 120
+) -> str:
+    """`run_cli` that must succeed: its output."""
+    made = run_cli(module, database_url, *args, stdin=stdin, timeout=timeout)
+    made.check_returncode()
     return made.stdout.strip()
 
 
