@@ -37,21 +37,6 @@ from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
 
-OPERATOR = Actor(kind="user", account_id="acct-a", user_id="ada")
-STRANGER = Actor(kind="user", account_id="acct-b", user_id="eve")
-
-
-def record(command: Command, actor: Actor = OPERATOR, at: datetime | None = None) -> CommandRecord:
-    return CommandRecord(command=command, actor=actor, issued_at=at or datetime.now(UTC))
-
-
-@dataclass
-class Log:
-    """Everything committed on one topic so far, read with read_committed."""
-
-    values: list[tuple[bytes | None, bytes]] = field(default_factory=list)
-
-
 __all__ = [
     "OPERATOR",
     "REPO_ROOT",
@@ -66,6 +51,20 @@ __all__ = [
     "record",
     "taken",
 ]
+
+OPERATOR = Actor(kind="user", account_id="acct-a", user_id="ada")
+STRANGER = Actor(kind="user", account_id="acct-b", user_id="eve")
+
+
+def record(command: Command, actor: Actor = OPERATOR, at: datetime | None = None) -> CommandRecord:
+    return CommandRecord(command=command, actor=actor, issued_at=at or datetime.now(UTC))
+
+
+@dataclass
+class Log:
+    """Everything committed on one topic so far, read with read_committed."""
+
+    values: list[tuple[bytes | None, bytes]] = field(default_factory=list)
 
 
 class Stack:
