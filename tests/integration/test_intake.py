@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -83,16 +82,6 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 @pytest.fixture

@@ -7,12 +7,8 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bench.harness.processor import (
     CONTENT,
@@ -41,16 +37,6 @@ from schemas import (
     UnscheduleMessage,
 )
 from schemas.base import CommandBase
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 async def test_every_command_through_the_topic_writes_its_events_and_an_accepted_result(

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -65,16 +64,6 @@ from services.projections.reader import PostgresViews
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 
 DELIVERY = Actor(kind="service", account_id="acct-a", service="delivery")
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 @pytest.fixture

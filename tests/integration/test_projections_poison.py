@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,16 +36,9 @@ from bench.harness.projections import (
 from schemas import Event
 from tests.projections.poison import OTHER, poisoned_history
 
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    # One partition: every account's messages share it, as the poisoned record's neighbours.
-    stack = Stack(kafka_bootstrap, tmp_path, partitions=1)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
+# One partition (the `stack` fixture): every account's messages share it, as the poisoned
+# record's neighbours.
+STACK_PARTITIONS = 1
 
 
 @pytest.fixture
