@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.harness.processor import Stack, free_port
+from bench.harness.spawn import service_env
 from schemas import Event, encode
 from services.common.kafka import client_options
 from services.common.settings import Settings
@@ -60,6 +62,19 @@ async def stack_with_schema(
     finally:
         await stack.close()
         await drop_schema(database_url, schema)
+
+
+async def projections_cli(
+    stack: Stack, database_url: str, *args: str
+) -> subprocess.CompletedProcess[bytes]:
+    """`python -m services.projections.cli <args>` (compare, export) on the stack's topics and
+    `database_url`, off the event loop; however it ends."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.projections.cli", *args],
+        env=service_env(stack.settings, DATABASE_URL=database_url),
+        capture_output=True,
+    )
 
 
 def spawn_projections(
