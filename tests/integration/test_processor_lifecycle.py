@@ -3,10 +3,7 @@ report, a copy into a taken id, a restart that rebuilds, and a zombie fenced by 
 
 from __future__ import annotations
 
-import json
 import signal
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +17,7 @@ from bench.harness.processor import (
     ids,
     record,
 )
+from bench.harness.spawn import health, owned_partitions
 from core import fold
 from schemas import (
     AddRecipients,
@@ -143,22 +141,11 @@ async def test_every_command_through_the_topic_writes_its_events_and_an_accepted
 
 async def test_health_lists_the_owned_partitions(stack: Stack) -> None:
     port = free_port()
-
-    def report() -> tuple[int, dict[str, Any]]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
-                return answer.status, json.loads(answer.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-        except OSError:
-            return 0, {}
-
     stack.spawn(DISPATCHER_HEALTH_PORT=str(port))
 
     async def all_owned() -> dict[str, Any] | None:
-        code, body = report()
-        owned = [name for name in body.get("checks", {}) if name.startswith("partition-")]
-        return body if code == 200 and len(owned) == 4 else None
+        code, body = await health(f"http://127.0.0.1:{port}/health")
+        return body if code == 200 and owned_partitions(body) == 4 else None
 
     body = await stack.wait_for("a healthy report owning the 4 partitions", all_owned)
     assert body["status"] == "ok"
