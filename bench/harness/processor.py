@@ -115,16 +115,13 @@ class Stack:
         self, name: str = "processor", module: str = "services.dispatcher", **env: str
     ) -> subprocess.Popen[bytes]:
         log_path = self.tmp / f"{name}-{len(self.processes)}.log"
-        process = spawn_service(
-            module,
-            self.settings,
-            log_path,
-            DISPATCHER_HEALTH_PORT=str(free_port()),
-            DELIVERY_HEALTH_PORT=str(free_port()),
-            TICK_INTERVAL_S="0.2",
-            KAFKA_COMMANDS_TIMESTAMP_TYPE=self.settings.kafka_commands_timestamp_type,
-            **env,
-        )
+        defaults = {
+            "DISPATCHER_HEALTH_PORT": str(free_port()),
+            "DELIVERY_HEALTH_PORT": str(free_port()),
+            "TICK_INTERVAL_S": "0.2",
+            "KAFKA_COMMANDS_TIMESTAMP_TYPE": self.settings.kafka_commands_timestamp_type,
+        }
+        process = spawn_service(module, self.settings, log_path, **{**defaults, **env})
         self.processes.append(process)
         self.logs[process.pid] = log_path
         return process
