@@ -211,7 +211,9 @@ async def test_a_restarted_processor_decides_against_the_rebuilt_state(stack: St
 async def test_a_stalled_owner_is_fenced_by_the_new_one_and_histories_stay_single(
     stack: Stack,
 ) -> None:
-    zombie = stack.spawn("zombie")
+    # The broker's smallest session timeout (group.min.session.timeout.ms): the successor gets
+    # the partitions as soon as the broker allows, not after the default 10 s.
+    zombie = stack.spawn("zombie", KAFKA_SESSION_TIMEOUT_MS="6000")
     messages = [ids() for _ in range(8)]
     await stack.decide(
         *(record(CreateDraft(command_id=ids(), message_id=m, content=CONTENT)) for m in messages)
