@@ -221,15 +221,12 @@ class Run:
             else "",
         )
         recovery = [r for r in runs if r["recipients"] in self.cfg["recovery_sizes"]] or runs
-        self.figures["recovery_dispatcher"] = Figure(
-            value=recovery[-1]["recovery_s"],
-            unit="s",
-            target=5,
-            better="lower",
-            sizes={"recipients": [r["recipients"] for r in recovery]},
-            runs=[{"recipients": r["recipients"], "value": r["recovery_s"]} for r in runs],
-            note="SIGKILL to the next send record committed; "
+        self.figures["recovery_dispatcher"] = results.recovery(
+            recovery[-1]["recovery_s"],
+            "SIGKILL to the next send record committed; "
             + ", ".join(f"{r['recipients']:,}: {r['recovery_s']:.1f} s" for r in recovery),
+            runs=[{"recipients": r["recipients"], "value": r["recovery_s"]} for r in runs],
+            sizes={"recipients": [r["recipients"] for r in recovery]},
         )
         self.figures["growth"] = Figure(
             value=top["rate"],
@@ -336,14 +333,9 @@ class Run:
             f"ceiling), median of {self.cfg['fence_rounds']} alternating rounds: default "
             f"{rates['default']}, none {rates['none']} mails/s",
         )
-        kills = pause["recovery_delivery_s"]
-        self.figures["recovery_delivery"] = Figure(
-            value=statistics.median(kills) if kills else None,
-            unit="s",
-            target=5,
-            better="lower",
-            runs=[{"value": k} for k in kills],
-            note="SIGKILL of the delivery worker to the next mail at the sink (median)",
+        self.figures["recovery_delivery"] = results.median_recovery(
+            pause["recovery_delivery_s"],
+            "SIGKILL of the delivery worker to the next mail at the sink (median)",
         )
 
     def projections(self) -> None:
@@ -417,14 +409,9 @@ class Run:
             note=f"highest rate held with commit p99 ≤ 250 ms ({c['step_seconds']} s per step); "
             f"first rate missed: {found['first_missed']}",
         )
-        kills = found["recovery_projections_s"]
-        self.figures["recovery_projections"] = Figure(
-            value=statistics.median(kills) if kills else None,
-            unit="s",
-            target=5,
-            better="lower",
-            runs=[{"value": k} for k in kills],
-            note="SIGKILL of the projections worker to a new command visible in the read API",
+        self.figures["recovery_projections"] = results.median_recovery(
+            found["recovery_projections_s"],
+            "SIGKILL of the projections worker to a new command visible in the read API",
         )
 
     def intake(self) -> None:

@@ -25,8 +25,6 @@ import asyncio
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,13 +35,15 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.cpu import cpu_s, pidfile
-from bench.harness.kafka import kafka_options
-from bench.harness.processor import REPO_ROOT, Stack, free_port
-from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
+from bench.harness.kafka import committed
+from bench.harness.processor import Stack
+from bench.harness.projections import (
+    spawn_projections,
+    stack_with_schema,
+)
+from bench.harness.spawn import api_key, free_port
 from bench.progress import say
 
 CONTENT = {"name": "Bench", "from_address": "bench@example.org", "subject": "Hi", "body": "Hello"}
@@ -210,32 +210,15 @@ class Client:
 
 async def _stamps(bootstrap: str, topic: str, partitions: int, path: tuple[str, ...]) -> dict:
     """command id -> record timestamp (s) of every committed record of `topic`."""
-    consumer = AIOKafkaConsumer(
-        **kafka_options(bootstrap),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
     found: dict[str, float] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for items in batches.values():
-                for item in items:
-                    try:
-                        value: Any = json.loads(item.value)
-                        for key in path:
-                            value = value[key]
-                    except (ValueError, KeyError, TypeError):
-                        continue
-                    found[str(value)] = item.timestamp / 1000
-    finally:
-        await consumer.stop()
+    async for item in committed(bootstrap, topic, range(partitions)):
+        try:
+            value: Any = json.loads(item.value)
+            for key in path:
+                value = value[key]
+        except (ValueError, KeyError, TypeError):
+            continue
+        found[str(value)] = item.timestamp / 1000
     return found
 
 
@@ -286,27 +269,6 @@ async def postgres_commits(dsn: str, n: int = 50) -> dict[str, Any]:
     }
 
 
-def _cli(dsn: str, *args: str) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "services.commands.apikeys", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": dsn},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return made.stdout.strip()
-
-
-async def _healthy(stack: Stack, url: str) -> bool:
-    async with httpx.AsyncClient(timeout=5) as http:
-        try:
-            return (await http.get(url)).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-
 async def run(
     rate: float,
     seconds: float,
@@ -318,15 +280,12 @@ async def run(
     bootstrap: str,
     database: str,
 ) -> dict[str, Any]:
-    tmp = tmp / "commands"
-    tmp.mkdir(parents=True, exist_ok=True)
-    stack = Stack(bootstrap, tmp)
-    await stack.start()
-    schema = await new_schema(database, "bench_api")
-    dsn = with_schema(database, schema)
-    try:
-        key = await asyncio.to_thread(_cli, dsn, "create", "--account", f"bench-{schema[-6:]}")
-        port = free_port()
+    async with stack_with_schema(bootstrap, database, tmp / "commands", "bench_api") as (
+        stack,
+        dsn,
+        schema,
+    ):
+        key = await asyncio.to_thread(api_key, dsn, f"bench-{schema[-6:]}")
         dispatcher_port = free_port()
         dispatcher = stack.spawn(
             "dispatcher", TICK_INTERVAL_S="1.0", DISPATCHER_HEALTH_PORT=str(dispatcher_port)
@@ -335,32 +294,9 @@ async def run(
         # recovery figure gets its partitions back at once.
         instance = f"{stack.settings.topic_prefix}-projections"
         projections = spawn_projections(stack, dsn, PROJECTIONS_INSTANCE_ID=instance)
-        api = stack.spawn(
-            "commands", module="services.commands", DATABASE_URL=dsn, COMMANDS_PORT=str(port)
-        )
+        api, base = await stack.start_api(dsn)
         processes = {"api": api.pid, "dispatcher": dispatcher.pid, "projections": projections.pid}
-        base = f"http://127.0.0.1:{port}"
-
-        async def up() -> bool:
-            await asyncio.sleep(0.2)
-            return await _healthy(stack, f"{base}/health")
-
-        await stack.wait_for("the API's health", up, within=120)
-
-        async def owning() -> bool:
-            # The dispatcher owns every partition: commands are decided from now on.
-            await asyncio.sleep(0.2)
-            async with httpx.AsyncClient(timeout=5) as probe:
-                try:
-                    body = (await probe.get(f"http://127.0.0.1:{dispatcher_port}/health")).json()
-                except (httpx.HTTPError, ValueError):
-                    return False
-            checks = body.get("checks", {})
-            return (
-                sum(n.startswith("partition-") for n in checks) == stack.settings.kafka_partitions
-            )
-
-        await stack.wait_for("the dispatcher to own every partition", owning, within=120)
+        await stack.wait_owning(dispatcher_port)
         async with aiohttp.ClientSession(
             base_url=base,
             timeout=aiohttp.ClientTimeout(total=30),
@@ -443,9 +379,6 @@ async def run(
             "search": steps,
             "recovery_projections_s": recovered,
         }
-    finally:
-        await stack.close()
-        await drop_schema(database, schema)
 
 
 async def search(

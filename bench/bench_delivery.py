@@ -125,10 +125,9 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
         await stack.send_now(message, people, DeliveryPlan(release_rate=10_000))
 
         async def released() -> bool:
-            await asyncio.sleep(0.2)
             return await lso(stack.bootstrap, stack.topics.sends, partition) - base >= n
 
-        await stack.wait_for("every send record", released, within=600)
+        await stack.wait_for("every send record", released, within=600, every=0.2)
         say(name, f"the delivery worker, pool {pool}")
         worker = stack.spawn_delivery(DELIVERY_RATE="1000000", SMTP_POOL_SIZE=str(pool))
         sink_pid = pidfile("smtp_sink")
@@ -137,14 +136,13 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
         last = [0, time.monotonic()]
 
         async def delivered() -> bool:
-            await asyncio.sleep(0.5)
             count = await stack.delivered_count(message)
             if time.monotonic() - last[1] > 10:
                 say(name, "worker delivering", count, n)
                 last[1] = time.monotonic()
             return count >= n
 
-        await stack.wait_for("every mail delivered", delivered, within=1800)
+        await stack.wait_for("every mail delivered", delivered, within=1800, every=0.5)
         worker_cpu = Meter.per_item_ms(meter.stop(), n)
         worker_arrivals = await _arrivals(stack, stack.sender)
         worker_rate = _rate(worker_arrivals)
@@ -248,11 +246,10 @@ async def _settled(stack: DeliveryStack, message: UUID, what: str) -> MessageSta
     """Wait until every send of `message` released before now has an outcome or came back."""
 
     async def check() -> MessageState | None:
-        await asyncio.sleep(0.5)
         state = await stack.state(message)
         return state if state.book.outstanding == 0 else None
 
-    found: MessageState = await stack.wait_for(what, check, within=300)
+    found: MessageState = await stack.wait_for(what, check, within=300, every=0.5)
     return found
 
 
@@ -284,7 +281,6 @@ async def stop_reaction(
         worker = spawn()
 
         async def delivering(after: int = seen[-1][0] if seen else 0) -> bool:
-            await asyncio.sleep(0.05)
             return bool(await _rows(stack, stack.sender, after))
 
         await stack.wait_for("a mail after the worker restart", delivering, within=120)

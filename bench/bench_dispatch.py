@@ -21,8 +21,6 @@ the ticks) and the real broker:
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.harness.delivery import DeliveryStack
 from bench.harness.kafka import kafka_options
-from bench.harness.processor import ids, record
+from bench.harness.processor import ids, record, taken
 from bench.progress import say
 from core import send_id
 from schemas import AddRecipients, Contact, CreateDraft, DeliveryPlan, ScheduleMessage
@@ -92,16 +90,6 @@ async def lso(bootstrap: str, topic: str, partition: int) -> int:
         return int((await consumer.end_offsets([tp]))[tp])
     finally:
         await consumer.stop()
-
-
-def _taken(log: Path, partition: int) -> dict[str, Any]:
-    """The restarted dispatcher's "partition taken" entry for `partition` (its rebuild time)."""
-    for line in log.read_text().splitlines() if log.exists() else []:
-        if '"partition taken"' in line:
-            entry: dict[str, Any] = json.loads(line)
-            if entry.get("partition") == partition:
-                return entry
-    return {}
 
 
 def same_partition(message: uuid.UUID, partitions: int) -> uuid.UUID:
@@ -207,14 +195,13 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
         shown = [time.monotonic()]
 
         async def all_sends() -> bool:
-            await asyncio.sleep(0.1)
             done = await ends.of(stack.topics.sends, partition) - base
             if time.monotonic() - shown[0] > 10:
                 say(name, "send records committed", done, n)
                 shown[0] = time.monotonic()
             return done >= n + 1
 
-        await stack.wait_for("every send record", all_sends, within=1200)
+        await stack.wait_for("every send record", all_sends, within=1200, every=0.1)
         dispatch_s = time.perf_counter() - started
         rss_sent = rss_mb(dispatcher.pid)
 
@@ -242,12 +229,13 @@ async def at_size(n: int, tmp: Path, bootstrap: str, database: str, smtp: Any, s
         async def sent_again() -> bool:
             await stack.tick(clock[0])
             clock[0] += timedelta(seconds=1)
-            await asyncio.sleep(0.1)
             return await ends.of(stack.topics.sends, partition) > before
 
-        await stack.wait_for("a send record after the restart", sent_again, within=600)
+        await stack.wait_for("a send record after the restart", sent_again, within=600, every=0.1)
         recovery_s = time.perf_counter() - killed
-        take = _taken(tmp / f"dispatcher-{stack.processes.index(dispatcher)}.log", partition)
+        take = next(
+            (t for t in taken(stack.log_of(dispatcher)) if t.get("partition") == partition), {}
+        )
         result = {
             "recipients": n,
             "ceiling_s": round(ceiling_s, 3),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +27,10 @@ from typing import Any
 import httpx
 
 from bench.cpu import Meter, pidfile
-from bench.harness.processor import REPO_ROOT, Stack, free_port
+from bench.harness.processor import Stack
 from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
 from bench.harness.servers import servers
+from bench.harness.spawn import api_key
 
 ZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "")
 
@@ -67,39 +67,11 @@ async def run(rows: int, bootstrap: str, database_url: str) -> dict[str, Any]:
         try:
             dispatcher = stack.spawn("dispatcher", DATABASE_URL=dsn)
             projections = spawn_projections(stack, dsn)
-            port = free_port()
-            commands = stack.spawn(
-                "commands",
-                module="services.commands",
-                DATABASE_URL=dsn,
-                COMMANDS_PORT=str(port),
-                BIND_HOST="127.0.0.1",
-            )
-            made = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "services.commands.apikeys", "create", "--account", "bench"],
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": dsn},
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
-            key = made.stdout.split()[-1]
-            base = f"http://127.0.0.1:{port}"
+            commands, base = await stack.start_api(dsn)
+            key = await asyncio.to_thread(api_key, dsn, "bench")
             async with httpx.AsyncClient(
                 base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=900
             ) as client:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if (await client.get("/health")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the commands service did not become healthy")
-                    await asyncio.sleep(0.3)
                 content = {
                     "name": "bench import",
                     "from_address": "bench@example.org",

@@ -27,11 +27,11 @@ from typing import Any
 
 import aiohttp
 
-from bench.bench_commands import CONTENT, _cli, _healthy, percentile
+from bench.bench_commands import CONTENT, percentile
 from bench.cpu import cpu_s, pidfile
-from bench.harness.processor import Stack, free_port
-from bench.harness.projections import drop_schema, new_schema, with_schema
+from bench.harness.projections import stack_with_schema
 from bench.harness.servers import servers
+from bench.harness.spawn import api_key
 from bench.progress import say
 from schemas import MAX_CHUNK
 
@@ -60,26 +60,14 @@ def _bodies(client: int, chunks: int, size: int) -> list[bytes]:
 async def run(
     clients: int, chunks: int, tmp: Path, bootstrap: str, database: str, size: int = MAX_CHUNK
 ) -> dict[str, Any]:
-    tmp = tmp / "intake"
-    tmp.mkdir(parents=True, exist_ok=True)
-    stack = Stack(bootstrap, tmp)
-    await stack.start()
-    schema = await new_schema(database, "bench_intake")
-    dsn = with_schema(database, schema)
-    try:
-        key = await asyncio.to_thread(_cli, dsn, "create", "--account", f"bench-{schema[-6:]}")
-        port = free_port()
+    async with stack_with_schema(bootstrap, database, tmp / "intake", "bench_intake") as (
+        stack,
+        dsn,
+        schema,
+    ):
+        key = await asyncio.to_thread(api_key, dsn, f"bench-{schema[-6:]}")
         dispatcher = stack.spawn("dispatcher", TICK_INTERVAL_S="1.0")
-        api = stack.spawn(
-            "commands", module="services.commands", DATABASE_URL=dsn, COMMANDS_PORT=str(port)
-        )
-        base = f"http://127.0.0.1:{port}"
-
-        async def up() -> bool:
-            await asyncio.sleep(0.2)
-            return await _healthy(stack, f"{base}/health")
-
-        await stack.wait_for("the API's health", up, within=120)
+        api, base = await stack.start_api(dsn)
         auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         async with aiohttp.ClientSession(
             base_url=base, timeout=aiohttp.ClientTimeout(total=300)
@@ -157,9 +145,6 @@ async def run(
             "cpu_cores_used": cores,
             "load_avg": list(os.getloadavg()),
         }
-    finally:
-        await stack.close()
-        await drop_schema(database, schema)
 
 
 def main(argv: list[str]) -> None:

@@ -33,10 +33,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.bench_commands import _cli, _healthy, percentile
-from bench.harness.processor import Stack, free_port
-from bench.harness.projections import drop_schema, new_schema, with_schema
+from bench.bench_commands import percentile
+from bench.harness.projections import stack_with_schema
 from bench.harness.servers import servers
+from bench.harness.spawn import api_key
 from bench.progress import say
 
 TARGET_MS = 50.0  # a page, p99 (issue 15 item 4)
@@ -88,29 +88,17 @@ async def _fill(dsn: str, account: str, message_id: uuid.UUID, rows: int) -> flo
 
 
 async def run(rows: int, tmp: Path, bootstrap: str, database: str) -> dict[str, Any]:
-    tmp = tmp / "paging"
-    tmp.mkdir(parents=True, exist_ok=True)
-    stack = Stack(bootstrap, tmp)
-    await stack.start()
-    schema = await new_schema(database, "bench_paging")
-    dsn = with_schema(database, schema)
-    try:
+    async with stack_with_schema(bootstrap, database, tmp / "paging", "bench_paging") as (
+        stack,
+        dsn,
+        schema,
+    ):
         account = f"bench-{schema[-6:]}"
-        key = await asyncio.to_thread(_cli, dsn, "create", "--account", account)
+        key = await asyncio.to_thread(api_key, dsn, account)
         message_id = uuid.uuid4()
         say("paging", f"writing {rows:,} rows into view_recipients")
         fill_s = await _fill(dsn, account, message_id, rows)
-        port = free_port()
-        stack.spawn(
-            "commands", module="services.commands", DATABASE_URL=dsn, COMMANDS_PORT=str(port)
-        )
-        base = f"http://127.0.0.1:{port}"
-
-        async def up() -> bool:
-            await asyncio.sleep(0.2)
-            return await _healthy(stack, f"{base}/health")
-
-        await stack.wait_for("the API's health", up, within=120)
+        _, base = await stack.start_api(dsn)
         path = f"/v1/messages/{message_id}/recipients"
         headers = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(
@@ -184,9 +172,6 @@ async def run(rows: int, tmp: Path, bootstrap: str, database: str) -> dict[str, 
             "keyset_p99_ms": max(keyset),
             "load_avg": list(os.getloadavg()),
         }
-    finally:
-        await stack.close()
-        await drop_schema(database, schema)
 
 
 def main(argv: list[str]) -> None:

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,58 +25,31 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.harness.processor import taken
+from bench.harness.spawn import free_port, health, owned_partitions, spawn_service, until
 from schemas import Actor, AddRecipients, Contact, Content, CreateDraft
 from schemas.wire import CommandRecord
 from services.common.kafka import client_options
-from services.common.settings import REPO_ROOT, Settings
+from services.common.settings import Settings
 from services.common.topics import ensure_topics
 
 ACTOR = Actor(kind="user", account_id="bench", user_id="bench")
 CONTENT = Content(name="Bench", from_address="bench@example.org", subject="Hi", body="Hello")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _spawn(settings: Settings, log: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.dispatcher"],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO_ROOT),
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "TOPIC_PREFIX": settings.topic_prefix,
-            "KAFKA_PARTITIONS": str(settings.kafka_partitions),
-            "DISPATCHER_HEALTH_PORT": str(port),
-            "LOG_FORMAT": "json",
-        },
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    return spawn_service("services.dispatcher", settings, log, DISPATCHER_HEALTH_PORT=str(port))
 
 
-def _health(port: int) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
-            body: dict[str, Any] = json.loads(answer.read())
-            return body
-    except (OSError, ValueError):
-        return {}
+async def _owns_all(
+    process: subprocess.Popen[bytes], port: int, partitions: int, within: float = 60
+) -> None:
+    url = f"http://127.0.0.1:{port}/health"
 
+    async def owning() -> bool:
+        return owned_partitions((await health(url))[1]) == partitions
 
-async def _owns_all(port: int, partitions: int, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        body = await asyncio.to_thread(_health, port)
-        if sum(name.startswith("partition-") for name in body.get("checks", {})) == partitions:
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the processor did not take every partition")
+    await until("the processor to take every partition", owning, within, processes=[process])
 
 
 async def _count_results(settings: Settings, expected: int, within: float = 600) -> float:
@@ -137,10 +106,10 @@ async def bench(messages: int, adds: int, contacts: int) -> dict[str, Any]:
     values = [(str(r.command.message_id).encode(), r.model_dump_json().encode()) for r in records]
 
     workdir = Path(tempfile.mkdtemp(prefix="processor-bench-"))
-    port = _free_port()
+    port = free_port()
     first = _spawn(settings, workdir / "first.log", port)
     try:
-        await _owns_all(port, settings.kafka_partitions)
+        await _owns_all(first, port, settings.kafka_partitions)
         producer = AIOKafkaProducer(**client_options(settings), linger_ms=5)
         await producer.start()
         counting = asyncio.create_task(_count_results(settings, len(records)))
@@ -161,23 +130,17 @@ async def bench(messages: int, adds: int, contacts: int) -> dict[str, Any]:
         f"rate={len(records) / elapsed:,.0f} commands/s"
     )
 
-    port = _free_port()
+    port = free_port()
     second_log = workdir / "second.log"
     spawned = time.perf_counter()
     second = _spawn(settings, second_log, port)
     try:
-        await _owns_all(port, settings.kafka_partitions)
+        await _owns_all(second, port, settings.kafka_partitions)
         ready = time.perf_counter() - spawned
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait()
-    takes = [
-        line
-        for line in (
-            json.loads(raw) for raw in second_log.read_text().splitlines() if raw[:1] == "{"
-        )
-        if line.get("event") == "partition taken"
-    ]
+    takes = taken(second_log)
     events = sum(t["events"] for t in takes)
     results = sum(t["results"] for t in takes)
     take_s = sum(t["take_s"] for t in takes)

@@ -41,8 +41,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.bench_dispatch import Ends, rss_mb
-from bench.harness.kafka import kafka_options
-from bench.harness.processor import CONTENT, Stack, ids, record
+from bench.harness.kafka import committed, kafka_options
+from bench.harness.processor import CONTENT, Stack, ids, record, taken
 from bench.harness.servers import servers
 from bench.progress import say
 from schemas import (
@@ -137,69 +137,28 @@ async def _last_result(stack: Stack, command_id: uuid.UUID, within: float) -> No
 
 async def _released(stack: Stack, message: uuid.UUID, verify: bool) -> tuple[int, int]:
     """(contacts released in total, distinct contacts released) from the release events."""
-    consumer = AIOKafkaConsumer(
-        **kafka_options(stack.bootstrap),
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=stack.settings.max_record_bytes,
-    )
-    await consumer.start()
     total = 0
     seen: set[str] = set()
-    try:
-        tp = TopicPartition(stack.topics.events, 0)
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=500, max_records=500)
-            for found in batches.get(tp, []):
-                if dict(found.headers or ()).get("type") != b"RecipientsReleased":
-                    continue
-                event = decode_event(found.value)
-                assert isinstance(event, RecipientsReleased) and event.message_id == message
-                total += len(event.contact_ids)
-                if verify:
-                    seen.update(event.contact_ids)
-    finally:
-        await consumer.stop()
+    async for found in committed(stack.bootstrap, stack.topics.events, [0]):
+        if dict(found.headers or ()).get("type") != b"RecipientsReleased":
+            continue
+        event = decode_event(found.value)
+        assert isinstance(event, RecipientsReleased) and event.message_id == message
+        total += len(event.contact_ids)
+        if verify:
+            seen.update(event.contact_ids)
     return total, len(seen) if verify else total
 
 
 async def _send_records(stack: Stack) -> tuple[int, int]:
     """(send records committed, distinct contacts among them) on the sends topic."""
-    consumer = AIOKafkaConsumer(
-        **kafka_options(stack.bootstrap),
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=stack.settings.max_record_bytes,
-    )
-    await consumer.start()
     count = 0
     seen: set[str] = set()
-    try:
-        tp = TopicPartition(stack.topics.sends, 0)
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-            for found in batches.get(tp, []):
-                if dict(found.headers or ()).get("type") == b"Send":
-                    count += 1
-                    seen.add(json.loads(found.value)["contact"]["contact_id"])
-    finally:
-        await consumer.stop()
+    async for found in committed(stack.bootstrap, stack.topics.sends, [0]):
+        if dict(found.headers or ()).get("type") == b"Send":
+            count += 1
+            seen.add(json.loads(found.value)["contact"]["contact_id"])
     return count, len(seen)
-
-
-def _taken(log: Path) -> list[dict[str, Any]]:
-    """The "partition taken" lines of a dispatcher's log."""
-    return [
-        json.loads(x)
-        for x in log.read_text().splitlines()
-        if x.startswith("{") and '"partition taken"' in x
-    ]
 
 
 async def run(
@@ -267,10 +226,9 @@ async def run(
         await stack.producer.flush()
 
         async def half() -> bool:
-            await asyncio.sleep(0.2)
             return await ends.of(stack.topics.sends, 0) - base >= n // 2
 
-        await stack.wait_for("half of the send records", half, within=max(600, n / 500))
+        await stack.wait_for("half of the send records", half, max(600, n / 500), every=0.2)
         half_s = time.perf_counter() - started
         before = await ends.of(stack.topics.sends, 0)
         say(name, "restart: SIGKILL of the dispatcher in the middle of the send")
@@ -280,22 +238,20 @@ async def run(
         sampler.pids.append(dispatcher.pid)
 
         async def again() -> bool:
-            await asyncio.sleep(0.05)
             return await ends.of(stack.topics.sends, 0) > before
 
-        await stack.wait_for("a send record after the restart", again, within=max(600, n / 1000))
+        await stack.wait_for("a send record after the restart", again, max(600, n / 1000))
         restart_s = time.perf_counter() - killed
 
         async def everyone() -> bool:
-            await asyncio.sleep(0.5)
             total, _ = await _released(stack, message, verify=False)
             return total >= n
 
-        await stack.wait_for("every contact released", everyone, within=max(900, n / 200))
+        await stack.wait_for("every contact released", everyone, max(900, n / 200), every=0.5)
         release_s = time.perf_counter() - started - restart_s
         total, distinct = await _released(stack, message, verify=verify)
         sends, distinct_sends = await _send_records(stack) if verify else (None, None)
-        taken = _taken(tmp / f"dispatcher-{len(stack.processes) - 1}.log")
+        takes = taken(stack.log_of(dispatcher))
         result = {
             "recipients": n,
             "intake_s": round(intake_s, 3),
@@ -304,8 +260,8 @@ async def run(
             "release_rate": round(n / release_s, 1),
             "half_released_s": round(half_s, 3),
             "restart_s": round(restart_s, 3),
-            "restart_source": taken[0].get("source") if taken else None,
-            "restart_folded_events": taken[0].get("events") if taken else None,
+            "restart_source": takes[0].get("source") if takes else None,
+            "restart_folded_events": takes[0].get("events") if takes else None,
             "peak_rss_mb": round(sampler.peak_mb, 1),
             "memory_per_recipient": round(sampler.peak_mb * 1024 * 1024 / n, 1),
             "released": total,

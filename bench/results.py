@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +97,33 @@ def failed(unit: str, error: BaseException | str, **known: Any) -> Figure:
     """A figure whose measurement raised: recorded with its error, never silently dropped."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return Figure(value=None, unit=unit, error=text[:500], **known)
+
+
+#: Every recovery figure's target (issue 17): a SIGKILLed service is back at work within 5 s.
+RECOVERY_TARGET_S = 5
+
+
+def recovery(
+    value: float | None, note: str, runs: list[Any], sizes: dict[str, Any] | None = None
+) -> Figure:
+    """A recovery figure: seconds from a SIGKILL to the service's next output (what "next
+    output" is, the `note` says), lower is better, against `RECOVERY_TARGET_S`."""
+    return Figure(
+        value=value,
+        unit="s",
+        target=RECOVERY_TARGET_S,
+        better="lower",
+        sizes=sizes or {},
+        runs=runs,
+        note=note,
+    )
+
+
+def median_recovery(kills: list[float], note: str) -> Figure:
+    """The recovery figure of several kills: their median, each kill a run (none: no value)."""
+    return recovery(
+        statistics.median(kills) if kills else None, note, [{"value": k} for k in kills]
+    )
 
 
 def rate_ratio(value: float | None, ceiling: float | None) -> float | None:

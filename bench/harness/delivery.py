@@ -19,9 +19,8 @@ from uuid import UUID
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.harness.kafka import kafka_options
+from bench.harness.kafka import committed
 from bench.harness.processor import Stack, record
 from core import MessageState, MessageStatus, fold
 from schemas import (
@@ -257,23 +256,7 @@ def released(events: list[Event]) -> list[str]:
 
 async def read_topic(bootstrap: str, topic: str, partitions: int) -> dict[int, list[Any]]:
     """Every committed record of `topic` up to its current end, by partition, in log order."""
-    consumer = AIOKafkaConsumer(
-        **kafka_options(bootstrap),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        found: dict[int, list[Any]] = {p: [] for p in range(partitions)}
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp, records in batches.items():
-                found[tp.partition].extend(r for r in records if r.offset < ends[tp])
-        return found
-    finally:
-        await consumer.stop()
+    found: dict[int, list[Any]] = {p: [] for p in range(partitions)}
+    async for item in committed(bootstrap, topic, range(partitions)):
+        found[item.partition].append(item)
+    return found

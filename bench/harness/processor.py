@@ -1,16 +1,15 @@
 """Drives the real processor (`python -m services.dispatcher`) as a subprocess against the real
-Kafka, under a topic prefix of its own, and reads back what it wrote. Used by the processor's and
-the API's integration tests."""
+Kafka, under a topic prefix of its own, and reads back what it wrote; starts the other services on
+the same topics (`Stack.spawn`, `Stack.start_api`) and waits on them. Used by the benchmarks and
+the integration tests.
+
+`REPO_ROOT` and `free_port` are `bench.harness.spawn`'s, importable from here too."""
 
 from __future__ import annotations
 
-import asyncio
-import os
+import json
 import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -22,6 +21,15 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.harness.spawn import (
+    REPO_ROOT,
+    free_port,
+    health,
+    healthy,
+    owned_partitions,
+    spawn_service,
+    until,
+)
 from core import fold
 from schemas import Actor, Command, Contact, Content, Event, decode_event
 from schemas.wire import CommandRecord, CommandResult, DeadLetter
@@ -29,16 +37,23 @@ from services.common.kafka import client_options
 from services.common.settings import Settings
 from services.common.topics import Topics, ensure_topics
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = [
+    "OPERATOR",
+    "REPO_ROOT",
+    "STRANGER",
+    "Log",
+    "Stack",
+    "assert_one_history",
+    "by_message",
+    "contacts",
+    "free_port",
+    "ids",
+    "record",
+    "taken",
+]
+
 OPERATOR = Actor(kind="user", account_id="acct-a", user_id="ada")
 STRANGER = Actor(kind="user", account_id="acct-b", user_id="eve")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def record(command: Command, actor: Actor = OPERATOR, at: datetime | None = None) -> CommandRecord:
@@ -72,6 +87,7 @@ class Stack:
         self.topics = Topics(self.settings.topic_prefix)
         self.tmp = tmp
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
         self.producer: AIOKafkaProducer | None = None
         self._readers: dict[str, tuple[AIOKafkaConsumer, Log]] = {}
         #: Records of the events and results topics that are no event or result (a test's or
@@ -102,27 +118,20 @@ class Stack:
         self, name: str = "processor", module: str = "services.dispatcher", **env: str
     ) -> subprocess.Popen[bytes]:
         log_path = self.tmp / f"{name}-{len(self.processes)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=REPO_ROOT,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(REPO_ROOT),
-                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-                "TOPIC_PREFIX": self.settings.topic_prefix,
-                "KAFKA_PARTITIONS": str(self.settings.kafka_partitions),
-                "DISPATCHER_HEALTH_PORT": str(free_port()),
-                "DELIVERY_HEALTH_PORT": str(free_port()),
-                "TICK_INTERVAL_S": "0.2",
-                "KAFKA_COMMANDS_TIMESTAMP_TYPE": self.settings.kafka_commands_timestamp_type,
-                "LOG_FORMAT": "json",
-                **env,
-            },
-            stdout=log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        defaults = {
+            "DISPATCHER_HEALTH_PORT": str(free_port()),
+            "DELIVERY_HEALTH_PORT": str(free_port()),
+            "TICK_INTERVAL_S": "0.2",
+            "KAFKA_COMMANDS_TIMESTAMP_TYPE": self.settings.kafka_commands_timestamp_type,
+        }
+        process = spawn_service(module, self.settings, log_path, **{**defaults, **env})
         self.processes.append(process)
+        self.logs[process.pid] = log_path
         return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> Path:
+        """The file a process of this stack writes its log to."""
+        return self.logs[process.pid]
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
@@ -208,20 +217,44 @@ class Stack:
         log = await self._drain(self.topics.dead_letter)
         return [DeadLetter.model_validate_json(value) for _, value in log.values]
 
-    async def wait_for(self, what: str, check: Callable[[], Any], within: float = 60.0) -> Any:
-        """Poll `check` (a coroutine function) until it returns something truthy."""
-        deadline = time.monotonic() + within
-        while True:
-            value = await check()
-            if value:
-                return value
-            for process in self.processes:
-                code = process.poll()
-                if code not in (None, -signal.SIGKILL, 0):
-                    raise AssertionError(f"a processor exited with {code} while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gave up after {within}s waiting for {what}")
-            await asyncio.sleep(0.05)
+    async def wait_for(
+        self, what: str, check: Callable[[], Any], within: float = 60.0, every: float = 0.05
+    ) -> Any:
+        """Poll `check` (a coroutine function) until it returns something truthy; fail early
+        when one of the stack's processes died (`bench.harness.spawn.until`)."""
+        return await until(what, check, within, every=every, processes=self.processes)
+
+    async def wait_healthy(self, url: str, what: str, within: float = 120.0) -> None:
+        """Wait until the `/health` at `url` answers 200."""
+        await self.wait_for(what, lambda: healthy(url), within, every=0.2)
+
+    async def wait_owning(self, health_port: int, within: float = 120.0) -> None:
+        """Wait until the dispatcher answering /health on `health_port` owns every partition:
+        commands are decided from then on."""
+        url = f"http://127.0.0.1:{health_port}/health"
+
+        async def owning() -> bool:
+            return owned_partitions((await health(url))[1]) == self.settings.kafka_partitions
+
+        await self.wait_for("the dispatcher to own every partition", owning, within, every=0.2)
+
+    async def start_api(
+        self, dsn: str, name: str = "commands", within: float = 120.0, **env: str
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """The commands service (`python -m services.commands`, which serves the UI too) on a
+        port of its own, writing `dsn`; returns it and its base URL once it answers /health."""
+        port = free_port()
+        process = self.spawn(
+            name,
+            module="services.commands",
+            DATABASE_URL=dsn,
+            COMMANDS_PORT=str(port),
+            BIND_HOST="127.0.0.1",
+            **env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        await self.wait_healthy(f"{base}/health", f"the {name} service's health", within)
+        return process, base
 
     async def result_of(self, command_id: UUID, within: float = 60.0) -> CommandResult:
         async def check() -> CommandResult | None:
@@ -235,6 +268,13 @@ class Stack:
         """Publish and wait for every result, in order."""
         await self.publish(*records)
         return [await self.result_of(r.command.command_id, within) for r in records]
+
+
+def taken(log: Path) -> list[dict[str, Any]]:
+    """The "partition taken" entries of a dispatcher's JSON log, in order: one a take, with its
+    partition, the events and results it folded, its source (log or snapshot) and take_s."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [json.loads(x) for x in lines if x.startswith("{") and '"partition taken"' in x]
 
 
 def by_message(events: Iterable[Event]) -> dict[UUID, list[Event]]:

@@ -4,17 +4,20 @@ topic, and waiting for the views to catch up. Nothing here runs without the serv
 
 from __future__ import annotations
 
-import os
+import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.harness.processor import REPO_ROOT, Stack, free_port
+from bench.harness.processor import Stack, free_port
+from bench.harness.spawn import service_env
 from schemas import Event, encode
 from services.common.kafka import client_options
 from services.common.settings import Settings
@@ -43,30 +46,48 @@ async def drop_schema(database_url: str, name: str) -> None:
         await conn.close()
 
 
+@asynccontextmanager
+async def stack_with_schema(
+    bootstrap: str, database_url: str, tmp: Path, prefix: str
+) -> AsyncIterator[tuple[Stack, str, str]]:
+    """A started `Stack` on topics of its own and a Postgres schema of its own (named after
+    `prefix`), logs under `tmp`: yields the stack, the schema's DSN and the schema's name; then
+    stops the stack's processes and drops the schema."""
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
+    stack = Stack(bootstrap, tmp)
+    await stack.start()
+    schema = await new_schema(database_url, prefix)
+    try:
+        yield stack, with_schema(database_url, schema), schema
+    finally:
+        await stack.close()
+        await drop_schema(database_url, schema)
+
+
+async def projections_cli(
+    stack: Stack, database_url: str, *args: str
+) -> subprocess.CompletedProcess[bytes]:
+    """`python -m services.projections.cli <args>` (compare, export) on the stack's topics and
+    `database_url`, off the event loop; however it ends."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.projections.cli", *args],
+        env=service_env(stack.settings, DATABASE_URL=database_url),
+        capture_output=True,
+    )
+
+
 def spawn_projections(
     stack: Stack, dsn: str, port: int | None = None, **env: str
 ) -> subprocess.Popen[bytes]:
     """`python -m services.projections` on the stack's topics, writing the views of ``dsn``."""
-    log_path = stack.tmp / f"projections-{len(stack.processes)}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.projections"],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO_ROOT),
-            "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
-            "TOPIC_PREFIX": stack.settings.topic_prefix,
-            "KAFKA_PARTITIONS": str(stack.settings.kafka_partitions),
-            "DATABASE_URL": dsn,
-            "PROJECTIONS_HEALTH_PORT": str(port or free_port()),
-            "LOG_FORMAT": "json",
-            **env,
-        },
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
+    return stack.spawn(
+        "projections",
+        module="services.projections",
+        DATABASE_URL=dsn,
+        PROJECTIONS_HEALTH_PORT=str(port or free_port()),
+        **env,
     )
-    stack.processes.append(process)
-    return process
 
 
 async def produce(settings: Settings, events: Iterable[Event]) -> int:

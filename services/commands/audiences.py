@@ -115,6 +115,24 @@ class ImportSummary:
         return out
 
 
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk of an import on its way to the core: whose import, which chunk, its rows.
+
+    ``rows`` are the chunk's valid rows (one `AddRecipients` / `RemoveRecipients` command);
+    ``invalid`` the rows the parser refused that stand among them in the file (recorded as the
+    chunk's problems, never sent)."""
+
+    account: str
+    actor: Actor
+    message_id: UUID
+    import_id: UUID
+    kind: str
+    number: int
+    rows: tuple[ParsedRow, ...]
+    invalid: tuple[InvalidRow, ...] = ()
+
+
 def _actor_text(actor: Actor) -> str:
     return actor.display_name or actor.user_id or actor.service or actor.account_id
 
@@ -325,20 +343,17 @@ class AudienceService:
                 await in_flight.popleft()
             await published.wait()  # the previous chunk is on the topic (or never will be)
             published = asyncio.Event()
-            task = asyncio.create_task(
-                self._send_chunk(
-                    account,
-                    actor,
-                    message_id,
-                    import_id,
-                    kind,
-                    number,
-                    rows,
-                    invalid,
-                    parser,
-                    published=published,
-                )
+            job = ChunkJob(
+                account=account,
+                actor=actor,
+                message_id=message_id,
+                import_id=import_id,
+                kind=kind,
+                number=number,
+                rows=tuple(rows),
+                invalid=tuple(invalid),
             )
+            task = asyncio.create_task(self._send_chunk(job, parser, published=published))
             # Set when done too: a chunk of invalid rows only publishes nothing, a failed one
             # never will.
             task.add_done_callback(_setter(published))
@@ -420,28 +435,16 @@ class AudienceService:
         )
 
     async def _send_chunk(
-        self,
-        account: str,
-        actor: Actor,
-        message_id: UUID,
-        import_id: UUID,
-        kind: str,
-        number: int,
-        rows: list[ParsedRow],
-        invalid: list[InvalidRow],
-        parser: CsvContacts,
-        *,
-        published: asyncio.Event | None = None,
+        self, job: ChunkJob, parser: CsvContacts, *, published: asyncio.Event | None = None
     ) -> None:
+        rows, invalid, import_id, number = job.rows, job.invalid, job.import_id, job.number
         lines = {r.contact.contact_id: r.line for r in rows}
         counts: dict[str, int] = {}
         found: list[tuple[int, str, str | None, str]] = [
             (p.line, "invalid", p.contact_id, p.reason) for p in invalid
         ]
         if rows:
-            answer = await self._execute_chunk(
-                account, actor, message_id, import_id, kind, number, rows, published=published
-            )
+            answer = await self._execute_chunk(job, published=published)
             audience = answer.get("audience") or {}
             counts = {k: v for k, v in (audience.get("counts") or {}).items() if k != "invalid"}
             for name in ("duplicate_address", "duplicate_in_chunk", "not_present"):
@@ -480,21 +483,13 @@ class AudienceService:
             )
 
     async def _execute_chunk(
-        self,
-        account: str,
-        actor: Actor,
-        message_id: UUID,
-        import_id: UUID,
-        kind: str,
-        number: int,
-        rows: list[ParsedRow],
-        *,
-        published: asyncio.Event | None = None,
+        self, job: ChunkJob, *, published: asyncio.Event | None = None
     ) -> dict[str, Any]:
-        key = import_key(import_id, number)
+        account, message_id, number, rows = job.account, job.message_id, job.number, job.rows
+        key = import_key(job.import_id, number)
         command_id = command_id_for(account, key)
         command: Command
-        if kind == "remove":
+        if job.kind == "remove":
             ids = [r.contact.contact_id for r in rows]
             command = RemoveRecipients.model_construct(
                 type="RemoveRecipients",
@@ -504,7 +499,7 @@ class AudienceService:
                 contact_ids=tuple(ids),
             )
             body: dict[str, Any] = {
-                "import_id": str(import_id),
+                "import_id": str(job.import_id),
                 "chunk": number,
                 "contact_ids": ids,
             }
@@ -525,13 +520,13 @@ class AudienceService:
             digest = hashlib.sha256(
                 _CONTACTS.dump_json(contacts)  # pydantic's own serializer
             ).hexdigest()
-            body = {"import_id": str(import_id), "chunk": number, "contacts_sha256": digest}
+            body = {"import_id": str(job.import_id), "chunk": number, "contacts_sha256": digest}
             method = "POST"
         response = await self.executor.execute(
             CommandRequest(
                 account=account,
                 key=key,
-                actor=actor,
+                actor=job.actor,
                 correlation_id=None,
                 method=method,
                 path=f"/v1/messages/{message_id}/recipients",

@@ -19,6 +19,8 @@ from bench.results import (
     document,
     failed,
     machine,
+    median_recovery,
+    recovery,
     table,
     write_all,
 )
@@ -131,3 +133,17 @@ def test_the_fence_figures_of_issue_12_are_registered_beside_the_pause_reaction(
         value=850, unit="mails/s", ceiling=1000, ratio=0.85, target=0.9, target_of="ratio"
     )
     assert cost.met is False
+
+
+def test_every_recovery_figure_is_seconds_after_a_kill_against_five_seconds() -> None:
+    one = recovery(3.5, "SIGKILL to the next send", [{"value": 3.5}], {"recipients": [1]})
+    assert (one.value, one.unit, one.target, one.better, one.met) == (3.5, "s", 5, "lower", True)
+    assert one.sizes == {"recipients": [1]} and one.note == "SIGKILL to the next send"
+    kills = median_recovery([7.0, 2.0, 6.0], "SIGKILL to the next mail (median)")
+    assert (kills.value, kills.met, kills.runs) == (
+        6.0,
+        False,
+        [{"value": 7.0}, {"value": 2.0}, {"value": 6.0}],
+    )
+    none = median_recovery([], "no kill measured")
+    assert none.value is None and none.met is None and none.runs == []

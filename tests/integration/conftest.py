@@ -4,39 +4,57 @@ is never skipped."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bench.harness.delivery import DeliveryStack
+from bench.harness.processor import Stack
+from bench.harness.servers import servers
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    return servers().bootstrap
 
 
 @pytest.fixture(scope="session")
 def database_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgresql://mailctl:mailctl@127.0.0.1:15432/mailctl")
+    return servers().database_url
 
 
 @pytest.fixture(scope="session")
 def smtp_address() -> tuple[str, int]:
-    return os.environ.get("SMTP_HOST", "127.0.0.1"), int(os.environ.get("SMTP_PORT", "10025"))
+    return servers().smtp
 
 
 @pytest.fixture(scope="session")
 def smtp_sink_url() -> str:
-    return os.environ.get("SMTP_SINK_URL", "http://127.0.0.1:18025")
+    return servers().sink_url
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+async def stack(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """Topics of the test's own (bench/harness/processor.py), `STACK_PARTITIONS` of the module
+    partitions (default 4); the test spawns the processes it needs. Modules with another kind
+    of stack define a `stack` fixture of their own."""
+    stack = Stack(
+        kafka_bootstrap, tmp_path, partitions=getattr(request.module, "STACK_PARTITIONS", 4)
+    )
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        await stack.close()
 
 
 @pytest.fixture

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness.processor import REPO_ROOT, Stack
+from bench.harness.processor import Stack
+from bench.harness.spawn import cli as run_cli
 from core import fold
 from schemas import MAX_CHUNK, Event, MessageScheduled
 from services.commands.app import create_app
@@ -32,16 +30,8 @@ CONTACTS = [{"contact_id": f"c{i}", "email": f"c{i}@example.org"} for i in range
 
 
 def cli(database_url: str, *args: str) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "services.commands.apikeys", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return made.stdout.strip()
+    """The API-keys CLI (`services.commands.apikeys`) against `database_url`: its output."""
+    return run_cli("services.commands.apikeys", database_url, *args, timeout=60)
 
 
 class Api:

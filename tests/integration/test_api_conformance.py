@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
-from bench.harness.processor import REPO_ROOT, Stack, free_port
+from bench.harness.processor import REPO_ROOT, Stack
+from bench.harness.projections import spawn_projections
 from tests.integration.test_api_commands import cli
 
 EXAMPLES = int(os.environ.get("CONFORMANCE_EXAMPLES", "2"))
@@ -38,27 +38,13 @@ async def service(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> As
     the stack's topics; yields the service's base URL once it answers /health."""
     stack = Stack(kafka_bootstrap, tmp_path)
     await stack.start()
-    port = free_port()
     # Reads with min_sequence wait at most 1 s here (the setting read_max_wait_s), so a fuzzed
     # wait on a sequence never reached stays short.
-    env = {"DATABASE_URL": database_url, "COMMAND_WAIT_S": "10", "READ_MAX_WAIT_S": "1"}
-    stack.spawn(**env)
-    stack.spawn(
-        "projections", "services.projections", PROJECTIONS_HEALTH_PORT=str(free_port()), **env
-    )
-    stack.spawn("commands", "services.commands", COMMANDS_PORT=str(port), **env)
-    url = f"http://127.0.0.1:{port}"
+    env = {"COMMAND_WAIT_S": "10", "READ_MAX_WAIT_S": "1"}
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-            for _ in range(600):  # bounded: 60 s for the service to come up
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("the commands service did not become healthy")
+        stack.spawn(DATABASE_URL=database_url, **env)
+        spawn_projections(stack, database_url, **env)
+        _, url = await stack.start_api(database_url, within=60, **env)
         yield url
     finally:
         await stack.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.harness.spawn import run_cli
 from services.commands.app import create_app
 from services.common.settings import Settings
 
@@ -23,14 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.commands.apikeys", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli("services.commands.apikeys", env["DATABASE_URL"], *args, timeout=60, env=env)
 
 
 @pytest.fixture

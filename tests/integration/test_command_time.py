@@ -5,11 +5,9 @@ refused with an answer."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -19,16 +17,6 @@ from services.common.kafka import client_options
 from services.common.topics import TIMESTAMP_TYPE
 
 TWO_DAYS_AGO = timedelta(days=-2)
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 async def test_a_command_issued_two_days_ago_is_decided_at_the_services_time(stack: Stack) -> None:

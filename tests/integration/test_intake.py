@@ -7,11 +7,8 @@ outcomes, it is answered with a rejected result and nothing is decided
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from bench.harness.processor import CONTENT, Stack, free_port, ids, record
+from bench.harness.spawn import health
 from schemas import Actor, CreateDraft, RecordDeliveryOutcomes
 from schemas.wire import CommandRecord, CommandResult
 from services.commands.integrators import create, grant, revoke
@@ -83,16 +81,6 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 @pytest.fixture
@@ -170,16 +158,6 @@ async def test_an_integrator_acting_for_another_account_is_rejected_with_a_resul
     assert await stack.events_of(late.message_id) == []
 
 
-def health(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-    except OSError:
-        return 0, {}
-
-
 async def test_a_relay_that_cannot_run_turns_health_red_and_the_processor_goes_on(
     stack: Stack, db: asyncpg.Connection
 ) -> None:
@@ -207,7 +185,7 @@ async def test_a_relay_that_cannot_run_turns_health_red_and_the_processor_goes_o
     assert result.outcome == "accepted"
 
     async def relay_red() -> dict[str, Any] | None:
-        code, body = health(port)
+        code, body = await health(f"http://127.0.0.1:{port}/health")
         intake = body.get("checks", {}).get("intake", {})
         return body if code == 503 and intake.get("ok") is False else None
 

@@ -4,30 +4,20 @@ operator out; disabling ends the sessions."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 
 import asyncpg
 import pytest
 
-from bench.harness.processor import REPO_ROOT
+from bench.harness.spawn import run_cli
 from services.web.sessions import UiStore, token_hash
 
 PASSWORD = "a long enough password"
 
 
 def cli(database_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.web.operators", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": database_url},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli("services.web.operators", database_url, *args, stdin=stdin, timeout=60)
 
 
 @pytest.fixture

@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from uuid import UUID
-
-import pytest
 
 from bench.harness.processor import (
     CONTENT,
@@ -42,16 +38,6 @@ from schemas.wire import CommandResult
 
 def create(message: UUID) -> CreateDraft:
     return CreateDraft(command_id=ids(), message_id=message, content=CONTENT)
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 async def started_sending(stack: Stack, message: UUID, recipients: int = 3) -> None:

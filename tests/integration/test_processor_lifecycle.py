@@ -3,16 +3,9 @@ report, a copy into a taken id, a restart that rebuilds, and a zombie fenced by 
 
 from __future__ import annotations
 
-import json
 import signal
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bench.harness.processor import (
     CONTENT,
@@ -24,6 +17,7 @@ from bench.harness.processor import (
     ids,
     record,
 )
+from bench.harness.spawn import health, owned_partitions
 from core import fold
 from schemas import (
     AddRecipients,
@@ -41,16 +35,6 @@ from schemas import (
     UnscheduleMessage,
 )
 from schemas.base import CommandBase
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 async def test_every_command_through_the_topic_writes_its_events_and_an_accepted_result(
@@ -157,22 +141,11 @@ async def test_every_command_through_the_topic_writes_its_events_and_an_accepted
 
 async def test_health_lists_the_owned_partitions(stack: Stack) -> None:
     port = free_port()
-
-    def report() -> tuple[int, dict[str, Any]]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
-                return answer.status, json.loads(answer.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-        except OSError:
-            return 0, {}
-
     stack.spawn(DISPATCHER_HEALTH_PORT=str(port))
 
     async def all_owned() -> dict[str, Any] | None:
-        code, body = report()
-        owned = [name for name in body.get("checks", {}) if name.startswith("partition-")]
-        return body if code == 200 and len(owned) == 4 else None
+        code, body = await health(f"http://127.0.0.1:{port}/health")
+        return body if code == 200 and owned_partitions(body) == 4 else None
 
     body = await stack.wait_for("a healthy report owning the 4 partitions", all_owned)
     assert body["status"] == "ok"
@@ -238,7 +211,9 @@ async def test_a_restarted_processor_decides_against_the_rebuilt_state(stack: St
 async def test_a_stalled_owner_is_fenced_by_the_new_one_and_histories_stay_single(
     stack: Stack,
 ) -> None:
-    zombie = stack.spawn("zombie")
+    # The broker's smallest session timeout (group.min.session.timeout.ms): the successor gets
+    # the partitions as soon as the broker allows, not after the default 10 s.
+    zombie = stack.spawn("zombie", KAFKA_SESSION_TIMEOUT_MS="6000")
     messages = [ids() for _ in range(8)]
     await stack.decide(
         *(record(CreateDraft(command_id=ids(), message_id=m, content=CONTENT)) for m in messages)

@@ -7,15 +7,10 @@ Each test has topics (TOPIC_PREFIX) and a Postgres schema of its own."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -26,7 +21,6 @@ import pytest
 from bench.harness.histories import sends_history
 from bench.harness.processor import (
     CONTENT,
-    REPO_ROOT,
     STRANGER,
     Stack,
     contacts,
@@ -39,6 +33,7 @@ from bench.harness.projections import (
     drop_schema,
     new_schema,
     produce,
+    projections_cli,
     spawn_projections,
     stored_offsets,
     wait_caught_up,
@@ -65,16 +60,6 @@ from services.projections.reader import PostgresViews
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 
 DELIVERY = Actor(kind="service", account_id="acct-a", service="delivery")
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 @pytest.fixture
@@ -250,22 +235,10 @@ async def test_views_follow_the_processor_through_every_command_and_equal_a_rebu
     assert result.rows["view_messages"] == 6
 
     # The same audit and the export, through the command-line tool.
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
-        "TOPIC_PREFIX": stack.settings.topic_prefix,
-    }
-    cli = [sys.executable, "-m", "services.projections.cli"]
-    compared = await asyncio.to_thread(
-        subprocess.run, [*cli, "compare", "--live-schema", schema], env=env, capture_output=True
-    )
+    compared = await projections_cli(stack, database_url, "compare", "--live-schema", schema)
     assert compared.returncode == 0, compared.stderr.decode()[-2000:]
     assert json.loads(compared.stdout)["equal"] is True
-    exported = await asyncio.to_thread(
-        subprocess.run, [*cli, "export", str(sent)], env=env, capture_output=True
-    )
+    exported = await projections_cli(stack, database_url, "export", str(sent))
     assert exported.returncode == 0, exported.stderr.decode()[-2000:]
     lines = [json.loads(line) for line in exported.stdout.decode().splitlines()]
     assert [(x["sequence"], x["type"]) for x in lines] == [(e.sequence, e.type) for e in events]

@@ -14,26 +14,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
-import pytest
 
 from bench.harness.processor import REPO_ROOT, Stack
 from bench.harness.projections import drop_schema, new_schema, with_schema
 from services.projections.audit import compare
-
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
 
 
 async def stray_rows(dsn: str, message: UUID) -> None:

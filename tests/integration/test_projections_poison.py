@@ -9,13 +9,8 @@ the CLI's export shows the poisoned record instead of crashing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,12 +18,13 @@ import httpx
 import pytest
 
 from bench.harness.histories import Simulator
-from bench.harness.processor import REPO_ROOT, Stack, free_port
+from bench.harness.processor import Stack, free_port
 from bench.harness.projections import (
     compare_with_rebuild,
     drop_schema,
     new_schema,
     produce,
+    projections_cli,
     spawn_projections,
     stored_offsets,
     wait_caught_up,
@@ -37,16 +33,9 @@ from bench.harness.projections import (
 from schemas import Event
 from tests.projections.poison import OTHER, poisoned_history
 
-
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    # One partition: every account's messages share it, as the poisoned record's neighbours.
-    stack = Stack(kafka_bootstrap, tmp_path, partitions=1)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
+# One partition (the `stack` fixture): every account's messages share it, as the poisoned
+# record's neighbours.
+STACK_PARTITIONS = 1
 
 
 @pytest.fixture
@@ -203,32 +192,18 @@ async def test_poisoned_records_neither_stop_nor_skip_the_views_and_rebuild_iden
     assert [s["message_id"] for s in result.sanitized] == [str(ids["nul"])]
 
     # The CLI: compare says equal and lists them; export shows the NUL content escaped.
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
-        "TOPIC_PREFIX": stack.settings.topic_prefix,
-    }
-    cli = [sys.executable, "-m", "services.projections.cli"]
-    compared = await asyncio.to_thread(
-        subprocess.run, [*cli, "compare", "--live-schema", schema], env=env, capture_output=True
-    )
+    compared = await projections_cli(stack, database_url, "compare", "--live-schema", schema)
     assert compared.returncode == 0, compared.stderr.decode()[-2000:]
     output = json.loads(compared.stdout)
     assert output["equal"] is True
     assert {d["offset"] for d in output["dead_letters"]} == set(dead)
-    exported = await asyncio.to_thread(
-        subprocess.run, [*cli, "export", str(ids["nul"])], env=env, capture_output=True
-    )
+    exported = await projections_cli(stack, database_url, "export", str(ids["nul"]))
     assert exported.returncode == 0, exported.stderr.decode()[-2000:]
     [line] = exported.stdout.decode().splitlines()
     assert "\\u0000" in line
     assert json.loads(line)["content"]["subject"] == "Hi\x00there"
     for raw in (True, False):
         flags = ["--raw"] if raw else []
-        big = await asyncio.to_thread(
-            subprocess.run, [*cli, "export", str(ids["big"]), *flags], env=env, capture_output=True
-        )
+        big = await projections_cli(stack, database_url, "export", str(ids["big"]), *flags)
         assert big.returncode == 0, big.stderr.decode()[-2000:]
         assert str(2**31) in big.stdout.decode()

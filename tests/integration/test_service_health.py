@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from bench.harness.spawn import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,13 +56,6 @@ SERVICES = [
     ),
     Service("smtp_sink", "services.smtp_sink", "SMTP_SINK_HTTP_PORT", frozenset({"store", "smtp"})),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

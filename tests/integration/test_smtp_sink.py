@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from typing import Any
 import aiosmtplib
 import httpx
 import pytest
+
+from bench.harness.spawn import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -165,13 +166,6 @@ async def test_duplicate_statistics_count_a_repeated_message_id(
     # One (Message-ID, recipient) pair received twice: one extra copy to that recipient.
     assert pairs["count"] == before["duplicate_deliveries"]["count"] + 1
     assert pairs["extra_copies"] == before["duplicate_deliveries"]["extra_copies"] + 1
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:

@@ -6,12 +6,9 @@ same outcome."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
-
-import pytest
 
 from bench.harness.processor import CONTENT, Stack, contacts, ids, record
 from schemas import (
@@ -26,14 +23,7 @@ from schemas import (
 AUDIENCE = 3_000
 
 
-@pytest.fixture
-async def stack(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    stack = Stack(kafka_bootstrap, tmp_path, partitions=1)
-    await stack.start()
-    try:
-        yield stack
-    finally:
-        await stack.close()
+STACK_PARTITIONS = 1  # the `stack` fixture's: the whole message in one partition
 
 
 def _env(state: Path) -> dict[str, str]:

@@ -8,26 +8,23 @@ Playwright's own browser download is never used: the browser is `shutil.which("c
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from bench.harness.delivery import DeliveryStack
-from bench.harness.processor import REPO_ROOT, free_port
+from bench.harness.processor import REPO_ROOT
 from bench.harness.projections import drop_schema, new_schema, spawn_projections, with_schema
+from bench.harness.spawn import cli
+from bench.harness.spawn import until as harness_until
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = [
@@ -84,31 +81,16 @@ async def sign_in(page: Page, base_url: str, email: str, password: str) -> None:
 
 
 def operator_cli(dsn: str, *args: str, stdin: str | None = None) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "services.web.operators", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": dsn},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return made.stdout.strip()
+    return cli("services.web.operators", dsn, *args, stdin=stdin, timeout=60)
 
 
-async def wait_healthy(url: str, within: float = 90.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    async with httpx.AsyncClient(timeout=5) as client:
-        while True:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{url} not healthy after {within}s")
-            await asyncio.sleep(0.2)
+#: How long `until` waits by default before it fails.
+WITHIN = 120.0
+
+
+async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = WITHIN) -> Any:
+    """Poll `check` until it returns something truthy (bounded): every UI test waits with it."""
+    return await harness_until(what, check, within, every=0.2)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -126,18 +108,11 @@ async def ui(
     tmp = tmp_path_factory.mktemp("ui")
     stack = DeliveryStack(kafka_bootstrap, dsn, smtp_address, smtp_sink_url, tmp)
     await stack.start()
-    port = free_port()
     try:
         stack.spawn_dispatcher()
         stack.spawn_delivery(DELIVERY_RATE=DELIVERY_RATE)
         spawn_projections(stack, dsn)
-        stack.spawn(
-            "commands",
-            module="services.commands",
-            DATABASE_URL=dsn,
-            COMMANDS_PORT=str(port),
-            BIND_HOST="127.0.0.1",
-        )
+        _, base_url = await stack.start_api(dsn, within=90)
         suffix = uuid.uuid4().hex[:6]
         ada = Operator(f"ada-{suffix}@example.org", "Ada Lovelace", f"ui-a-{suffix}")
         eve = Operator(f"eve-{suffix}@example.org", "Eve Other", f"ui-b-{suffix}")
@@ -153,8 +128,6 @@ async def ui(
                 op.name,
                 stdin=PASSWORD + "\n",
             )
-        base_url = f"http://127.0.0.1:{port}"
-        await wait_healthy(f"{base_url}/health")
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:

@@ -7,13 +7,9 @@ Chromium a 100,000-row import with its progress bar, the preview's inert script,
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +18,11 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
-from bench.harness.processor import REPO_ROOT
+from bench.harness.spawn import api_key
 from core import send_id
-from tests.integration.ui.conftest import UiStack
+from tests.integration.ui.conftest import UiStack, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-WITHIN = 120.0
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = WITHIN) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {within}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 class Api:
@@ -101,17 +84,7 @@ class Api:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def api(ui: UiStack) -> AsyncIterator[Api]:
-    made = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "services.commands.apikeys", "create", "--account", ui.ada.account],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "DATABASE_URL": ui.dsn},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    client = Api(ui, made.stdout.strip().split()[-1])
+    client = Api(ui, await asyncio.to_thread(api_key, ui.dsn, ui.ada.account))
     try:
         yield client
     finally:

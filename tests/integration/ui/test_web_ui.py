@@ -9,11 +9,8 @@ docs/screenshots/."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email import message_from_string, policy
 from email.message import EmailMessage
@@ -25,23 +22,16 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.integration.ui.conftest import PASSWORD, UiStack, check_page, shot_path, sign_in
+from tests.integration.ui.conftest import (
+    PASSWORD,
+    UiStack,
+    check_page,
+    shot_path,
+    sign_in,
+    until,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-WITHIN = 90.0
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = WITHIN) -> Any:
-    """Poll `check` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {within}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 TEXT_BODY = "Hello {{name|friend}}, this is the UI test."
@@ -207,7 +197,7 @@ async def test_draft_schedule_unschedule_edit_send_now_and_counts_rise(ui: UiSta
         seen.add(value)
         return value == 40
 
-    await until("40 delivered in Email Sent", all_delivered)
+    await until("40 delivered in Email Sent", all_delivered, within=90)
     assert any(0 < v < 40 for v in seen), f"counts did not rise live: {sorted(seen)}"
     await expect(sent.locator(".icon")).to_have_attribute("aria-label", "Sent", timeout=60_000)
     await expect(sent.locator("td.remaining")).to_have_text("0")
@@ -350,7 +340,7 @@ async def test_pause_resume_cancel_409_and_copy_excluding_recipients(ui: UiStack
         sale = {r: n for r, n in mails.items() if r.startswith("sale")}
         return mails if len(sale) == 90 else None
 
-    mails = await until("every sale contact mailed", everyone_once)
+    mails = await until("every sale contact mailed", everyone_once, within=90)
     assert all(mails[f"sale{i}@example.org"] == 1 for i in range(90)), mails
     await context.close()
 
