@@ -29,7 +29,8 @@ from pathlib import Path
 
 import structlog
 
-from schemas import Actor, AddRecipients, Contact, Content, CreateDraft
+from bench.harness.processor import generated
+from schemas import Actor, AddRecipients, Content, CreateDraft
 from schemas.wire import CommandRecord
 from services.dispatcher.contacts import FileContacts
 from services.dispatcher.decider import Input, PartitionState, Rules, decide_record, key_of
@@ -60,19 +61,6 @@ def _record(command: CreateDraft | AddRecipients, offset: int) -> Input:
     )
 
 
-def _chunk(start: int, stop: int) -> tuple[Contact, ...]:
-    # Valid by construction; the decider validates them again when it decodes the record.
-    return tuple(
-        Contact.model_construct(
-            contact_id=f"s{i}",
-            email=f"s{i}@example.org",
-            time_zone=None,
-            attributes={"first_name": f"N{i}"},
-        )
-        for i in range(start, stop)
-    )
-
-
 def run(recipients: int) -> dict[str, float]:
     """Feed ``recipients`` contacts to one message; returns the figures."""
     rules = Rules(partitions=1)
@@ -89,7 +77,7 @@ def run(recipients: int) -> dict[str, float]:
             schema_version=1,
             command_id=uuid.uuid4(),
             message_id=message,
-            contacts=_chunk(start, min(start + CHUNK, recipients)),
+            contacts=generated(start, min(start + CHUNK, recipients)),
         )
         record = _record(add, offset)
         del add

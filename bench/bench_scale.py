@@ -42,12 +42,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.bench_dispatch import Ends, rss_mb
 from bench.harness.kafka import committed, kafka_options
-from bench.harness.processor import CONTENT, Stack, ids, record, taken
+from bench.harness.processor import CONTENT, Stack, generated, ids, record, taken
 from bench.harness.servers import servers
 from bench.progress import say
 from schemas import (
     AddRecipients,
-    Contact,
     CreateDraft,
     DeliveryPlan,
     RecipientsReleased,
@@ -61,19 +60,6 @@ RATE = 10_000
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _contacts(start: int, stop: int) -> tuple[Contact, ...]:
-    # Built without validating again: valid by construction (the dispatcher validates them).
-    return tuple(
-        Contact.model_construct(
-            contact_id=f"s{i}",
-            email=f"s{i}@example.org",
-            time_zone=None,
-            attributes={"first_name": f"N{i}"},
-        )
-        for i in range(start, stop)
-    )
-
-
 def _adds(message: uuid.UUID, n: int) -> Iterator[tuple[uuid.UUID, bytes]]:
     at = datetime.now(UTC)
     for start in range(0, n, CHUNK):
@@ -82,7 +68,7 @@ def _adds(message: uuid.UUID, n: int) -> Iterator[tuple[uuid.UUID, bytes]]:
             schema_version=1,
             command_id=ids(),
             message_id=message,
-            contacts=_contacts(start, min(n, start + CHUNK)),
+            contacts=generated(start, min(n, start + CHUNK)),
         )
         yield command.command_id, record(command, at=at).model_dump_json().encode()
 

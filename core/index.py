@@ -167,14 +167,7 @@ class IdIndex:
         """New slots holding ``contact_ids``, in order, at once (see :meth:`append`)."""
         if not contact_ids:
             return
-        joined = "".join(contact_ids)
-        data = joined.encode()
-        if len(data) == len(joined):
-            lengths = np.fromiter(map(len, contact_ids), np.int64, len(contact_ids))
-        else:
-            encoded = [c.encode() for c in contact_ids]
-            data = b"".join(encoded)
-            lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        data, lengths = _encoded(contact_ids)
         ends = np.cumsum(lengths) + len(self._buf)
         self._buf += data
         self._off.frombytes(ends.tobytes())
@@ -312,14 +305,7 @@ class IdIndex:
 
     def _same_ids(self, slots: Slots, contact_ids: list[str]) -> NDArray[np.bool_]:
         """For each slot, whether its id is byte for byte the matching one of ``contact_ids``."""
-        joined = "".join(contact_ids)
-        data = joined.encode()
-        if len(data) == len(joined):
-            lengths = np.fromiter(map(len, contact_ids), np.int64, len(contact_ids))
-        else:
-            encoded = [c.encode() for c in contact_ids]
-            data = b"".join(encoded)
-            lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+        data, lengths = _encoded(contact_ids)
         off = _view(self._off, np.int64)
         starts = off[slots]
         same: NDArray[np.bool_] = (off[slots + 1] - starts) == lengths
@@ -455,3 +441,14 @@ class AddressIndex:
             todo = todo[taken & ~hit]
             pos[todo] = (pos[todo] + 1) & mask
         return result
+
+
+def _encoded(contact_ids: list[str]) -> tuple[bytes, NDArray[np.int64]]:
+    """The ids' UTF-8 bytes joined, and each id's length in bytes (one encode when all are
+    ASCII, the common case)."""
+    joined = "".join(contact_ids)
+    data = joined.encode()
+    if len(data) == len(joined):
+        return data, np.fromiter(map(len, contact_ids), np.int64, len(contact_ids))
+    encoded = [c.encode() for c in contact_ids]
+    return b"".join(encoded), np.fromiter(map(len, encoded), np.int64, len(encoded))

@@ -291,6 +291,21 @@ def ids() -> UUID:
     return uuid.uuid4()
 
 
+def generated(start: int, stop: int) -> tuple[Contact, ...]:
+    """Contacts ``s<start>`` .. ``s<stop - 1>`` with one merge attribute, built without validating
+    (valid by construction; the dispatcher validates them when it decodes the record): the
+    audiences of the scale and memory benches."""
+    return tuple(
+        Contact.model_construct(
+            contact_id=f"s{i}",
+            email=f"s{i}@example.org",
+            time_zone=None,
+            attributes={"first_name": f"N{i}"},
+        )
+        for i in range(start, stop)
+    )
+
+
 def contacts(n: int, prefix: str = "c") -> tuple[Contact, ...]:
     return tuple(
         Contact(contact_id=f"{prefix}{i}", email=f"{prefix}{i}@example.org") for i in range(n)
