@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import httpx
 import pytest
@@ -64,6 +67,32 @@ def through(database_url: str, proxy: CuttableProxy) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+async def _sending(
+    stack: DeliveryStack, port: int, prefix: str, **worker_options: Any
+) -> tuple[subprocess.Popen[bytes], UUID, tuple[Contact, ...], Callable[[], Awaitable[Any]]]:
+    """The dispatcher and a delivery worker (its /health on ``port``) started and green, then a
+    RECIPIENTS send under way until RATE are delivered: the worker, the message, its audience
+    and the /health-green probe the test waits for again at the end."""
+    stack.spawn_dispatcher()
+    worker = stack.spawn_delivery(
+        **worker_options, DELIVERY_HEALTH_PORT=str(port), DELIVERY_RATE=str(RATE)
+    )
+
+    async def green() -> dict[str, Any] | None:
+        found = await health(port)
+        return found[1] if found is not None and found[0] == 200 else None
+
+    await stack.wait_for("the worker's /health green", green, within=90)
+    message = ids()
+    audience = tuple(
+        Contact(contact_id=f"{prefix}{i}", email=f"{prefix}{i}@example.org")
+        for i in range(RECIPIENTS)
+    )
+    await stack.send_now(message, audience, DeliveryPlan(max_in_flight=None))
+    await stack.wait_delivered(message, RATE)
+    return worker, message, audience, green
+
+
 async def test_postgres_failing_under_a_running_worker_turns_health_red_and_every_send_goes_once(
     stack: DeliveryStack,
 ) -> None:
@@ -79,24 +108,9 @@ async def test_postgres_failing_under_a_running_worker_turns_health_red_and_ever
     await proxy.start()
     try:
         port = free_port()
-        stack.spawn_dispatcher()
-        worker = stack.spawn_delivery(
-            database_url=through(stack.database_url, proxy),
-            DELIVERY_HEALTH_PORT=str(port),
-            DELIVERY_RATE=str(RATE),
+        worker, message, audience, green = await _sending(
+            stack, port, "o", database_url=through(stack.database_url, proxy)
         )
-
-        async def green() -> dict[str, Any] | None:
-            found = await health(port)
-            return found[1] if found is not None and found[0] == 200 else None
-
-        await stack.wait_for("the worker's /health green", green, within=90)
-        message = ids()
-        audience = tuple(
-            Contact(contact_id=f"o{i}", email=f"o{i}@example.org") for i in range(RECIPIENTS)
-        )
-        await stack.send_now(message, audience, DeliveryPlan(max_in_flight=None))
-        await stack.wait_delivered(message, RATE)
 
         await proxy.cut()
 
@@ -172,20 +186,7 @@ async def test_kafka_unreachable_under_a_running_worker_turns_health_red_and_eve
     exactly one mail at the sink and one delivered ledger row."""
     pid = broker_pid()
     port = free_port()
-    stack.spawn_dispatcher()
-    worker = stack.spawn_delivery(DELIVERY_HEALTH_PORT=str(port), DELIVERY_RATE=str(RATE))
-
-    async def green() -> dict[str, Any] | None:
-        found = await health(port)
-        return found[1] if found is not None and found[0] == 200 else None
-
-    await stack.wait_for("the worker's /health green", green, within=90)
-    message = ids()
-    audience = tuple(
-        Contact(contact_id=f"k{i}", email=f"k{i}@example.org") for i in range(RECIPIENTS)
-    )
-    await stack.send_now(message, audience, DeliveryPlan(max_in_flight=None))
-    await stack.wait_delivered(message, RATE)
+    worker, message, audience, green = await _sending(stack, port, "k")
 
     reasons: list[str] = []
     os.kill(pid, signal.SIGSTOP)
