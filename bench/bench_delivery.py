@@ -51,7 +51,8 @@ from services.dispatcher.decider import key_of, partition_of
 Server = tuple[str, str, tuple[str, int], str]  # bootstrap, database, smtp, sink
 
 
-def _rate(arrivals: list[datetime]) -> float | None:
+def arrival_rate(arrivals: list[datetime]) -> float | None:
+    """Mails per second between the first and the last of these arrivals at the sink."""
     if len(arrivals) < 2:
         return None
     span = (max(arrivals) - min(arrivals)).total_seconds()
@@ -95,18 +96,7 @@ async def _arrivals(stack: DeliveryStack, sender: str, after: int = 0) -> list[d
 
 async def _rows(stack: DeliveryStack, sender: str, after: int = 0) -> list[tuple[int, datetime]]:
     """(sink id, receive time) of every mail from `sender` after sink id `after`."""
-    assert stack.http is not None
-    found: list[tuple[int, datetime]] = []
-    while True:
-        response = await stack.http.get(
-            "/deliveries", params={"mail_from": sender, "after": after, "limit": 50_000}
-        )
-        response.raise_for_status()
-        page: list[Any] = response.json()
-        if not page:
-            return found
-        found.extend((int(row[0]), datetime.fromisoformat(row[3])) for row in page)
-        after = page[-1][0]
+    return [(row_id, at) for row_id, _, _, at in await stack.deliveries(sender, after)]
 
 
 async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) -> dict[str, Any]:
@@ -145,7 +135,7 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
         await stack.wait_for("every mail delivered", delivered, within=1800, every=0.5)
         worker_cpu = Meter.per_item_ms(meter.stop(), n)
         worker_arrivals = await _arrivals(stack, stack.sender)
-        worker_rate = _rate(worker_arrivals)
+        worker_rate = arrival_rate(worker_arrivals)
 
         # The same mails from the plain client (its own sender, so the sink tells them apart).
         plain_sender = f"plain@{stack.settings.topic_prefix}.test"
@@ -165,7 +155,7 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
         meter.start()
         plain_s, refused = await plain_client(stack.smtp, mails, pool)
         plain_cpu = Meter.per_item_ms(meter.stop(), n)
-        plain_rate = _rate(await _arrivals(stack, plain_sender))
+        plain_rate = arrival_rate(await _arrivals(stack, plain_sender))
 
         sink_sender = f"sink@{stack.settings.topic_prefix}.test"
         sink_content = stack.content.model_copy(update={"from_address": sink_sender})
@@ -181,7 +171,7 @@ async def delivery(n: int, pool: int, sink_n: int, tmp: Path, server: Server) ->
         ]
         say(name, f"sink ceiling: plain aiosmtplib, {4 * pool} connections, {sink_n:,} mails")
         sink_s, sink_refused = await plain_client(stack.smtp, sink_mails, 4 * pool)
-        sink_rate = _rate(await _arrivals(stack, sink_sender))
+        sink_rate = arrival_rate(await _arrivals(stack, sink_sender))
         result = {
             "mails": n,
             "pool": pool,

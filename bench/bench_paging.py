@@ -87,6 +87,19 @@ async def _fill(dsn: str, account: str, message_id: uuid.UUID, rows: int) -> flo
         await conn.close()
 
 
+async def timed_get(
+    http: aiohttp.ClientSession, path: str, headers: dict[str, str], params: dict[str, str]
+) -> tuple[float, dict[str, Any]]:
+    """One GET of the read API: milliseconds from sent to its whole answer read, and the answer
+    (any status but 200 raises)."""
+    sent = time.perf_counter()
+    async with http.get(path, params=params, headers=headers) as answer:
+        body = json.loads(await answer.read())
+        if answer.status != 200:
+            raise RuntimeError(f"{answer.status}: {str(body)[:200]}")
+    return (time.perf_counter() - sent) * 1000, body
+
+
 async def run(rows: int, tmp: Path, bootstrap: str, database: str) -> dict[str, Any]:
     async with stack_with_schema(bootstrap, database, tmp / "paging", "bench_paging") as (
         stack,
@@ -106,12 +119,7 @@ async def run(rows: int, tmp: Path, bootstrap: str, database: str) -> dict[str, 
         ) as http:
 
             async def page(params: dict[str, str]) -> tuple[float, dict[str, Any]]:
-                sent = time.perf_counter()
-                async with http.get(path, params=params, headers=headers) as answer:
-                    body = json.loads(await answer.read())
-                    if answer.status != 200:
-                        raise RuntimeError(f"{answer.status}: {str(body)[:200]}")
-                return (time.perf_counter() - sent) * 1000, body
+                return await timed_get(http, path, headers, params)
 
             await page({})  # warm: the connection pools, the plans
             kinds: dict[str, dict[str, str]] = {

@@ -9,7 +9,7 @@ snapshots every SNAPSHOT_INTERVAL_S) and the real broker:
 1. **intake**: the audience is published to the commands topic as AddRecipients commands of
    10,000 contacts (built beforehand, not timed) and timed from the first publish to the last
    command's result committed: contacts/s into committed events;
-2. **release**: the message is scheduled (release_rate 10,000/s, no in-flight window: no delivery
+2. **release**: the message is scheduled (release_rate: see below; no in-flight window: no delivery
    worker runs here) and every tick is written at once, one simulated second apart, so the figure
    is the dispatcher's speed: send records committed per second;
 3. **restart**: once half of the send records are committed the dispatcher is SIGKILLed and
@@ -18,10 +18,28 @@ snapshots every SNAPSHOT_INTERVAL_S) and the real broker:
 4. **memory**: the dispatcher's resident set, sampled every 0.5 s over the whole run (both
    processes): the peak divided by N;
 5. **exactly once**: every contact is released exactly once (the release events, read back), and
-   the send records committed are N (with `verify`, each contact's send record is read back).
+   the send records committed are N (with `verify`, each contact's send record is read back);
+6. **projections catch-up**: the dispatcher is stopped (its work done, every event committed)
+   and the real projections worker (`python -m services.projections`) starts on a Postgres
+   schema of its own: time from its start until its stored offsets reach the events topic's end
+   (the offsets are stored in the transaction that writes the views, so the views then hold
+   every event); rows/s = N / that time. Then `view_recipients` of the message is counted by
+   state: N rows, every one `released` (the run's final state: no delivery worker runs). Its
+   peak RSS, sampled every 0.5 s;
+7. **recipients page latency**: the read API (`python -m services.commands`) serves
+   `GET /v1/messages/{id}/recipients` (100 a page) on that view: `pages` pages (default 200)
+   after a keyset cursor at a random position (`after=s<i>`, i uniform in the audience, seeded),
+   each timed from sent to its whole answer read (bench_paging's `timed_get`): p50, p99, against
+   the target of 50 ms;
+8. **delivery scale-out** (`--delivery-slice S`, default 200,000; 0 skips it): one delivery worker
+   against two on a slice of S sends (bench/bench_scaleout.py, on stacks of its own).
 
-Usage: ``python -m bench.bench_scale [--recipients N]`` (make bench-scale); the figures go to
-``bench/results/scale-latest.json`` (and a dated copy) and are printed.
+The release rate of the plan is 10,000/s, or N/20 below 200,000 recipients: the release spans at
+least 20 ticks, so the SIGKILL at half lands mid-send.
+
+Usage: ``python -m bench.bench_scale [--recipients N] [--pages P] [--delivery-slice S]``
+(make bench-scale); the figures go to ``bench/results/scale-latest.json`` (its "scale" and
+"scaleout" sections, and a dated copy; `--out DIR` for another directory) and are printed.
 """
 
 from __future__ import annotations
@@ -30,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import tempfile
 import time
 import uuid
@@ -38,12 +57,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import bench_scaleout, results
+from bench.bench_commands import percentile
 from bench.bench_dispatch import Ends, rss_mb
+from bench.bench_paging import TARGET_MS, timed_get
 from bench.harness.kafka import committed, kafka_options
-from bench.harness.processor import CONTENT, Stack, generated, ids, record, taken
-from bench.harness.servers import servers
+from bench.harness.processor import CONTENT, OPERATOR, Stack, generated, ids, record, taken
+from bench.harness.projections import (
+    drop_schema,
+    new_schema,
+    spawn_projections,
+    wait_caught_up,
+    with_schema,
+)
+from bench.harness.servers import Servers, servers
+from bench.harness.spawn import api_key
 from bench.progress import say
 from schemas import (
     AddRecipients,
@@ -57,6 +89,8 @@ from schemas import (
 
 CHUNK = 10_000
 RATE = 10_000
+PAGES = 200
+SLICE = 200_000  # sends of the delivery scale-out phase (issue 15 item 4)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -148,10 +182,20 @@ async def _send_records(stack: Stack) -> tuple[int, int]:
 
 
 async def run(
-    n: int, tmp: Path, bootstrap: str, *, verify: bool = False, snapshot_interval_s: float = 5
+    n: int,
+    tmp: Path,
+    server: Servers,
+    *,
+    verify: bool = False,
+    snapshot_interval_s: float = 5,
+    pages: int = PAGES,
 ) -> dict[str, Any]:
-    """Every figure of the scale case at `n` recipients (see the module's docstring)."""
+    """Every figure of the scale case at `n` recipients but the delivery scale-out (phases 1-7
+    of the module's docstring)."""
     name = f"scale {n:,}"
+    started_at = datetime.now(UTC)
+    bootstrap = server.bootstrap
+    rate = min(RATE, max(1, n // 20))
     stack = Stack(bootstrap, tmp, partitions=1)
     await stack.start()
     sampler = Sampler()
@@ -175,7 +219,7 @@ async def run(
                     command_id=ids(),
                     message_id=message,
                     content=CONTENT,
-                    plan=DeliveryPlan(release_rate=RATE, max_in_flight=None),
+                    plan=DeliveryPlan(release_rate=rate, max_in_flight=None),
                 ),
                 at=issued,
             ),
@@ -204,7 +248,7 @@ async def run(
         base = await ends.of(stack.topics.sends, 0)
         say(name, "releasing (every tick written at once)")
         started = time.perf_counter()
-        for k in range(n // RATE + 2):
+        for k in range(n // rate + 2):
             tick = Tick(tick_id=uuid.uuid4(), at=at + timedelta(seconds=k))
             await stack.producer.send(
                 stack.topics.commands, value=tick.model_dump_json().encode(), partition=0
@@ -220,6 +264,8 @@ async def run(
         say(name, "restart: SIGKILL of the dispatcher in the middle of the send")
         stack.kill(dispatcher)
         killed = time.perf_counter()
+        if await ends.of(stack.topics.sends, 0) - base >= n:
+            raise AssertionError(f"all {n} sends were out before the SIGKILL: too few to restart")
         dispatcher = stack.spawn("dispatcher", **env)
         sampler.pids.append(dispatcher.pid)
 
@@ -238,8 +284,15 @@ async def run(
         total, distinct = await _released(stack, message, verify=verify)
         sends, distinct_sends = await _send_records(stack) if verify else (None, None)
         takes = taken(stack.log_of(dispatcher))
-        result = {
+        # Its work is done and every event committed: stopped, so that the projections alone
+        # are measured next.
+        await sampler.stop()
+        dispatcher.terminate()
+        await asyncio.to_thread(dispatcher.wait, 60)
+        result: dict[str, Any] = {
+            "started_at": started_at.isoformat(),
             "recipients": n,
+            "release_rate_of_plan": rate,
             "intake_s": round(intake_s, 3),
             "intake_rate": round(n / intake_s, 1),
             "release_s": round(release_s, 3),
@@ -255,6 +308,7 @@ async def run(
             "send_records": sends,
             "send_records_distinct": distinct_sends,
         }
+        result.update(await _views(stack, server.database_url, message, n, pages))
         say(name, f"done: {result}")
         return result
     finally:
@@ -263,21 +317,140 @@ async def run(
         await stack.close()
 
 
+async def _states(dsn: str, message: uuid.UUID) -> dict[str, int]:
+    """The message's rows of `view_recipients`, counted by state."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT state, count(*) AS n FROM view_recipients WHERE message_id = $1 GROUP BY state",
+            message,
+        )
+        return {str(row["state"]): int(row["n"]) for row in rows}
+    finally:
+        await conn.close()
+
+
+async def _views(
+    stack: Stack, database_url: str, message: uuid.UUID, n: int, pages: int
+) -> dict[str, Any]:
+    """Phases 6 and 7: the projections worker catching up on the whole log, then the read API's
+    recipients pages on the view it wrote (a schema of its own, dropped after)."""
+    name = f"scale {n:,}"
+    schema = await new_schema(database_url, "bench_scale")
+    dsn = with_schema(database_url, schema)
+    sampler = Sampler()
+    try:
+        say(name, "projections: the worker folds every event into a fresh schema")
+        started = time.perf_counter()
+        worker = spawn_projections(stack, dsn)
+        sampler.pids.append(worker.pid)
+        sampler.start()
+        events = await wait_caught_up(stack, dsn, within=max(900, n / 200), every=0.5)
+        catch_up_s = time.perf_counter() - started
+        await sampler.stop()
+        states = await _states(dsn, message)
+        rows = sum(states.values())
+        say(name, f"projections: {rows:,} rows in {catch_up_s:.1f} s, states {states}")
+        found: dict[str, Any] = {
+            "projections_catch_up_s": round(catch_up_s, 3),
+            "projections_rate": round(n / catch_up_s, 1),
+            "projections_events": sum(events.values()),
+            "projections_peak_rss_mb": round(sampler.peak_mb, 1),
+            "view_rows": rows,
+            "view_states": states,
+        }
+        found.update(await _pages(stack, dsn, message, n, pages))
+        return found
+    finally:
+        await sampler.stop()
+        await drop_schema(database_url, schema)
+
+
+async def _pages(stack: Stack, dsn: str, message: uuid.UUID, n: int, pages: int) -> dict[str, Any]:
+    """Phase 7: `pages` recipients pages of the read API after random keyset cursors."""
+    key = await asyncio.to_thread(api_key, dsn, OPERATOR.account_id)
+    api, base = await stack.start_api(dsn, name="read-api")
+    path = f"/v1/messages/{message}/recipients"
+    headers = {"Authorization": f"Bearer {key}"}
+    positions = random.Random(15).choices(range(n), k=pages)
+    times: list[float] = []
+    items = 0
+    async with aiohttp.ClientSession(
+        base_url=base, timeout=aiohttp.ClientTimeout(total=60)
+    ) as http:
+        await timed_get(http, path, headers, {})  # warm: the connection pools, the plans
+        for position in positions:
+            cursor = f"s{position}"
+            took, body = await timed_get(http, path, headers, {"after": cursor})
+            times.append(took)
+            got = [item["contact_id"] for item in body["items"]]
+            if got != sorted(got) or (got and got[0] <= cursor):
+                raise AssertionError(f"a page after {cursor} is not in keyset order: {got[:3]}")
+            items += len(got)
+    api.terminate()
+    p50, p99 = percentile(times, 50), percentile(times, 99)
+    say("scale", f"recipients pages: p50 {p50:.1f} ms, p99 {p99:.1f} ms" if times else "no page")
+    return {
+        "pages": pages,
+        "page_items": items,
+        "page_p50_ms": round(p50, 2) if p50 is not None else None,
+        "page_p99_ms": round(p99, 2) if p99 is not None else None,
+        "page_target_ms": TARGET_MS,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--recipients", type=int, default=10_000_000)
     parser.add_argument("--verify", action="store_true", help="read every send record back")
+    parser.add_argument("--pages", type=int, default=PAGES, help="recipients pages timed")
+    parser.add_argument(
+        "--delivery-slice",
+        type=int,
+        default=SLICE,
+        help="sends of the delivery scale-out phase (one worker, then two); 0: not run",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-    bootstrap = servers().bootstrap
+    server = servers()
+    sections: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        result = asyncio.run(run(args.recipients, Path(tmp), bootstrap, verify=args.verify))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    document = {"started_at": stamp, "scale": result}
-    for path in (out / "scale-latest.json", out / f"scale-{stamp}.json"):
-        path.write_text(json.dumps(document, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+        sections["scale"] = asyncio.run(
+            run(args.recipients, Path(tmp), server, verify=args.verify, pages=args.pages)
+        )
+        if args.delivery_slice:
+            sections["scaleout"] = asyncio.run(
+                bench_scaleout.run(args.delivery_slice, Path(tmp), server)
+            )
+    for path in results.write_scale(sections, args.out):
+        say("scale", f"wrote {path}")
+    print(json.dumps(sections, indent=2))
+    wrong = problems(sections)
+    if wrong:
+        raise SystemExit(f"bench-scale: the run is not correct: {wrong}")
+
+
+def problems(sections: dict[str, Any]) -> list[str]:
+    """What the figures say went wrong (empty: every contact released, and sent with
+    `--verify`, exactly once; the view holds each in its final state; every page answered;
+    each scale-out configuration delivered each send exactly once)."""
+    scale = sections["scale"]
+    n = scale["recipients"]
+    found = []
+    if not scale["released"] == scale["released_distinct"] == n:
+        found.append(f"released {scale['released']} ({scale['released_distinct']} distinct)")
+    if scale["send_records"] is not None and not (
+        scale["send_records"] == scale["send_records_distinct"] == n
+    ):
+        found.append(f"send records {scale['send_records']} ({scale['send_records_distinct']})")
+    if scale["view_states"] != {"released": n}:
+        found.append(f"view_recipients {scale['view_states']}")
+    if scale["pages"] and not scale["page_items"]:
+        found.append("the recipients pages were empty")
+    scaleout = sections.get("scaleout")
+    if scaleout is not None and not scaleout["exactly_once"]:
+        found.append("scale-out: a send was not delivered exactly once")
+    return found
 
 
 if __name__ == "__main__":

@@ -381,3 +381,30 @@ def write_all(doc: dict[str, Any], out_dir: Path, docs_page: Path | None) -> lis
         update_docs(doc, docs_page)
         written.append(docs_page)
     return written
+
+
+# ------------------------------------------------------------------------- make bench-scale
+
+
+def write_scale(sections: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """The scale case's figures (`make bench-scale`, `make bench-scaleout`):
+    scale-latest.json and a dated copy (scale-<now>.json) in `out_dir`. Each section
+    ("scale", "scaleout") carries its own `started_at`; a run that measured only some sections
+    replaces those and keeps the others of scale-latest.json (the dated copy has both too)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latest = out_dir / "scale-latest.json"
+    doc: dict[str, Any] = {}
+    if latest.exists():
+        try:
+            doc = json.loads(latest.read_text())
+        except ValueError:
+            doc = {}
+    now = datetime.now(UTC)
+    doc.update(sections)
+    doc["machine"] = machine()
+    doc["written_at"] = now.isoformat()
+    text = json.dumps(doc, indent=2) + "\n"
+    dated = out_dir / f"scale-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    latest.write_text(text)
+    dated.write_text(text)
+    return latest, dated

@@ -117,11 +117,11 @@ class DeliveryStack(Stack):
             )
         await self.producer.flush()
 
-    async def send_now(
+    async def add_message(
         self, message_id: UUID, audience: Sequence[Contact], plan: DeliveryPlan
     ) -> None:
-        """Create the message with this test's content, add the audience in chunks, send it
-        now; wait for every command's result."""
+        """Create the message with this test's content and add the audience in chunks; wait for
+        every command's result (the message is a draft: nothing is released yet)."""
         await self.decide(
             record(
                 CreateDraft(
@@ -138,8 +138,24 @@ class DeliveryStack(Stack):
                 )
                 for i in range(0, len(audience), MAX_CHUNK)
             ),
-            record(ScheduleMessage(command_id=uuid.uuid4(), message_id=message_id, send_now=True)),
         )
+
+    async def schedule_now(self, *message_ids: UUID) -> None:
+        """Send these messages now (their schedules published at once); wait for the results."""
+        await self.decide(
+            *(
+                record(ScheduleMessage(command_id=uuid.uuid4(), message_id=m, send_now=True))
+                for m in message_ids
+            )
+        )
+
+    async def send_now(
+        self, message_id: UUID, audience: Sequence[Contact], plan: DeliveryPlan
+    ) -> None:
+        """Create the message with this test's content, add the audience in chunks, send it
+        now; wait for every command's result."""
+        await self.add_message(message_id, audience, plan)
+        await self.schedule_now(message_id)
 
     async def wait_delivered(self, message_id: UUID, count: int, within: float = 180.0) -> None:
         """Wait until the ledger holds `count` delivered sends of the message."""
@@ -196,30 +212,35 @@ class DeliveryStack(Stack):
         found: MessageState = await self.wait_for(f"{message_id} {status.value}", check, within)
         return found
 
-    async def sink(self) -> list[tuple[str | None, str]]:
-        """(Message-ID, recipient) of every mail the sink received from this test's sender."""
+    async def deliveries(
+        self, sender: str | None = None, after: int = 0
+    ) -> list[tuple[int, str | None, str, datetime]]:
+        """(sink id, Message-ID, recipient, receive time) of every mail the sink received from
+        `sender` (default: this test's sender) after sink id `after`, in arrival order."""
         assert self.http is not None
-        found: list[tuple[str | None, str]] = []
-        after = 0
+        found: list[tuple[int, str | None, str, datetime]] = []
         while True:
             response = await self.http.get(
-                "/deliveries", params={"mail_from": self.sender, "after": after, "limit": 50_000}
+                "/deliveries",
+                params={"mail_from": sender or self.sender, "after": after, "limit": 50_000},
             )
             response.raise_for_status()
             page: list[Any] = response.json()
             if not page:
                 return found
-            found.extend((message_id, rcpt) for _, message_id, rcpt, _ in page)
+            found.extend(
+                (int(row_id), message_id, rcpt, datetime.fromisoformat(at))
+                for row_id, message_id, rcpt, at in page
+            )
             after = page[-1][0]
+
+    async def sink(self) -> list[tuple[str | None, str]]:
+        """(Message-ID, recipient) of every mail the sink received from this test's sender."""
+        return [(message_id, rcpt) for _, message_id, rcpt, _ in await self.deliveries()]
 
     async def arrivals(self) -> list[datetime]:
         """When the sink received each mail from this test's sender, in arrival order."""
-        assert self.http is not None
-        response = await self.http.get(
-            "/deliveries", params={"mail_from": self.sender, "limit": 100_000}
-        )
-        response.raise_for_status()
-        return [datetime.fromisoformat(row[3]) for row in response.json()]
+        return [at for *_, at in await self.deliveries()]
 
     async def refusals(self, rcpt: str) -> list[dict[str, Any]]:
         assert self.http is not None

@@ -139,8 +139,11 @@ async def stored_offsets(dsn: str, settings: Settings) -> dict[int, int]:
         await conn.close()
 
 
-async def wait_caught_up(stack: Stack, dsn: str, within: float = 90.0) -> dict[int, int]:
-    """Wait until the views include every committed event (stored offsets = the topic's end)."""
+async def wait_caught_up(
+    stack: Stack, dsn: str, within: float = 90.0, every: float = 0.05
+) -> dict[int, int]:
+    """Wait until the views include every committed event (stored offsets = the topic's end),
+    polling every `every` seconds."""
 
     async def check() -> dict[int, int] | None:
         ends = await end_offsets(stack.settings)
@@ -148,7 +151,7 @@ async def wait_caught_up(stack: Stack, dsn: str, within: float = 90.0) -> dict[i
         caught = all(stored.get(p, 0) >= end for p, end in ends.items())
         return ends if caught else None
 
-    ends: dict[int, int] = await stack.wait_for("the views to catch up", check, within)
+    ends: dict[int, int] = await stack.wait_for("the views to catch up", check, within, every)
     return ends
 
 

@@ -23,6 +23,7 @@ from bench.results import (
     recovery,
     table,
     write_all,
+    write_scale,
 )
 
 STARTED = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
@@ -147,3 +148,15 @@ def test_every_recovery_figure_is_seconds_after_a_kill_against_five_seconds() ->
     )
     none = median_recovery([], "no kill measured")
     assert none.value is None and none.met is None and none.runs == []
+
+
+def test_a_scale_run_of_one_section_keeps_the_other_in_scale_latest(tmp_path: Path) -> None:
+    """Given scale-latest.json with both sections, when a scale-out run alone writes its
+    section, then the new scaleout replaces the old, the scale section stays, and the dated
+    copy holds the same document."""
+    write_scale({"scale": {"recipients": 10}, "scaleout": {"speedup": 1.0}}, tmp_path)
+    latest, dated = write_scale({"scaleout": {"speedup": 1.5}}, tmp_path)
+    doc = json.loads(latest.read_text())
+    assert doc["scale"] == {"recipients": 10} and doc["scaleout"] == {"speedup": 1.5}
+    assert json.loads(dated.read_text()) == doc
+    assert dated.name.startswith("scale-") and "machine" in doc
