@@ -363,13 +363,16 @@ async def _views(
         return found
     finally:
         await sampler.stop()
+        for process in [p for p in stack.processes if p.poll() is None]:
+            process.terminate()  # the worker and the API: off the schema before it is dropped
+            await asyncio.to_thread(process.wait, 60)
         await drop_schema(database_url, schema)
 
 
 async def _pages(stack: Stack, dsn: str, message: uuid.UUID, n: int, pages: int) -> dict[str, Any]:
     """Phase 7: `pages` recipients pages of the read API after random keyset cursors."""
     key = await asyncio.to_thread(api_key, dsn, OPERATOR.account_id)
-    api, base = await stack.start_api(dsn, name="read-api")
+    _, base = await stack.start_api(dsn, name="read-api")
     path = f"/v1/messages/{message}/recipients"
     headers = {"Authorization": f"Bearer {key}"}
     positions = random.Random(15).choices(range(n), k=pages)
@@ -387,7 +390,6 @@ async def _pages(stack: Stack, dsn: str, message: uuid.UUID, n: int, pages: int)
             if got != sorted(got) or (got and got[0] <= cursor):
                 raise AssertionError(f"a page after {cursor} is not in keyset order: {got[:3]}")
             items += len(got)
-    api.terminate()
     p50, p99 = percentile(times, 50), percentile(times, 99)
     say("scale", f"recipients pages: p50 {p50:.1f} ms, p99 {p99:.1f} ms" if times else "no page")
     return {
