@@ -19,7 +19,14 @@ from pydantic_core import from_json
 
 from schemas import Actor, AddRecipients, Contact, RecipientsAdded, decode_event
 from schemas.codec import _EVENTS
-from schemas.fast import contact_json, contacts_json, dump_json, fast_contacts, input_contact
+from schemas.fast import (
+    contact_json,
+    contacts_json,
+    dump_json,
+    fast_contacts,
+    input_contact,
+    read_chunk,
+)
 from schemas.text import STORED
 from schemas.values import ZONE_NAMES
 from schemas.wire import _INPUT, CommandRecord, decode_input
@@ -209,7 +216,8 @@ def _record(contacts: list[Any]) -> bytes:
         "actor": {"kind": "service", "account_id": "acct-a", "service": "api"},
         "issued_at": "2026-12-01T09:00:00Z",
     }
-    return json.dumps(record, allow_nan=True).encode()
+    # Compact, as pydantic writes records: the fast path reads such bytes (schemas/fast.py).
+    return json.dumps(record, allow_nan=True, separators=(",", ":")).encode()
 
 
 def _outcome(decode: Any, value: bytes) -> Any:
@@ -252,7 +260,7 @@ def test_the_stored_decode_is_plain_pydantic_s(contacts: list[Any]) -> None:
         "actor": {"kind": "service", "account_id": "acct-a", "service": "api"},
         "contacts": contacts,
     }
-    value = json.dumps(event, allow_nan=True).encode()
+    value = json.dumps(event, allow_nan=True, separators=(",", ":")).encode()
     assert _outcome(decode_event, value) == _outcome(
         lambda v: _EVENTS.validate_python(from_json(v), context=STORED), value
     )
@@ -322,3 +330,37 @@ def test_the_encoders_write_pydantic_s_bytes(contacts: list[Contact]) -> None:
     )
     for model in (command, record, event):
         assert dump_json(model) == model.model_dump_json().encode()
+
+
+def test_records_as_written_take_the_fast_path_and_decode_the_same() -> None:
+    contacts = tuple(
+        Contact(contact_id=f"c{i}", email=f"p{i}@example.org", time_zone=zone, attributes=attrs)
+        for i, (zone, attrs) in enumerate(
+            [(None, {}), ("Asia/Tokyo", {"a": "b", "n": 1, "f": 0.5, "t": True, "z": None})]
+        )
+    )
+    record = CommandRecord(
+        command=AddRecipients(
+            command_id=uuid.UUID(int=1), message_id=uuid.UUID(int=2), contacts=contacts
+        ),
+        actor=_ACTOR,
+        issued_at=_T0,
+    )
+    value = record.model_dump_json().encode()
+    assert read_chunk(value, "CommandRecord") is not None
+    assert _outcome(decode_input, value) == _outcome(_plain_decode_input, value)
+    event = RecipientsAdded(
+        event_id=uuid.UUID(int=3),
+        message_id=uuid.UUID(int=2),
+        sequence=2,
+        occurred_at=_T0,
+        correlation_id=uuid.UUID(int=1),
+        causation_id=uuid.UUID(int=1),
+        actor=_ACTOR,
+        contacts=contacts,
+    )
+    stored = event.model_dump_json().encode()
+    assert read_chunk(stored, "RecipientsAdded") is not None
+    assert _shape(decode_event(stored)) == _shape(
+        _EVENTS.validate_python(from_json(stored), context=STORED)
+    )
