@@ -16,7 +16,7 @@ from pydantic_core import from_json
 
 from schemas.commands import Command
 from schemas.events import Event
-from schemas.fast import dump_json, fast_contacts, read_chunk
+from schemas.fast import dump_json, fast_contacts
 from schemas.text import STORED
 
 __all__ = [
@@ -105,15 +105,6 @@ def decode_event(record: bytes | str | Mapping[str, Any]) -> Event:
     the shell sends such records to the dead-letter topic. Events are stored records: the text
     rules of inputs (schemas/text.py) do not apply, so an old history still decodes.
     """
-    read = read_chunk(record, "RecipientsAdded") if isinstance(record, bytes) else None
-    if read is not None and (read["type"], read.get("schema_version")) not in UPCASTERS:
-        # A chunk of added contacts as the processor writes it, its contacts read and built by
-        # the fast path (schemas/fast.py); pydantic validates the rest. Anything it refuses is
-        # decoded again below, so the errors are those of the record as read.
-        try:
-            return _EVENTS.validate_python(read, context=STORED)
-        except ValidationError:
-            pass
     raw = upcast(_raw(record))
     if raw.get("type") == "RecipientsAdded":
         # The chunk's contacts checked by the fast path (schemas/fast.py): pydantic then takes

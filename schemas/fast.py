@@ -44,14 +44,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import cache
-from types import GenericAlias
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 import orjson
-from msgspec import UNSET, Meta, Raw, UnsetType
 from pydantic import BaseModel, ValidationError
-from pydantic_core import SchemaValidator, from_json
+from pydantic_core import SchemaValidator
 from pydantic_core import core_schema as cs
 
 from schemas.text import ONE_LINE, TEXT
@@ -63,7 +60,6 @@ __all__ = [
     "dump_json",
     "fast_contacts",
     "input_contact",
-    "read_chunk",
 ]
 
 #: `_ASCII_INPUT` without the surrounding spaces, as pydantic's (Rust) regular expressions
@@ -215,150 +211,3 @@ def dump_json(record: BaseModel) -> bytes:
         return orjson.dumps(data)
     except TypeError:
         return record.model_dump_json().encode()
-
-
-# ---------------------------------------------------------------------- records as bytes
-
-#: The same rules for msgspec, whose patterns are Python's (`re.search`): ``\Z``, not ``$``,
-#: which would let a trailing LF through.
-_EMAIL_RE = _EMAIL.removesuffix("$") + r"\Z"
-_ONE_LINE_RE = "^[^\x00-\x1f\x7f\x85\u2028\u2029]*\\Z"
-_TEXT_RE = "^[^\x00-\x08\x0b\x0c\x0e-\x1f]*\\Z"
-
-
-#: ``Annotated`` and ``GenericAlias`` build the Structs' types at run time (from the rules).
-_ANNOTATED: Any = Annotated
-
-
-def _contact_struct(stored: bool) -> Any:
-    """A msgspec Struct of a contact under the plain cases' rules (stored: no text rules)."""
-    if stored:
-        key: Any = str
-        text: Any = str
-        contact_id: Any = Annotated[str, Meta(min_length=1, max_length=200)]
-    else:
-        key = Annotated[str, Meta(pattern=_ONE_LINE_RE)]
-        text = Annotated[str, Meta(pattern=_TEXT_RE)]
-        contact_id = Annotated[str, Meta(min_length=1, max_length=200, pattern=_ONE_LINE_RE)]
-    value = text | bool | int | float | None
-    zone = Annotated[str, Meta(min_length=1, max_length=64)] | None | UnsetType
-    attributes = _ANNOTATED[GenericAlias(dict, (key, value)), Meta(max_length=100)] | UnsetType
-    return msgspec.defstruct(
-        "StoredContact" if stored else "InputContact",
-        [
-            ("contact_id", contact_id),
-            ("email", Annotated[str, Meta(max_length=254, pattern=_EMAIL_RE)]),
-            ("time_zone", zone, UNSET),
-            ("attributes", attributes, UNSET),
-        ],
-        forbid_unknown_fields=True,
-    )
-
-
-def _view(model: type[BaseModel], inner: dict[str, Any]) -> Any:
-    """A msgspec Struct reading a record of ``model``: each field kept as raw JSON, but those
-    of ``inner`` (the contacts, or the command holding them) typed."""
-    return msgspec.defstruct(
-        f"{model.__name__}View",
-        [(name, inner.get(name, Raw) | UnsetType, UNSET) for name in model.model_fields],
-        forbid_unknown_fields=True,
-    )
-
-
-@cache
-def _views() -> dict[str, Any]:
-    from schemas.commands import AddRecipients
-    from schemas.events import RecipientsAdded
-    from schemas.wire import CommandRecord
-
-    stored, given = _contact_struct(True), _contact_struct(False)
-    command = _view(AddRecipients, {"contacts": GenericAlias(list, (given,))})
-    return {
-        "RecipientsAdded": _view(RecipientsAdded, {"contacts": GenericAlias(list, (stored,))}),
-        "CommandRecord": _view(CommandRecord, {"command": command}),
-    }
-
-
-def _given(view: Any) -> dict[str, Any]:
-    """A view's fields as ``from_json`` reads them (given fields only, typed ones as they are)."""
-    out = {}
-    for name in view.__struct_fields__:
-        value = getattr(view, name)
-        if value is not UNSET:
-            out[name] = from_json(bytes(value)) if isinstance(value, Raw) else value
-    return out
-
-
-def _from_structs(structs: list[Any]) -> tuple[Contact, ...] | None:
-    """The Contacts of checked structs (what :func:`_built` does, inlined: 10,000 a chunk)."""
-    contacts = []
-    zones = set()
-    new, put, unset = _new, _set, UNSET
-    for item in structs:
-        zone, attributes = item.time_zone, item.attributes
-        given = {"contact_id", "email"}
-        if zone is unset:
-            zone = None
-        else:
-            given.add("time_zone")
-            zones.add(zone)
-        if attributes is unset:
-            attributes = {}
-        else:
-            given.add("attributes")
-        contact = new(Contact)
-        put(
-            contact,
-            "__dict__",
-            {
-                "contact_id": item.contact_id,
-                "email": item.email,
-                "time_zone": zone,
-                "attributes": attributes,
-            },
-        )
-        put(contact, "__pydantic_fields_set__", given)
-        put(contact, "__pydantic_extra__", None)
-        put(contact, "__pydantic_private__", None)
-        contacts.append(contact)
-    return tuple(contacts) if _zones_load(zones) else None
-
-
-#: What the record holding a chunk says of its kind, near its start as pydantic writes it.
-_MARKS = {
-    "RecipientsAdded": b'"type":"RecipientsAdded"',
-    "CommandRecord": b'"type":"AddRecipients"',
-}
-
-
-def read_chunk(value: bytes, kind: str) -> dict[str, Any] | None:
-    """The raw record that ``from_json(value)`` reads, with its chunk of contacts already
-    checked and built (Contacts, for pydantic to take as they are), when ``value`` is a
-    ``RecipientsAdded`` event (``kind``, stored rules) or the ``CommandRecord`` of an
-    ``AddRecipients`` (input rules) whose contacts are all plainly valid; None otherwise
-    (another record, or anything not plain: decode it as before).
-
-    msgspec reads the bytes once: the contacts typed (in C, with the rules above), every other
-    field kept as raw JSON and read by ``from_json``, so the envelope's values are exactly what
-    ``from_json`` makes of them, for pydantic to validate as before."""
-    if _MARKS[kind] not in value[:2048]:
-        return None
-    try:
-        raw = _given(msgspec.json.decode(value, type=_views()[kind]))
-        holder = raw
-        if kind == "CommandRecord":
-            holder = raw["command"] = _given(raw["command"]) if "command" in raw else {}
-            if holder.get("type") != "AddRecipients":
-                return None
-        elif raw.get("type") != kind:
-            return None
-        structs = holder.get("contacts")
-        if not structs:
-            return None
-    except (msgspec.MsgspecError, ValueError):
-        return None
-    contacts = _from_structs(structs)
-    if contacts is None:
-        return None
-    holder["contacts"] = contacts
-    return raw

@@ -16,7 +16,7 @@ from schemas.audience import AudienceReport
 from schemas.base import Actor, Record
 from schemas.commands import Command
 from schemas.events import Event
-from schemas.fast import fast_contacts, read_chunk
+from schemas.fast import fast_contacts
 from schemas.text import STORED, first_unsafe
 from schemas.ticks import Tick
 from schemas.values import TimeZoneName
@@ -87,15 +87,6 @@ def decode_input(value: bytes) -> CommandRecord | Tick | CopiedEvent:
     A command is input: the text rules (schemas/text.py) apply. A copied event is the processor's
     own record of a history (a copy of an old draft holds the old draft's text), so it decodes as
     a stored record."""
-    read = read_chunk(value, "CommandRecord") if isinstance(value, bytes) else None
-    if read is not None:
-        # An AddRecipients record as the API writes it: its contacts read and built by the fast
-        # path (schemas/fast.py), the rest validated by pydantic; anything refused is decoded
-        # again below, so the errors are those of the record as sent.
-        try:
-            return _INPUT.validate_python(read)
-        except ValidationError:
-            pass
     try:
         raw = from_json(value)
     except (ValueError, TypeError):
