@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from schemas import Actor, AddRecipients, Contact, RecipientsAdded, decode_event
+from schemas import (
+    Actor,
+    AddRecipients,
+    AudienceReport,
+    Contact,
+    RecipientsAdded,
+    decode_event,
+)
 from schemas.codec import _EVENTS
 from schemas.fast import contact_json, contacts_json, dump_json, fast_contacts, input_contact
 from schemas.text import STORED
@@ -320,7 +327,16 @@ def test_the_encoders_write_pydantic_s_bytes(contacts: list[Contact]) -> None:
         actor=_ACTOR,
         contacts=chunk,
     )
-    for model in (command, record, event):
+    # A report (what the core writes beside the contacts), with text only a stored one holds.
+    report = AudienceReport.model_validate(
+        {
+            "added": [c.contact_id for c in chunk],
+            "refused": [{"contact_id": "x\u2028", "reason": "bad \x00 \u00e9"}],
+        },
+        context=STORED,
+    )
+    reported = event.model_copy(update={"report": report})
+    for model in (command, record, event, reported):
         assert dump_json(model) == model.model_dump_json().encode()
 
 
