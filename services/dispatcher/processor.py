@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from core import EventOutOfOrderError
 from schemas import decode_event
+from schemas.fast import dump_json
 from schemas.wire import CommandResult, DeadLetter
 from services.common import deadletters
 from services.common.kafka import client_options
@@ -352,7 +353,7 @@ class Processor:
             case WriteEvent(event=event):
                 await send(
                     self.topics.events,
-                    value=event.model_dump_json().encode(),
+                    value=dump_json(event),  # model_dump_json's bytes (schemas/fast.py)
                     key=key_of(event.message_id),
                     partition=number,
                     headers=[("type", event.type.encode())],
