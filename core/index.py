@@ -420,11 +420,18 @@ class AddressIndex:
     def find(self, keys: Sequence[int]) -> Slots:
         """The entry of each key (-1: absent), vectorized."""
         n = len(keys)
+        if not n or not len(self.first):
+            return np.full(n, -1, dtype=np.int64)
+        lo = np.fromiter((k & 0xFFFFFFFFFFFFFFFF for k in keys), np.uint64, n)
+        hi = np.fromiter((k >> 64 for k in keys), np.uint32, n)
+        return self.find_parts(lo, hi)
+
+    def find_parts(self, lo: NDArray[np.uint64], hi: NDArray[np.uint32]) -> Slots:
+        """:meth:`find` of the keys given by their two parts (``core.book.address_keys``)."""
+        n = len(lo)
         result = np.full(n, -1, dtype=np.int64)
         if not n or not len(self.first):
             return result
-        lo = np.fromiter((k & 0xFFFFFFFFFFFFFFFF for k in keys), np.uint64, n)
-        hi = np.fromiter((k >> 64 for k in keys), np.uint32, n)
         table = _view(self.table, np.int32)
         los = _view(self.lo, np.uint64)
         his = _view(self.hi, np.uint32)
