@@ -133,7 +133,14 @@ def address_key(address: str) -> int:
 def address_keys(addresses: Sequence[str]) -> tuple[NDArray[np.uint64], NDArray[np.uint32]]:
     """:func:`address_key` of each of ``addresses`` (normalized), as the two parts the address
     table keeps (:class:`core.index.AddressIndex`: the low 64 bits, the high 26): one BLAKE2b
-    call per address, and the shift of the 96-bit digests done once for the chunk."""
+    call per address, and the shift of the 96-bit digests done once for the chunk. The arrays
+    are read-only: the last two chunks' are cached, since an add sorts a chunk
+    (:func:`core.audience.sort_added`) and then folds it."""
+    return _address_keys(tuple(addresses))
+
+
+@lru_cache(maxsize=2)
+def _address_keys(addresses: tuple[str, ...]) -> tuple[NDArray[np.uint64], NDArray[np.uint32]]:
     n = len(addresses)
     if not n:
         return np.empty(0, np.uint64), np.empty(0, np.uint32)
@@ -141,9 +148,11 @@ def address_keys(addresses: Sequence[str]) -> tuple[NDArray[np.uint64], NDArray[
     raw = np.frombuffer(digests, np.uint8).reshape(n, 12)
     low = np.ascontiguousarray(raw[:, :8]).view("<u8").ravel()
     high = np.ascontiguousarray(raw[:, 8:]).view("<u4").ravel()
-    lo = (low >> np.uint64(6)) | (high.astype(np.uint64) << np.uint64(58))
-    hi = high >> np.uint32(6)
-    return lo.astype(np.uint64), hi.astype(np.uint32)
+    lo = ((low >> np.uint64(6)) | (high.astype(np.uint64) << np.uint64(58))).astype(np.uint64)
+    hi = (high >> np.uint32(6)).astype(np.uint32)
+    lo.flags.writeable = False
+    hi.flags.writeable = False
+    return lo, hi
 
 
 def fingerprints(contacts: Sequence[Contact]) -> NDArray[np.uint64]:
