@@ -300,10 +300,11 @@ async def run(
         async with aiohttp.ClientSession(
             base_url=base,
             timeout=aiohttp.ClientTimeout(total=30),
-            # An idle pooled connection is dropped after 2 s, before the API's keep-alive of 5 s
-            # (uvicorn's default) closes it: a request sent on a connection the server is just
-            # closing fails with ServerDisconnectedError, which the load would count against the
-            # stack (the max-rate search of the 16:53 run failed steps of 25-100/s on it).
+            # An idle pooled connection is dropped after 2 s, well before the API's keep-alive
+            # (75 s, services/common/http.py; it was uvicorn's 5 s) closes it: a request sent on
+            # a connection the server is just closing fails with ServerDisconnectedError, which
+            # the load would count against the stack (the max-rate search of the 16:53 run
+            # failed steps of 25-100/s on it).
             connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=2),
         ) as http:
             client = Client(http, key)

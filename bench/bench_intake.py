@@ -79,7 +79,7 @@ async def run(
                     return answer.status, await answer.json(content_type=None)
 
             # Built before the first request: on a loaded machine building them took longer than
-            # the API's keep-alive (5 s), and the idle pooled connections were closed under the
+            # the API's keep-alive (then 5 s), and the idle pooled connections were closed under the
             # client's first chunk ("Can not write request body").
             bodies = [_bodies(c, chunks, size) for c in range(clients)]
             messages = []

@@ -30,7 +30,7 @@ from core.book import (
     STATUSES,
     RecipientBook,
     RecipientStatus,
-    address_key,
+    address_keys,
     fingerprint,
 )
 from schemas import (
@@ -63,12 +63,37 @@ class AddedChunk:
 def sort_added(contacts: Iterable[Contact], book: RecipientBook) -> AddedChunk:
     """Sort the contacts of an ``AddRecipients`` chunk against the message's book (only read)."""
     batch = contacts if isinstance(contacts, list | tuple) else list(contacts)
-    status = book.status
     # The chunk's lookups at once (core/index.py): current slots, and the first holder of each
     # address. Contact emails are stored stripped, so lower() is normalize_address() here.
+    ids = [c.contact_id for c in batch]
     lowered = [c.email.lower() for c in batch]
-    found = book.find([c.contact_id for c in batch])
-    holders = book.first_holders([address_key(a) for a in lowered])
+    located = book.slots.find(ids)
+    holding = book.first_holders_of(*address_keys(lowered))
+    if not (located >= 0).any() and len(set(ids)) == len(ids) and len(set(lowered)) == len(lowered):
+        # The common case: every contact is new to the message and the chunk names each id and
+        # each address once. Each joins: ``duplicate_address`` when another contact of the
+        # message holds its address (none of the book's holders is one of the chunk's ids).
+        taken = (holding >= 0).tolist()
+        return AddedChunk(
+            record=tuple(batch),
+            report=AudienceReport(
+                added=tuple([cid for cid, t in zip(ids, taken, strict=True) if not t]),
+                duplicate_address=tuple([cid for cid, t in zip(ids, taken, strict=True) if t]),
+            ),
+        )
+    return _sort_each(batch, book, lowered, located.tolist(), holding.tolist())
+
+
+def _sort_each(
+    batch: Sequence[Contact],
+    book: RecipientBook,
+    lowered: list[str],
+    found: list[int],
+    holders: list[int],
+) -> AddedChunk:
+    """:func:`sort_added`, contact after contact (``found``: each one's slot, ``holders``: the
+    first holder of each one's address; -1: none)."""
+    status = book.status
     seen: set[str] = set()
     chunk_addresses: set[str] = set()
     record: list[Contact] = []

@@ -70,20 +70,20 @@ def _view(buffer: Any, dtype: Any) -> NDArray[Any]:
 
 def _place(table: NDArray[np.int32], pos: Slots, values: NDArray[Any], mask: int) -> None:
     """Linear-probing insertion of ``values`` (absent, distinct keys) starting at ``pos``: each
-    round, every value whose place is free and first among those aiming at it takes it; the
-    others move one place on. ``pos`` is consumed."""
+    round, every value whose place is free is written there; of those aiming at one place, the
+    one read back from it took it (numpy writes repeated places in order: the last one), the
+    others, and those whose place was taken, move one place on. Every place between a value's
+    home and its place is taken, as linear probing needs. ``pos`` is consumed."""
     todo = np.arange(len(values))
     while todo.size:
         at = pos[todo]
         free = table[at] < 0
         if free.any():
             contenders = todo[free]
-            places, first = np.unique(at[free], return_index=True)
-            winners = contenders[first]
-            table[places] = values[winners]
-            keep = np.ones(len(pos), dtype=bool)
-            keep[winners] = False
-            todo = todo[keep[todo]]
+            places = at[free]
+            table[places] = values[contenders]
+            lost = table[places] != values[contenders]
+            todo = np.concatenate((todo[~free], contenders[lost]))
         pos[todo] = (pos[todo] + 1) & mask
 
 
@@ -420,11 +420,18 @@ class AddressIndex:
     def find(self, keys: Sequence[int]) -> Slots:
         """The entry of each key (-1: absent), vectorized."""
         n = len(keys)
+        if not n or not len(self.first):
+            return np.full(n, -1, dtype=np.int64)
+        lo = np.fromiter((k & 0xFFFFFFFFFFFFFFFF for k in keys), np.uint64, n)
+        hi = np.fromiter((k >> 64 for k in keys), np.uint32, n)
+        return self.find_parts(lo, hi)
+
+    def find_parts(self, lo: NDArray[np.uint64], hi: NDArray[np.uint32]) -> Slots:
+        """:meth:`find` of the keys given by their two parts (``core.book.address_keys``)."""
+        n = len(lo)
         result = np.full(n, -1, dtype=np.int64)
         if not n or not len(self.first):
             return result
-        lo = np.fromiter((k & 0xFFFFFFFFFFFFFFFF for k in keys), np.uint64, n)
-        hi = np.fromiter((k >> 64 for k in keys), np.uint32, n)
         table = _view(self.table, np.int32)
         los = _view(self.lo, np.uint64)
         his = _view(self.hi, np.uint32)

@@ -8,6 +8,7 @@ them to the core in a context.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from uuid import UUID
@@ -85,28 +86,29 @@ INSTANT_PATTERN = (
 _INSTANT = re.compile(INSTANT_PATTERN)
 
 
-def _local_time_text(value: Any) -> Any:
-    """A wall-clock time given as text must match the pattern; a datetime (built in Python) is
-    checked by the type alone. Numbers (which pydantic would read as Unix times) are refused."""
-    if isinstance(value, datetime):
+def _time_text(pattern: re.Pattern[str], refusal: str) -> Callable[[Any], Any]:
+    """A validator of a time given as text: it must match ``pattern``; a datetime (built in
+    Python) is checked by the type alone. Numbers (which pydantic would read as Unix times) are
+    refused."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or pattern.match(value) is None:
+            raise ValueError(refusal)
         return value
-    if not isinstance(value, str) or _LOCAL_TIME.match(value) is None:
-        raise ValueError(
-            "a wall-clock time without UTC offset of a real day in 2000 to 2999, "
-            "e.g. 2026-12-24T09:00:00"
-        )
-    return value
+
+    return check
 
 
-def _instant_text(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or _INSTANT.match(value) is None:
-        raise ValueError(
-            "an instant with its UTC offset of a real day in 2000 to 2999, "
-            "e.g. 2026-12-24T09:00:00+01:00"
-        )
-    return value
+_local_time_text = _time_text(
+    _LOCAL_TIME,
+    "a wall-clock time without UTC offset of a real day in 2000 to 2999, e.g. 2026-12-24T09:00:00",
+)
+_instant_text = _time_text(
+    _INSTANT,
+    "an instant with its UTC offset of a real day in 2000 to 2999, e.g. 2026-12-24T09:00:00+01:00",
+)
 
 
 #: A send instant: AwareDatetime, given as text of the pattern above.

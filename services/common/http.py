@@ -7,6 +7,13 @@ import signal
 import uvicorn
 from fastapi import FastAPI
 
+#: Seconds an idle client connection is kept open. uvicorn's default is 5 s, shorter than the
+#: idle timeout of most clients' connection pools and load balancers (60 s is common): a client
+#: then sends its next request on a connection the server is closing and gets a disconnect it
+#: did not cause (the command bench did, docs/benchmarks.md). The server's keep-alive must
+#: outlast the client's, so it is 75 s, as nginx's default.
+KEEP_ALIVE_S = 75
+
 
 def _ignore(signum: int, frame: object) -> None:
     """The process is already shutting down cleanly; nothing is left to do on the signal."""
@@ -35,4 +42,5 @@ def run_http_service(app: FastAPI, host: str, port: int, *, fast: bool = False) 
         loop="uvloop" if fast else "asyncio",
         http="httptools" if fast else "h11",
         access_log=not fast,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )

@@ -21,6 +21,26 @@ Main = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 log = structlog.get_logger(__name__)
 
 
+async def unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it ends or ``stop`` is set, whichever comes first; on the stop it is
+    cancelled. True when it ended (its failure is raised), False when the stop came first. For
+    work that only reads and may take long (the takes of a worker's loop): a stop signal must
+    not wait for it."""
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        return False
+    task.result()
+    return True
+
+
 async def run_worker(
     service: str,
     *,

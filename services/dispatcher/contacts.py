@@ -2,11 +2,12 @@
 
 The book keeps no contact data (core/book.py, docs/scale.md). The data is in the committed log
 (the ``RecipientsAdded`` events); this store is derived from it as the partition is folded: each
-contact's JSON (``Contact.model_dump_json``, the form a send record carries) is appended to one
-unnamed temporary file per partition, and the store keeps per slot its position and length
-(12 bytes). A release reads its contacts back in the order they were added within their zone,
-which is the order they were appended, so a release's reads are one contiguous span of the file
-in the common case (one ``pread``).
+contact's JSON (the bytes of ``Contact.model_dump_json``, by pydantic's serializer directly:
+schemas/fast.py; the form a send record carries) is appended to one unnamed temporary file per
+partition, and the store keeps per slot its position and length (12 bytes). A release reads its
+contacts back in the order they were added within their zone, which is the order they were
+appended, so a release's reads are one contiguous span of the file in the common case (one
+``pread``).
 
 Without a path the file is unnamed, lives as long as the partition's state, is rebuilt with it
 (a take folds the log again) and is deleted by the OS when closed or when the process dies. With a
@@ -29,6 +30,7 @@ from uuid import UUID
 from core.book import RecipientBook
 from core.state import MessageState
 from schemas import Contact, Event, RecipientsAdded
+from schemas.fast import contact_json
 
 __all__ = ["FileContacts"]
 
@@ -112,7 +114,7 @@ class FileContacts:
         for contact, slot in zip(event.contacts, found, strict=True):
             if slot < 0:
                 continue
-            data = contact.model_dump_json().encode()
+            data = contact_json(contact)  # model_dump_json's bytes (schemas/fast.py)
             positions[slot] = self._written + len(buffer)
             lengths[slot] = len(data)
             buffer += data

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from core import EventOutOfOrderError
 from schemas import decode_event
+from schemas.fast import dump_json
 from schemas.wire import CommandResult, DeadLetter
 from services.common import deadletters
 from services.common.kafka import client_options
@@ -352,7 +353,7 @@ class Processor:
             case WriteEvent(event=event):
                 await send(
                     self.topics.events,
-                    value=event.model_dump_json().encode(),
+                    value=dump_json(event),  # model_dump_json's bytes (schemas/fast.py)
                     key=key_of(event.message_id),
                     partition=number,
                     headers=[("type", event.type.encode())],
@@ -504,7 +505,10 @@ class Processor:
                     state, checkpoint = restored
                     try:
                         folded = await self._fold_tail(
-                            state, checkpoint.events_end, checkpoint.results_end
+                            state,
+                            checkpoint.events_end,
+                            checkpoint.results_end,
+                            after_snapshot=True,
                         )
                     except EventOutOfOrderError as error:
                         # The log after the snapshot does not follow it: not this log's state.
@@ -522,7 +526,7 @@ class Processor:
         contacts = FileContacts(None if directory is None else directory.contacts_path)
         state = PartitionState(number, contacts=contacts)
         try:
-            folded = await self._fold_tail(state, 0, 0)
+            folded = await self._fold_tail(state, 0, 0, after_snapshot=False)
         except BaseException:
             contacts.close()
             raise
@@ -548,10 +552,11 @@ class Processor:
         return state, checkpoint
 
     async def _fold_tail(
-        self, part: PartitionState, events_start: int, results_start: int
+        self, part: PartitionState, events_start: int, results_start: int, *, after_snapshot: bool
     ) -> Folded:
         """Fold the partition's committed events and results from the given offsets to the end;
-        a record that does not decode is left out and returned with its error."""
+        a record that does not decode is left out and returned with its error, and so is, in the
+        fold of the whole log (not ``after_snapshot``), an event out of its message's sequence."""
         folded = Folded(events_next=events_start, results_next=results_start)
         async for record in read_range(
             self.settings, self.topics.events, part.number, start=events_start
@@ -564,9 +569,19 @@ class Processor:
             except (ValidationError, ValueError) as error:
                 folded.bad.append((record, error))
                 continue
-            # A decoded event that does not follow its message's history is not set aside:
-            # after a snapshot it says the snapshot is not this log's (see _rebuild).
-            part.fold(event)
+            try:
+                part.fold(event)
+            except EventOutOfOrderError as error:
+                # A decoded event that does not follow its message's history. After a snapshot
+                # it says the snapshot is not this log's (_rebuild falls back); in the fold of
+                # the whole log only a foreign writer can have put it there (the dispatcher
+                # writes each message's events in sequence, in transactions): it is set aside
+                # like an undecodable record (the projections do the same), so it never stalls
+                # the partition. evolve refuses it before changing anything.
+                if after_snapshot:
+                    raise
+                folded.bad.append((record, error))
+                continue
             folded.events += 1
         async for record in read_range(
             self.settings, self.topics.results, part.number, start=results_start

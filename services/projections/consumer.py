@@ -31,6 +31,7 @@ from services.common.ownership import Ownership
 from services.common.reading import read_range
 from services.common.settings import Settings
 from services.common.topics import Topics
+from services.common.worker import unless_stopped
 from services.projections.store import (
     DeadLetterRow,
     OffsetMovedError,
@@ -280,6 +281,10 @@ class ViewsWorker:
             rewind=False,
             concurrent=False,
             revoked=self._revoked,
+            # Taken by the loop, not inside the rebalance callback: aiokafka sends no heartbeat
+            # while the callback runs, and a stop signal could not reach a take there (the
+            # processor's reason too, docs/services.md "Takes outside the rebalance callback").
+            deferred=True,
         )
         self.partitions = self.ownership.partitions
         self.orphans = self.ownership.orphans
@@ -320,7 +325,10 @@ class ViewsWorker:
         self.running = True
         try:
             while not stop.is_set():
-                await self.ownership.retake_orphans()
+                # A take folds the partition's whole history (tens of seconds on a large one,
+                # and it may wait for Postgres): a SIGTERM meanwhile abandons it (it only reads).
+                if not await unless_stopped(self.ownership.retake_orphans(), stop):
+                    break
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 async with self._lock:
                     # The owners the records were fetched for: a failed write noticed below

@@ -30,6 +30,8 @@ from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from core import MessageState, RecipientStatus, evolve
 from core.book import Transition
 from core.views import (
@@ -58,6 +60,7 @@ __all__ = [
     "MessageRow",
     "Projector",
     "RecipientPatch",
+    "attributes_json",
     "history_row",
     "message_row",
     "storable",
@@ -214,6 +217,26 @@ def storable(text: str) -> str:
 
 def _storable_opt(text: str | None) -> str | None:
     return None if text is None else storable(text)
+
+
+def attributes_json(attributes: dict[str, Any]) -> str:
+    """The text of a recipient's ``attributes`` column: ASCII JSON, compact (every character
+    Postgres cannot hold is escaped, so it is storable), exactly
+    ``json.dumps(attributes, separators=(",", ":"))``.
+
+    orjson writes those same bytes, about six times faster, for the common attributes: text that
+    is printable ASCII (orjson does not escape DEL nor anything past ASCII; ``json`` does),
+    integers within 64 bits, booleans and nulls. Anything else (a float, whose spelling differs;
+    other text; a larger integer, which orjson refuses) goes to ``json.dumps``
+    (tests/projections/test_attributes_json.py).
+    """
+    try:
+        data = orjson.dumps(attributes)
+    except orjson.JSONEncodeError:
+        data = b"\x80"  # not ASCII: the standard library's text
+    if data.isascii() and b"\x7f" not in data and float not in map(type, attributes.values()):
+        return data.decode()
+    return json.dumps(attributes, separators=(",", ":"))
 
 
 def _clean_json(value: Any, path: str, originals: dict[str, str]) -> Any:
@@ -577,8 +600,7 @@ def _record(batch: Batch, after: MessageState, event: Event, transitions: list[T
             patch.email = storable(contact.email)
             patch.time_zone = _storable_opt(contact.time_zone)
             attributes = contact.attributes
-            # ASCII JSON: every character Postgres cannot hold is escaped, so it is storable.
-            patch.attributes = json.dumps(attributes, separators=(",", ":")) if attributes else None
+            patch.attributes = attributes_json(attributes) if attributes else None
             patch.added_at = at
             patch.released_at = None
             patch.batch = None

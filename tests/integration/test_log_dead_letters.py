@@ -40,6 +40,7 @@ from schemas import (
     ScheduleMessage,
 )
 from schemas.wire import DeadLetter
+from services.common.reading import read_range
 from services.dispatcher.decider import key_of, partition_of
 
 
@@ -115,14 +116,19 @@ async def set_aside(stack: Stack, sources: dict[Any, str]) -> Counter[Any]:
     return found
 
 
-def takes(logs: Path) -> list[dict[str, Any]]:
-    """The "partition taken" lines of the processors' logs."""
+def lines(logs: Path, event: str) -> list[dict[str, Any]]:
+    """The lines of the processors' logs that say ``event``, in the order of the processes."""
     return [
         json.loads(line)
         for path in sorted(logs.glob("processor-*.log"))
         for line in path.read_text().splitlines()
-        if '"partition taken"' in line
+        if f'"{event}"' in line
     ]
+
+
+def takes(logs: Path) -> list[dict[str, Any]]:
+    """The "partition taken" lines of the processors' logs."""
+    return lines(logs, "partition taken")
 
 
 async def test_bad_events_and_results_are_set_aside_once_at_each_take_and_the_partition_is_owned(
@@ -207,6 +213,73 @@ async def test_a_snapshot_does_not_hide_a_bad_record_written_while_the_partition
     taken = await asyncio.to_thread(takes, tmp_path)
     assert any(t["source"] != "log" for t in taken), "no take restored a snapshot"
     assert set((await letters_of(stack, sources)).values()) == {1}
+
+
+async def test_an_event_out_of_its_messages_sequence_is_set_aside_and_the_partition_taken(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Given a message's partition whose events topic holds, after the message's own events, a
+    well-formed event that does not follow its history (a copy of its DraftCreated, sequence 1,
+    written by someone else while no dispatcher owned the partition), when a dispatcher with a
+    snapshot from before it takes the partition, then the snapshot is not used (its tail does not
+    follow it), the fold of the whole log sets the event aside on the dead letters with the
+    sequence error, the take succeeds and the message decides on at its own sequence; a restart
+    folding the whole log again writes no second dead letter."""
+    port = free_port()
+    snapshots = {"DISPATCHER_STATE_DIR": str(tmp_path / "state"), "SNAPSHOT_INTERVAL_S": "0"}
+    first = stack.spawn(DISPATCHER_HEALTH_PORT=str(port), **snapshots)
+    m = ids()
+    number = partition_of(key_of(m), stack.settings.kafka_partitions)
+    await stack.decide(
+        record(CreateDraft(command_id=ids(), message_id=m, content=CONTENT)),
+        record(AddRecipients(command_id=ids(), message_id=m, contacts=contacts(2))),
+    )
+    # A batch that folds an event after the draft's: the snapshot after it is the one refused.
+    await stack.decide(record(AddRecipients(command_id=ids(), message_id=m, contacts=contacts(3))))
+
+    async def snapshot() -> list[Path] | None:
+        return list((tmp_path / "state").rglob("snapshot-*.bin")) or None
+
+    await stack.wait_for("a snapshot of the partition", snapshot)
+    first.terminate()
+    assert first.wait(timeout=30) == 0
+    created = [
+        r
+        async for r in read_range(stack.settings, stack.topics.events, number)
+        if (e := stack.event_or_none(r.value)) is not None and e.message_id == m and e.sequence == 1
+    ]
+    assert len(created) == 1, created
+    assert stack.producer is not None
+    forged = await stack.producer.send_and_wait(
+        stack.topics.events, value=created[0].value, key=key_of(m), partition=number
+    )
+    source = (stack.topics.events, number, forged.offset)
+
+    sequence = 3
+    for env in (snapshots, {}):  # a snapshot before it (not used), then the whole log again
+        process = stack.spawn(DISPATCHER_HEALTH_PORT=str(port), **env)
+        sequence += 1
+        [added] = await stack.decide(
+            record(AddRecipients(command_id=ids(), message_id=m, contacts=contacts(sequence))),
+            within=90,
+        )
+        assert added.outcome == "accepted" and added.sequence == sequence, added
+        letters = [
+            letter
+            for letter in await stack.dead_letters()
+            if (letter.topic, letter.partition, letter.offset) == source
+        ]
+        assert len(letters) == 1, letters
+        assert "EventOutOfOrderError" in (letters[0].error or ""), letters[0].error
+        body = await stack.wait_for("/health 200", lambda: healthy(port))
+        assert body["processor"]["set_aside_written"] == (1 if env else 0), body["processor"]
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+    taken = [t for t in await asyncio.to_thread(takes, tmp_path) if t["partition"] == number]
+    assert [t["source"] for t in taken] == ["log"] * 3, taken
+    assert [t["set_aside"] for t in taken] == [0, 1, 1], taken
+    refused = await asyncio.to_thread(lines, tmp_path, "snapshot not used")
+    assert any(r["partition"] == number and "sequence" in r["reason"] for r in refused), refused
 
 
 @pytest.fixture
