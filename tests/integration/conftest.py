@@ -11,6 +11,7 @@ import pytest
 
 from bench.harness.delivery import DeliveryStack
 from bench.harness.processor import Stack
+from bench.harness.projections import drop_schema, new_schema
 from bench.harness.servers import servers
 
 
@@ -38,6 +39,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+async def schema(database_url: str) -> AsyncIterator[str]:
+    """A Postgres schema of the test's own for the views (dropped after it). Modules with another
+    kind of schema define a `schema` fixture of their own."""
+    name = await new_schema(database_url)
+    try:
+        yield name
+    finally:
+        await drop_schema(database_url, name)
 
 
 @pytest.fixture

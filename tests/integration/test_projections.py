@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
-import pytest
 
 from bench.harness.histories import sends_history
 from bench.harness.processor import (
@@ -30,8 +28,6 @@ from bench.harness.processor import (
 )
 from bench.harness.projections import (
     compare_with_rebuild,
-    drop_schema,
-    new_schema,
     produce,
     projections_cli,
     spawn_projections,
@@ -60,15 +56,6 @@ from services.projections.reader import PostgresViews
 from tests.commands.fakes import FakeBus, FakeKeys, FakeStore
 
 DELIVERY = Actor(kind="service", account_id="acct-a", service="delivery")
-
-
-@pytest.fixture
-async def schema(database_url: str) -> AsyncIterator[str]:
-    name = await new_schema(database_url)
-    try:
-        yield name
-    finally:
-        await drop_schema(database_url, name)
 
 
 async def view(dsn: str, message: UUID) -> dict[str, Any] | None:

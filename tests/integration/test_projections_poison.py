@@ -10,19 +10,15 @@ the CLI's export shows the poisoned record instead of crashing."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 
 from bench.harness.histories import Simulator
 from bench.harness.processor import Stack, free_port
 from bench.harness.projections import (
     compare_with_rebuild,
-    drop_schema,
-    new_schema,
     produce,
     projections_cli,
     spawn_projections,
@@ -36,15 +32,6 @@ from tests.projections.poison import OTHER, poisoned_history
 # One partition (the `stack` fixture): every account's messages share it, as the poisoned
 # record's neighbours.
 STACK_PARTITIONS = 1
-
-
-@pytest.fixture
-async def schema(database_url: str) -> AsyncIterator[str]:
-    name = await new_schema(database_url)
-    try:
-        yield name
-    finally:
-        await drop_schema(database_url, name)
 
 
 async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:

@@ -7,16 +7,11 @@ cleanly all the same, while the lock is still held (without the change it waits 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 
 from bench.harness.histories import Simulator
 from bench.harness.processor import Stack, free_port
 from bench.harness.projections import (
-    drop_schema,
-    new_schema,
     produce,
     spawn_projections,
     wait_caught_up,
@@ -25,15 +20,6 @@ from bench.harness.projections import (
 from tests.projections.poison import poisoned_history
 
 STACK_PARTITIONS = 1
-
-
-@pytest.fixture
-async def schema(database_url: str) -> AsyncIterator[str]:
-    name = await new_schema(database_url)
-    try:
-        yield name
-    finally:
-        await drop_schema(database_url, name)
 
 
 async def test_sigterm_during_a_take_ends_the_worker_without_waiting_for_the_take(
