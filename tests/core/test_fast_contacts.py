@@ -81,6 +81,20 @@ class _Text(str):
     """A str subclass: not one of the fast path's exact types."""
 
 
+def _added(contacts: Any) -> RecipientsAdded:
+    """A RecipientsAdded of these contacts (the tests' fixed ids, time and actor)."""
+    return RecipientsAdded(
+        event_id=uuid.UUID(int=3),
+        message_id=uuid.UUID(int=2),
+        sequence=2,
+        occurred_at=_T0,
+        correlation_id=uuid.UUID(int=1),
+        causation_id=uuid.UUID(int=1),
+        actor=_ACTOR,
+        contacts=contacts,
+    )
+
+
 def _shape(value: Any) -> Any:
     """A value's exact form: types, order, and floats by repr (NaN equals NaN here)."""
     if isinstance(value, BaseModel):
@@ -317,16 +331,7 @@ def test_the_encoders_write_pydantic_s_bytes(contacts: list[Contact]) -> None:
         correlation_id=None,
         default_time_zone="UTC",
     )
-    event = RecipientsAdded(
-        event_id=uuid.UUID(int=3),
-        message_id=uuid.UUID(int=2),
-        sequence=2,
-        occurred_at=_T0,
-        correlation_id=uuid.UUID(int=1),
-        causation_id=uuid.UUID(int=1),
-        actor=_ACTOR,
-        contacts=chunk,
-    )
+    event = _added(chunk)
     # A report (what the core writes beside the contacts), with text only a stored one holds.
     report = AudienceReport.model_validate(
         {
@@ -357,16 +362,7 @@ def test_records_as_written_take_the_fast_path_and_decode_the_same() -> None:
     value = record.model_dump_json().encode()
     assert fast_contacts(from_json(value)["command"]["contacts"], stored=False) is not None
     assert _outcome(decode_input, value) == _outcome(_plain_decode_input, value)
-    event = RecipientsAdded(
-        event_id=uuid.UUID(int=3),
-        message_id=uuid.UUID(int=2),
-        sequence=2,
-        occurred_at=_T0,
-        correlation_id=uuid.UUID(int=1),
-        causation_id=uuid.UUID(int=1),
-        actor=_ACTOR,
-        contacts=contacts,
-    )
+    event = _added(contacts)
     stored = event.model_dump_json().encode()
     assert fast_contacts(from_json(stored)["contacts"], stored=True) is not None
     assert _shape(decode_event(stored)) == _shape(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -131,6 +132,20 @@ def takes(logs: Path) -> list[dict[str, Any]]:
     return lines(logs, "partition taken")
 
 
+async def restart_and_add(
+    stack: Stack, port: int, message: UUID, sequence: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """A dispatcher started again (with ``env``): the next add of ``message`` is decided against
+    its folded state, accepted at ``sequence``. Returns the process."""
+    process = stack.spawn(DISPATCHER_HEALTH_PORT=str(port), **env)
+    [added] = await stack.decide(
+        record(AddRecipients(command_id=ids(), message_id=message, contacts=contacts(sequence))),
+        within=90,
+    )
+    assert added.outcome == "accepted" and added.sequence == sequence, added
+    return process
+
+
 async def test_bad_events_and_results_are_set_aside_once_at_each_take_and_the_partition_is_owned(
     stack: Stack,
 ) -> None:
@@ -199,13 +214,8 @@ async def test_a_snapshot_does_not_hide_a_bad_record_written_while_the_partition
 
     sequence = 3
     for env in (snapshots, {}):  # restored from the snapshot, then folded from the log
-        process = stack.spawn(DISPATCHER_HEALTH_PORT=str(port), **env)
         sequence += 1
-        [added] = await stack.decide(
-            record(AddRecipients(command_id=ids(), message_id=m, contacts=contacts(sequence))),
-            within=90,
-        )
-        assert added.outcome == "accepted" and added.sequence == sequence, added
+        process = await restart_and_add(stack, port, m, sequence, env)
         body = await stack.wait_for("/health 200", lambda: healthy(port))
         assert body["processor"]["set_aside_written"] == 0, body["processor"]
         process.terminate()
@@ -257,13 +267,8 @@ async def test_an_event_out_of_its_messages_sequence_is_set_aside_and_the_partit
 
     sequence = 3
     for env in (snapshots, {}):  # a snapshot before it (not used), then the whole log again
-        process = stack.spawn(DISPATCHER_HEALTH_PORT=str(port), **env)
         sequence += 1
-        [added] = await stack.decide(
-            record(AddRecipients(command_id=ids(), message_id=m, contacts=contacts(sequence))),
-            within=90,
-        )
-        assert added.outcome == "accepted" and added.sequence == sequence, added
+        process = await restart_and_add(stack, port, m, sequence, env)
         letters = [
             letter
             for letter in await stack.dead_letters()
