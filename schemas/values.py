@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import idna
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     Field,
     TypeAdapter,
     ValidationInfo,
@@ -21,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from schemas.base import Record
 from schemas.text import ONE_LINE, TEXT, breaks_one_line, breaks_text, first_unsafe, is_stored
+from schemas.times import SendInstant
 
 __all__ = [
     "BETWEEN_MEMBERS",
@@ -268,7 +268,7 @@ class Throttle(Record):
     interval_seconds: int = Field(
         ge=60, le=7 * 24 * 3600, description="at least 60 seconds, at most a week"
     )
-    end_at: AwareDatetime | None = None
+    end_at: SendInstant | None = None
 
 
 #: The default in-flight window, in seconds of the release rate (docs/delivery.md, "Flow control").

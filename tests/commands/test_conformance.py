@@ -234,6 +234,32 @@ async def test_send_times_are_real_days_of_2000_to_2999_as_the_schema_says(
     assert (re.match(pattern, str(body[field])) is not None) == (status == 200)
 
 
+@pytest.mark.parametrize(
+    ("end_at", "status"),
+    [
+        (0, 422),  # schemathesis found a number read as a Unix time (1970) and accepted
+        (4102444800, 422),
+        ("1990-01-01T00:00:00Z", 422),
+        ("2030-01-01T09:00:00", 422),  # no offset
+        ("2030-01-01T09:00:00+01:00", 200),
+    ],
+)
+async def test_a_throttle_end_is_an_instant_of_the_document_like_the_send_time(
+    api: Api, end_at: Any, status: int
+) -> None:
+    message = await api.create()
+    plan = {"throttle": {"batch_size": 1, "interval_seconds": 60, "end_at": end_at}}
+
+    answer = await api.call("PATCH", f"/v1/messages/{message}", {"plan": plan})
+
+    assert answer.status_code == status, answer.text
+    if status == 422:
+        assert answer.json()["detail"]["field"] == "plan.throttle.end_at"
+    schema = components((await api.client.get("/openapi.json")).json())["Throttle"]
+    pattern = schema["properties"]["end_at"]["anyOf"][0]["pattern"]
+    assert (isinstance(end_at, str) and re.match(pattern, end_at) is not None) == (status == 200)
+
+
 async def test_time_zones_are_an_enum_of_tzdata_and_the_check_agrees(api: Api) -> None:
     schemas = components((await api.client.get("/openapi.json")).json())
     zone = schemas["Contact"]["properties"]["time_zone"]["anyOf"][0]
