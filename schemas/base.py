@@ -7,16 +7,19 @@ field that never changes once published. Events carry the full envelope; command
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "JSON_INT",
     "MAX_CHUNK",
     "Actor",
     "CommandBase",
     "EventBase",
+    "JsonInt",
     "Record",
 ]
 
@@ -24,6 +27,29 @@ __all__ = [
 #: arrive as many chunks; a chunk of this size is a few hundred kilobytes of JSON, which stays well
 #: below Kafka's default 1 MB record limit for ordinary contact ids and addresses.
 MAX_CHUNK = 10_000
+
+
+def _json_int(value: Any) -> Any:
+    """An integer as JSON Schema has it: a number without a fractional part (``60`` or ``60.0``);
+    not a boolean nor a text, which pydantic's lax mode would read as 1 or 60."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError(
+                "int_from_float",
+                "Input should be a valid integer, got a number with a fractional part",
+            )
+        return int(value)
+    return value
+
+
+#: The check of an integer that arrives as JSON (the API's bodies, the command topic); put after
+#: the field's bounds in an ``Annotated`` (``Annotated[int, Field(ge=1), JSON_INT]``) so the
+#: bounds stay JSON Schema's ``minimum``/``maximum`` inside an ``anyOf`` too.
+JSON_INT = BeforeValidator(_json_int)
+#: An integer field of a record that arrives as JSON.
+JsonInt = Annotated[int, JSON_INT]
 
 
 class Record(BaseModel):

@@ -196,7 +196,7 @@ class SendTime(Record):
 
     send_at: SendInstant | None = None
     send_at_local: LocalDateTime | None = None
-    send_now: bool = False
+    send_now: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _one_time(self) -> SendTime:

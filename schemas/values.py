@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schemas.base import Record
+from schemas.base import JSON_INT, JsonInt, Record
 from schemas.text import ONE_LINE, TEXT, breaks_one_line, breaks_text, first_unsafe, is_stored
 from schemas.times import SendInstant
 
@@ -264,8 +264,8 @@ class Throttle(Record):
     the send time is known).
     """
 
-    batch_size: int = Field(ge=1, le=1_000_000)
-    interval_seconds: int = Field(
+    batch_size: JsonInt = Field(ge=1, le=1_000_000)
+    interval_seconds: JsonInt = Field(
         ge=60, le=7 * 24 * 3600, description="at least 60 seconds, at most a week"
     )
     end_at: SendInstant | None = None
@@ -291,13 +291,13 @@ class DeliveryPlan(Record):
         "at most release_rate * throttle.interval_seconds (else 422 naming plan)",
     )
     missed_zone_policy: MissedZonePolicy = "send_on_resume"
-    release_rate: int = Field(default=1000, ge=1, le=10_000)
+    release_rate: JsonInt = Field(default=1000, ge=1, le=10_000)
     #: The most recipients released and still awaiting their delivery outcome: the planner
     #: releases no more until outcomes come back, so releases follow what delivery achieves and
     #: the backlog of released sends stays small. Not given: IN_FLIGHT_SECONDS seconds of the
     #: release rate (written into the record, so a stored plan never changes meaning); ``None``
     #: (explicit, and in every plan stored before this default): no bound.
-    max_in_flight: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000), JSON_INT] | None = None
 
     @model_validator(mode="before")
     @classmethod

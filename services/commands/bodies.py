@@ -98,7 +98,7 @@ class CopyBody(Strict):
     """`exclude_delivered`: leave out every contact that may have received the original
     (released, delivered, or with an unknown outcome)."""
 
-    exclude_delivered: bool = False
+    exclude_delivered: bool = Field(default=False, strict=True)
 
 
 class AddRecipientsBody(Strict):

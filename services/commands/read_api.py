@@ -30,6 +30,7 @@ from core.views import (
     zones_to_skip,
 )
 from schemas.text import ONE_LINE, UnsafeTextError
+from schemas.times import LocalDateTime
 from services.commands.errors import ERROR_RESPONSES, ErrorBody, Problem, ProblemError
 
 __all__ = ["ViewReader", "message_view", "read_routes"]
@@ -133,7 +134,9 @@ class MessageView(BaseModel):
     send_at: datetime | None = Field(
         description="the send instant (recipient_timezone: in the account's zone)"
     )
-    send_at_local: datetime | None = Field(description="recipient_timezone: the wall-clock time")
+    send_at_local: LocalDateTime | None = Field(
+        description="recipient_timezone: the wall-clock time (no UTC offset)"
+    )
     send_now: bool | None
     default_time_zone: str | None
     throttle_batch_size: int | None

@@ -13,9 +13,11 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 
 from bench.harness.histories import Simulator, contacts
 from schemas import Actor, CancelMessage, DeliveryPlan, RecipientsReleased, ScheduleMessage
+from schemas.times import LOCAL_TIME_PATTERN, LocalDateTime
 from services.commands.app import Adapters, create_app
 from services.common.settings import Settings
 from services.projections.reader import ORDER
@@ -425,3 +427,16 @@ async def test_a_released_recipient_waiting_for_a_retry_shows_the_last_refusal()
 
     reasons = {r["contact_id"]: r["reason"] for r in answer.json()["items"]}
     assert reasons == {"c0": "retrying after: 451 4.7.1 try later", "c1": None, "c2": None}
+
+
+async def test_a_wall_clock_send_time_is_stated_as_the_local_pattern_not_an_instant(
+    client: httpx.AsyncClient,
+) -> None:
+    # schemathesis: "2689-05-25T12:18:56" (no offset) is not a `format: date-time`, which the
+    # document promised for `send_at_local` of a recipient_timezone message.
+    doc = (await client.get("/openapi.json")).json()
+    local = doc["components"]["schemas"]["MessageView"]["properties"]["send_at_local"]
+    text = local["anyOf"][0]
+    assert "format" not in text and text["pattern"] == LOCAL_TIME_PATTERN
+    shown = TypeAdapter(LocalDateTime).dump_json(datetime(2689, 5, 25, 12, 18, 56)).decode()
+    assert re.match(text["pattern"], json.loads(shown))
