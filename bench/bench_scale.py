@@ -4,7 +4,7 @@
 most of an hour on this machine); `tests/integration/test_scale.py` runs the same path at
 100,000 as a correctness check. On topics of its own, with one partition (the whole message in
 one dispatcher partition), the real dispatcher (`python -m services.dispatcher`, its clock off,
-snapshots every SNAPSHOT_INTERVAL_S) and the real broker:
+snapshots as the service's defaults have them) and the real broker:
 
 1. **intake**: the audience is published to the commands topic as AddRecipients commands of
    10,000 contacts (built beforehand, not timed) and timed from the first publish to the last
@@ -211,11 +211,13 @@ async def run(
     server: Servers,
     *,
     verify: bool = False,
-    snapshot_interval_s: float = 5,
+    snapshot_interval_s: float | None = None,
     pages: int = PAGES,
 ) -> dict[str, Any]:
     """Every figure of the scale case at `n` recipients but the delivery scale-out (phases 1-7
-    of the module's docstring)."""
+    of the module's docstring). ``snapshot_interval_s``: None, the service's default (the
+    benchmark's figures count only with it); the test sets a shorter one, so a restart of its
+    small message still comes from a snapshot."""
     name = f"scale {n:,}"
     started_at = datetime.now(UTC)
     bootstrap = server.bootstrap
@@ -229,8 +231,9 @@ async def run(
         "CLOCK_ENABLED": "false",
         "DISPATCHER_INSTANCE_ID": f"{stack.settings.topic_prefix}-scale",
         "DISPATCHER_STATE_DIR": str(tmp / "state"),
-        "SNAPSHOT_INTERVAL_S": str(snapshot_interval_s),
     }
+    if snapshot_interval_s is not None:
+        env["SNAPSHOT_INTERVAL_S"] = str(snapshot_interval_s)
     try:
         dispatcher = stack.spawn("dispatcher", **env)
         sampler.pids.append(dispatcher.pid)

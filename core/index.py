@@ -6,9 +6,9 @@ book used to keep (a str, an int and a dict entry per contact: ~190 bytes):
 * :class:`IdIndex`: every slot's contact id (UTF-8, in one growing ``bytearray`` with an offsets
   array) and the table contact id -> current slot. A lookup probes by the id's hash and then
   compares the id **byte for byte** with the slot's id: no hash is trusted for identity. The hash
-  is Python's ``hash()`` of the str (SipHash, keyed per process: ids chosen to collide cannot
-  slow the table down), so the table and the per-slot hashes are not pickled: they are rebuilt
-  when the index is unpickled (:meth:`IdIndex.__setstate__`, vectorized).
+  is 64 bits of BLAKE2b over the id's UTF-8, as the address table's (uniform, and the same in
+  every process), so the table and the per-slot hashes are pickled as they are: a restarted
+  owner loads them instead of hashing every id again (issue 15 item 2's restart time).
 * :class:`AddressIndex`: the distinct address keys (90-bit :func:`core.book.address_key`, kept as
   a 64-bit low part and a 32-bit high part), each with its first holder's slot and a "released"
   flag, and the table key -> entry. The table is probed by the key's low 64 bits, which are
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from hashlib import blake2b
 from typing import Any
 
 import numpy as np
@@ -39,15 +40,32 @@ __all__ = ["MAX_LOAD", "AddressIndex", "IdIndex"]
 #: A table grows (doubles) before more than this share of its places is taken.
 MAX_LOAD = 0.7
 _MIN_SIZE = 16
-_REBUILD_BLOCK = 1 << 18
 _TAIL = 24  # a batch lookup probes the last few ids one at a time
 _FIRST = 1  # flags: the contact's first slot (its place in the join order)
 _STALE = 2  # flags: no longer the contact's current slot (it was added again, in a new slot)
 
 Slots = NDArray[np.int64]
 
+
+def _blake(contact_id: str) -> int:
+    """64 bits of BLAKE2b over the id's UTF-8, as a signed int (the per-slot hash array's type)."""
+    digest = blake2b(contact_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 #: The id table's hash (tests replace it to force collisions: tests/core/test_index.py).
-_hash = hash
+_hash = _blake
+
+
+def _hashes(contact_ids: Sequence[str]) -> NDArray[np.int64]:
+    """:func:`_hash` of each id, as one array (the digests joined and read at once)."""
+    n = len(contact_ids)
+    if _hash is not _blake:  # a test's hash
+        return np.fromiter(map(_hash, contact_ids), np.int64, n)
+    if not n:
+        return np.empty(0, np.int64)
+    digests = b"".join([blake2b(c.encode(), digest_size=8).digest() for c in contact_ids])
+    return np.frombuffer(digests, "<i8").astype(np.int64)
 
 
 def _size_for(count: int, size: int) -> int:
@@ -101,30 +119,29 @@ class IdIndex:
         self._buf = bytearray()  # the ids, UTF-8, slot after slot
         self._off = array("q", [0])  # slot s's id is _buf[_off[s]:_off[s + 1]]
         self._flags = bytearray()  # per slot: _FIRST, _STALE
-        self._hashes = array("q")  # per slot: hash() of its id (not pickled)
-        self._table = _empty_table(_MIN_SIZE)  # slot numbers, -1: free (not pickled)
+        self._hashes = array("q")  # per slot: _hash of its id
+        self._table = _empty_table(_MIN_SIZE)  # slot numbers, -1: free
         self._count = 0  # contacts (entries in the table)
 
-    # -- pickling: the hashes are per process, so the table is rebuilt --------------------------
+    # -- pickling: everything, the table too (its hash is the same in every process) -----------
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"buf": self._buf, "off": self._off, "flags": self._flags}
+        return {
+            "buf": self._buf,
+            "off": self._off,
+            "flags": self._flags,
+            "hashes": self._hashes,
+            "table": self._table,
+            "count": self._count,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._buf = state["buf"]
         self._off = state["off"]
         self._flags = state["flags"]
-        slots = len(self._flags)
-        hashes = array("q")
-        # By blocks of ids, so the id strings made to hash them never all exist at once.
-        for start in range(0, slots, _REBUILD_BLOCK):
-            block = self.ids_of(range(start, min(start + _REBUILD_BLOCK, slots)))
-            hashes.frombytes(np.fromiter(map(_hash, block), np.int64, len(block)).tobytes())
-        self._hashes = hashes
-        current = np.flatnonzero((_view(self._flags, np.uint8) & _STALE) == 0)
-        self._count = 0
-        self._table = _empty_table(_size_for(len(current), _MIN_SIZE))
-        self._insert(current.astype(np.int64))
+        self._hashes = state["hashes"]
+        self._table = state["table"]
+        self._count = state["count"]
 
     # -- per slot -------------------------------------------------------------------------------
 
@@ -171,8 +188,7 @@ class IdIndex:
         ends = np.cumsum(lengths) + len(self._buf)
         self._buf += data
         self._off.frombytes(ends.tobytes())
-        hashes = np.fromiter(map(_hash, contact_ids), np.int64, len(contact_ids))
-        self._hashes.frombytes(hashes.tobytes())
+        self._hashes.frombytes(_hashes(contact_ids).tobytes())
         self._flags += bytes(len(contact_ids))
 
     # -- the table ------------------------------------------------------------------------------
@@ -265,7 +281,7 @@ class IdIndex:
         result = np.full(n, -1, dtype=np.int64)
         if not n or not self._count:
             return result
-        wanted = np.fromiter(map(_hash, contact_ids), np.int64, n)
+        wanted = _hashes(contact_ids)
         table = _view(self._table, np.int32)
         hashes = _view(self._hashes, np.int64)
         mask = len(table) - 1

@@ -68,10 +68,11 @@ class Settings(BaseSettings):
     dispatcher_instance_id: str | None = None
     # Snapshots of each owned partition's folded state (docs/scale.md): written under this
     # directory (one locked subdirectory per topic prefix and partition) at most every
-    # snapshot_interval_s, once snapshot_min_events events were folded since the last one; a new
-    # owner on this host folds only what follows the newest valid one. Unset: no snapshots.
+    # snapshot_interval_s (and at most a tenth of the time: the processor's
+    # SNAPSHOT_WAIT_PER_COST), once snapshot_min_events events were folded since the last one; a
+    # new owner on this host folds only what follows the newest valid one. Unset: no snapshots.
     dispatcher_state_dir: Path | None = None
-    snapshot_interval_s: float = 30.0
+    snapshot_interval_s: float = 10.0
     snapshot_min_events: int = 1
     # The consumer session timeout of the dispatcher, the delivery worker and the projections
     # worker: how long a process that died without leaving keeps its partitions.

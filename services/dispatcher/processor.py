@@ -37,7 +37,7 @@ import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any, BinaryIO, assert_never
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -73,12 +73,13 @@ from services.dispatcher.decider import (
     key_of,
 )
 from services.dispatcher.snapshots import (
+    Blocks,
     Checkpoint,
     SnapshotError,
     StateDirectory,
-    decode,
-    encode,
+    dump,
 )
+from services.dispatcher.snapshots import read as read_snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -118,6 +119,10 @@ def freeze_taken_state(records: int, *, restored: bool) -> bool:
 
 #: How long closing a producer may take (it flushes first, which never ends with no broker).
 CLOSE_DEADLINE_S = 10.0
+
+#: The wait between two snapshots of a partition is at least this many times the last one's
+#: duration (so snapshots take at most a tenth of the partition's time).
+SNAPSHOT_WAIT_PER_COST = 9.0
 
 #: The most input records one fetch brings (one partition's share is handled in order).
 MAX_BATCH = 500
@@ -164,6 +169,7 @@ class Partition:
     # Its locked state directory (snapshots, the contact file); None: no snapshots.
     directory: StateDirectory | None = None
     snapshot_at: float = 0.0
+    snapshot_took: float = 0.0  # how long its last snapshot took (s)
     folded_at_snapshot: int = 0
     # The offsets of the events and results topics up to which every record was read by this
     # owner (folded, written by it, or set aside): a snapshot's checkpoint may pass only
@@ -252,7 +258,6 @@ class Processor:
                 for tp, records in batches.items():
                     async with self._lock:
                         await self._process(tp, records)
-                        await self._maybe_snapshot(tp.partition)
         finally:
             self.running = False
             clock.cancel()
@@ -285,6 +290,9 @@ class Processor:
                 part.events_written += events
                 part.results_written += results
                 records = records[taken:]
+                # Committed: the state is exactly the log's. Between the transactions of a
+                # batch too, or a release of a whole backlog of ticks would go without one.
+                await self._maybe_snapshot(tp.partition)
         except FENCED:
             # Another owner initialised this partition's transactional id after us: it owns
             # the partition now (or will once the group rebalances). Stop reading it until the
@@ -537,7 +545,7 @@ class Processor:
         try:
             # Off the event loop (a large partition's snapshot takes seconds to read).
             state, checkpoint = await asyncio.to_thread(
-                _read_snapshot, path, self.topics.prefix, number
+                read_snapshot, path, self.topics.prefix, number
             )
         except (SnapshotError, OSError) as error:
             log.warning("snapshot not used", partition=number, file=path.name, reason=str(error))
@@ -670,9 +678,17 @@ class Processor:
         state = part.state
         if state.folded - part.folded_at_snapshot < self.settings.snapshot_min_events:
             return
-        if time.monotonic() - part.snapshot_at < self.settings.snapshot_interval_s:
+        # At most every snapshot_interval_s, and never more than a tenth of the time: a large
+        # partition's snapshot takes seconds, and the partition waits meanwhile.
+        wait = max(self.settings.snapshot_interval_s, SNAPSHOT_WAIT_PER_COST * part.snapshot_took)
+        if time.monotonic() - part.snapshot_at < wait:
             return
-        await self.snapshot(part)
+        try:
+            await self.snapshot(part)
+        except OSError as error:
+            # A snapshot only saves a later take some folding: without it nothing is wrong.
+            part.snapshot_at = time.monotonic()
+            log.warning("snapshot not written", partition=part.number, error=str(error))
 
     async def snapshot(self, part: Partition) -> None:
         """Write a snapshot of ``part`` now (its state must be the committed log's)."""
@@ -680,6 +696,7 @@ class Processor:
         if directory is None:
             return
         started = time.perf_counter()
+        started_at = time.monotonic()
         state = part.state
         contacts = state.contacts
         if isinstance(contacts, FileContacts):
@@ -699,15 +716,22 @@ class Processor:
         )
         # In a thread, so the consumer's heartbeats go on; the state does not change meanwhile
         # (every change happens under the lock this runs under).
-        data = await asyncio.to_thread(encode, state, checkpoint)
-        path = await asyncio.to_thread(directory.write, data, checkpoint.events_end)
+        written = 0
+
+        def fill(out: BinaryIO, blocks: Blocks) -> None:
+            nonlocal written
+            written = dump(state, checkpoint, out, blocks)
+
+        path = await asyncio.to_thread(directory.write, checkpoint.events_end, fill)
         part.snapshot_at = time.monotonic()
+        part.snapshot_took = part.snapshot_at - started_at
         part.folded_at_snapshot = state.folded
         log.info(
             "snapshot written",
             partition=part.number,
             file=path.name,
-            bytes=len(data),
+            bytes=written,
+            block_bytes=directory.written,
             events_end=checkpoint.events_end,
             took_s=round(time.perf_counter() - started, 3),
         )
@@ -741,10 +765,6 @@ async def _close(producer: AIOKafkaProducer) -> None:
     # thrown away (its transaction is settled by the next owner's init either way).
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.stop(), CLOSE_DEADLINE_S)
-
-
-def _read_snapshot(path: Path, prefix: str, number: int) -> tuple[PartitionState, Checkpoint]:
-    return decode(path.read_bytes(), prefix, number)
 
 
 def _close_contacts(state: PartitionState) -> None:

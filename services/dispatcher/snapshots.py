@@ -11,19 +11,21 @@ so the snapshot only has to say how far into them it is.
 A snapshot file is ``snapshot-<events_end>.bin``:
 
 * ``MAGIC`` (8 bytes), the format version (2 bytes, big endian), the header's length (4 bytes);
-* the header, JSON: topic prefix, partition, ``events_end`` and ``results_end`` (the offsets of
-  the first record of each topic it does not cover), ``input_offset`` (the committed input
-  offset then), ``contacts_length`` (the bytes of the contact file it covers), the payload's
-  length and its BLAKE2b-256 digest;
-* the payload: the pickled :class:`PartitionState` (books, lifecycle, results, copies).
+* the header, JSON padded with spaces to ``HEADER_ROOM`` bytes: topic prefix, partition,
+  ``events_end`` and ``results_end`` (the offsets of the first record of each topic it does not
+  cover), ``input_offset`` (the committed input offset then), ``contacts_length`` (the bytes of
+  the contact file it covers), the payload's length and its SHA-256 digest;
+* the payload: the pickled :class:`PartitionState` (books, lifecycle, results, copies), streamed
+  to the file as it is pickled and from it as it is unpickled (never whole in memory).
 
 Written to a temporary name, fsynced and renamed, so a reader sees a whole file or none; the two
 newest are kept. A snapshot is used only if its magic, version, prefix and partition are the
 expected ones, its digest matches and its offsets are not beyond the log's ends (a snapshot of a
 log that was since deleted or recreated is stale); otherwise the next older one is tried, and
 with none the partition is folded from the beginning: never a wrong state. The payload is pickle,
-read only from the owner's own state directory after its digest is checked: the directory must
-not be writable by anyone the service does not trust (docs/scale.md).
+read only from the owner's own state directory, and what it unpickled is used only once the
+digest of the whole payload matches: the directory must not be writable by anyone the service
+does not trust (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import pickle
 import struct
+import zlib
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,19 +48,34 @@ from typing import Any, BinaryIO
 from services.dispatcher.decider import PartitionState
 
 __all__ = [
+    "BLOCK",
     "FORMAT_VERSION",
+    "LARGE",
     "MAGIC",
+    "Blocks",
     "Checkpoint",
     "SnapshotError",
     "StateDirectory",
     "decode",
+    "dump",
     "encode",
+    "load",
+    "read",
 ]
 
 MAGIC = b"MCTLSNAP"
-#: 2: the books pickle their compact indexes (core/index.py); a version-1 snapshot is refused.
-FORMAT_VERSION = 2
+#: 2: the books pickle their compact indexes (core/index.py); 3: the id table is pickled too (its
+#: hash is BLAKE2b, the same in every process), the header has a fixed room and the payload's
+#: digest is SHA-256 (streamed). An older snapshot is refused (the partition is folded).
+FORMAT_VERSION = 3
 _HEAD = struct.Struct(">8sHI")
+#: The header's JSON is padded with spaces to this length, so that it can be written after the
+#: streamed payload, once its length and digest are known.
+HEADER_ROOM = 4096
+READ_BUFFER = WRITE_BUFFER = 1 << 20
+#: Arrays of the state of at least LARGE bytes go to the block store, in blocks of BLOCK bytes.
+LARGE = 1 << 16
+BLOCK = 1 << 22
 #: Snapshots kept per partition (the newest first is tried, then the one before).
 KEEP = 2
 
@@ -75,9 +96,165 @@ class Checkpoint:
     contacts_length: int
 
 
-def encode(state: PartitionState, checkpoint: Checkpoint) -> bytes:
-    """The snapshot file's bytes for ``state`` at ``checkpoint``."""
-    payload = pickle.dumps(state, protocol=5)
+class _Hashing:
+    """A file-like view of the payload that digests what passes: :func:`dump` writes through it
+    and :func:`load` reads through it, so the payload is never held whole in memory (at
+    10,000,000 recipients it is about a gigabyte, beside a state of the same size)."""
+
+    def __init__(self, raw: BinaryIO, left: int = -1) -> None:
+        self.raw: Any = raw  # a buffered file or BytesIO: it has readinto
+        self.digest = hashlib.sha256()
+        self.length = 0
+        self.left = left  # bytes that may still be read (-1: writing)
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        size = len(memoryview(data).cast("B"))
+        self.raw.write(data)
+        self.length += size
+        return size
+
+    def _take(self, data: bytes) -> bytes:
+        self.digest.update(data)
+        self.length += len(data)
+        self.left -= len(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        return self._take(self.raw.read(size))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")[: self.left]
+        got = self.raw.readinto(view) or 0
+        self.digest.update(view[:got])
+        self.length += got
+        self.left -= got
+        return got
+
+    def readline(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        return self._take(self.raw.readline(size))
+
+    def drain(self) -> None:
+        while self.left > 0 and (data := self.raw.read(min(self.left, 1 << 22))):
+            self._take(data)
+
+
+BlockRef = tuple[str, int, int]  # (SHA-256 of the block, hex; its CRC-32; its length)
+
+
+class Blocks:
+    """The content-addressed block store of a state directory (``blocks/``): every large array
+    of the state (:data:`LARGE` bytes or more) is cut into blocks of :data:`BLOCK` bytes, each
+    stored once in a file named by its SHA-256 and referenced from the snapshot's payload. A
+    block already stored (by an earlier snapshot) is not written again, so a snapshot writes what
+    changed since the last one: during a release a few blocks of the status arrays, not the
+    gigabyte of ids, keys and tables of a 10,000,000-recipient message (the incremental
+    checkpoints of RocksDB-backed state stores share their unchanged files the same way)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.present: set[str] | None = None  # the stored blocks, listed once
+        self.used: set[str] = set()  # the blocks the snapshot being written references
+        self.written = 0  # bytes of new blocks it wrote
+
+    def _stored(self) -> set[str]:
+        if self.present is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.present = {p.name for p in self.path.iterdir() if not p.name.startswith(".")}
+        return self.present
+
+    def put(self, data: memoryview) -> list[BlockRef]:
+        """Store ``data``'s blocks (those not stored yet) and return their references."""
+        stored = self._stored()
+        refs: list[BlockRef] = []
+        for start in range(0, len(data), BLOCK):
+            chunk = data[start : start + BLOCK]
+            name = hashlib.sha256(chunk).hexdigest()
+            if name not in stored:
+                partial = self.path / f".{name}.partial"
+                with partial.open("wb") as out:
+                    out.write(chunk)
+                partial.replace(self.path / name)
+                stored.add(name)
+                self.written += len(chunk)
+            self.used.add(name)
+            refs.append((name, zlib.crc32(chunk), len(chunk)))
+        return refs
+
+    def get(self, refs: list[BlockRef]) -> bytearray:
+        """The bytes of ``refs``, each block checked against its CRC-32 (raises SnapshotError)."""
+        buffer = bytearray(sum(length for _, _, length in refs))
+        view = memoryview(buffer)
+        at = 0
+        for name, crc, length in refs:
+            part = view[at : at + length]
+            try:
+                with (self.path / name).open("rb", buffering=0) as source:
+                    got = 0
+                    while got < length and (n := source.readinto(part[got:])):
+                        got += n
+            except FileNotFoundError:
+                raise SnapshotError(f"missing block {name}") from None
+            if got != length or zlib.crc32(part) != crc:
+                raise SnapshotError(f"corrupt block {name}")
+            at += length
+        return buffer
+
+    def keep_only(self, names: set[str]) -> None:
+        """Delete every stored block not in ``names``."""
+        stored = self._stored()
+        for name in stored - names:
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        stored &= names
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, out: Any, blocks: Blocks | None) -> None:
+        super().__init__(out, protocol=5)
+        self.blocks = blocks
+
+    def persistent_id(self, obj: Any) -> Any:
+        if self.blocks is None:
+            return None
+        kind = type(obj)
+        if kind is array and len(obj) * obj.itemsize >= LARGE:
+            with memoryview(obj) as view, view.cast("B") as raw:
+                return ("array", obj.typecode, self.blocks.put(raw))
+        if kind is bytearray and len(obj) >= LARGE:
+            with memoryview(obj) as view:
+                return ("bytearray", self.blocks.put(view))
+        return None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, source: Any, blocks: Blocks | None) -> None:
+        super().__init__(source)
+        self.blocks = blocks
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self.blocks is None or not isinstance(pid, tuple) or not pid:
+            raise pickle.UnpicklingError("a block reference without a block store")
+        if pid[0] == "array":
+            loaded = array(pid[1])
+            loaded.frombytes(self.blocks.get(pid[2]))
+            return loaded
+        if pid[0] == "bytearray":
+            return self.blocks.get(pid[1])
+        raise pickle.UnpicklingError(f"unknown block reference {pid[0]!r}")
+
+
+def dump(
+    state: PartitionState, checkpoint: Checkpoint, out: BinaryIO, blocks: Blocks | None = None
+) -> int:
+    """Write the snapshot of ``state`` at ``checkpoint`` to ``out`` (seekable, positioned at
+    its start), streaming the payload, its large arrays into ``blocks`` (None: all in the
+    payload); returns the bytes written to ``out``."""
+    out.write(bytes(_HEAD.size + HEADER_ROOM))  # the header's place, written last
+    payload = _Hashing(out)
+    _Pickler(payload, blocks).dump(state)
     header = json.dumps(
         {
             "prefix": checkpoint.prefix,
@@ -86,50 +263,87 @@ def encode(state: PartitionState, checkpoint: Checkpoint) -> bytes:
             "results_end": checkpoint.results_end,
             "input_offset": checkpoint.input_offset,
             "contacts_length": checkpoint.contacts_length,
-            "payload_length": len(payload),
-            "payload_blake2b": hashlib.blake2b(payload, digest_size=32).hexdigest(),
+            "payload_length": payload.length,
+            "payload_sha256": payload.digest.hexdigest(),
         }
     ).encode()
-    return _HEAD.pack(MAGIC, FORMAT_VERSION, len(header)) + header + payload
+    if len(header) > HEADER_ROOM:
+        raise SnapshotError("header too long")  # a prefix of more than 3,000 bytes: none is
+    out.seek(0)
+    out.write(_HEAD.pack(MAGIC, FORMAT_VERSION, HEADER_ROOM) + header.ljust(HEADER_ROOM))
+    out.seek(0, os.SEEK_END)
+    return _HEAD.size + HEADER_ROOM + payload.length
 
 
-def read_header(data: bytes) -> tuple[dict[str, Any], int]:
-    """The header of a snapshot and where its payload starts (raises SnapshotError)."""
-    if len(data) < _HEAD.size:
+def encode(state: PartitionState, checkpoint: Checkpoint) -> bytes:
+    """The snapshot file's bytes for ``state`` at ``checkpoint`` (:func:`dump` into memory)."""
+    out = io.BytesIO()
+    dump(state, checkpoint, out)
+    return out.getvalue()
+
+
+def read_header(source: BinaryIO) -> dict[str, Any]:
+    """The header of a snapshot (raises SnapshotError); ``source`` is left at the payload."""
+    head = source.read(_HEAD.size)
+    if len(head) < _HEAD.size:
         raise SnapshotError("truncated: no header")
-    magic, version, length = _HEAD.unpack_from(data)
+    magic, version, length = _HEAD.unpack(head)
     if magic != MAGIC:
         raise SnapshotError("not a snapshot (magic)")
     if version != FORMAT_VERSION:
         raise SnapshotError(
             f"unknown snapshot version {version} (this build reads {FORMAT_VERSION})"
         )
-    start = _HEAD.size + length
+    text = source.read(length)
     try:
-        header = json.loads(data[_HEAD.size : start])
+        header = json.loads(text)
     except ValueError as error:
         raise SnapshotError(f"unreadable header: {error}") from error
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or len(text) != length:
         raise SnapshotError("unreadable header")
-    return header, start
+    return header
 
 
-def decode(data: bytes, prefix: str, partition: int) -> tuple[PartitionState, Checkpoint]:
-    """The state and checkpoint of a snapshot of ``prefix``'s ``partition``; raises
-    SnapshotError when it cannot be used as is."""
-    header, start = read_header(data)
+def load(
+    source: BinaryIO, prefix: str, partition: int, blocks: Blocks | None = None
+) -> tuple[PartitionState, Checkpoint]:
+    """The state and checkpoint of the snapshot in ``source`` (seekable, at its start) of
+    ``prefix``'s ``partition``; raises SnapshotError when it cannot be used as is.
+
+    The payload is unpickled as it is read and digested on the way; whatever it unpickled is
+    used only if the digest of every payload byte matches the header's (a torn or damaged
+    file is refused, never folded on)."""
+    header = read_header(source)
     if header.get("prefix") != prefix or header.get("partition") != partition:
         raise SnapshotError("a snapshot of another topic prefix or partition")
-    payload = data[start:]
-    if len(payload) != header.get("payload_length"):
+    expected = header.get("payload_length")
+    here = source.tell()
+    if not isinstance(expected, int) or source.seek(0, os.SEEK_END) - here != expected:
         raise SnapshotError("truncated payload")
-    if hashlib.blake2b(payload, digest_size=32).hexdigest() != header.get("payload_blake2b"):
-        raise SnapshotError("corrupt payload (digest mismatch)")
+    source.seek(here)
+    payload = _Hashing(source, expected)
+    state: Any = None
+    failure: Exception | None = None
     try:
-        state = pickle.loads(payload)  # our own file, digest checked (module docstring)
+        state = _Unpickler(payload, blocks).load()  # our own file (module docstring)
+    except SnapshotError as error:  # a block missing or damaged
+        failure = error
     except Exception as error:
-        raise SnapshotError(f"unreadable payload: {error!r}") from error
-    if not isinstance(state, PartitionState) or state.number != partition:
+        failure = error
+    payload.drain()
+    if payload.digest.hexdigest() != header.get("payload_sha256"):
+        _close_contacts(state)
+        raise SnapshotError("corrupt payload (digest mismatch)")
+    if isinstance(failure, SnapshotError):
+        _close_contacts(state)
+        raise failure
+    if failure is not None:
+        raise SnapshotError(f"unreadable payload: {failure!r}") from failure
+    if payload.length != expected or not isinstance(state, PartitionState):
+        _close_contacts(state)
+        raise SnapshotError("the payload is not a partition's state")
+    if state.number != partition:
+        _close_contacts(state)
         raise SnapshotError("the payload is not this partition's state")
     checkpoint = Checkpoint(
         prefix=prefix,
@@ -140,6 +354,23 @@ def decode(data: bytes, prefix: str, partition: int) -> tuple[PartitionState, Ch
         contacts_length=int(header["contacts_length"]),
     )
     return state, checkpoint
+
+
+def decode(data: bytes, prefix: str, partition: int) -> tuple[PartitionState, Checkpoint]:
+    """:func:`load` of a snapshot's bytes."""
+    return load(io.BytesIO(data), prefix, partition)
+
+
+def read(path: Path, prefix: str, partition: int) -> tuple[PartitionState, Checkpoint]:
+    """:func:`load` of a snapshot file of a state directory (its blocks beside it)."""
+    with path.open("rb", buffering=READ_BUFFER) as source:
+        return load(source, prefix, partition, Blocks(path.parent / "blocks"))
+
+
+def _close_contacts(state: Any) -> None:
+    close = getattr(getattr(state, "contacts", None), "close", None)
+    if close is not None:
+        close()
 
 
 class StateDirectory:
@@ -155,6 +386,7 @@ class StateDirectory:
         self.prefix = prefix
         self.partition = partition
         self._lock: BinaryIO | None = None
+        self._blocks: Blocks | None = None
 
     @property
     def contacts_path(self) -> Path:
@@ -190,22 +422,57 @@ class StateDirectory:
         found = [p for p in self.path.glob("snapshot-*.bin") if end(p) >= 0]
         return sorted(found, key=end, reverse=True)
 
-    def write(self, data: bytes, events_end: int) -> Path:
-        """Write a snapshot atomically (temporary name, fsync, rename); keep the newest KEEP."""
+    @property
+    def blocks_path(self) -> Path:
+        return self.path / "blocks"
+
+    def write(self, events_end: int, fill: Callable[[BinaryIO, Blocks], object]) -> Path:
+        """Write a snapshot atomically: ``fill`` writes it to a temporary file (and its large
+        arrays to the block store), which is fsynced and renamed, beside the list of the blocks
+        it references (``snapshot-<n>.refs``); the newest KEEP are kept, and the blocks they
+        reference."""
         final = self.path / f"snapshot-{events_end}.bin"
         partial = self.path / f".snapshot-{events_end}.partial"
-        with partial.open("wb") as out:
-            out.write(data)
+        if self._blocks is None:
+            self._blocks = Blocks(self.blocks_path)
+        blocks = self._blocks
+        blocks.used = set()
+        blocks.written = 0
+        with partial.open("w+b", buffering=WRITE_BUFFER) as out:
+            fill(out, blocks)
             out.flush()
             os.fsync(out.fileno())
+        _refs_of(final).write_text("".join(f"{name}\n" for name in sorted(blocks.used)))
         partial.replace(final)
-        for old in self.snapshots()[KEEP:]:
-            with contextlib.suppress(OSError):
-                old.unlink()
+        kept = self.snapshots()
+        for old in kept[KEEP:]:
+            for path in (old, _refs_of(old)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        referenced: set[str] = set()
+        for snapshot in kept[:KEEP]:
+            try:
+                referenced |= set(_refs_of(snapshot).read_text().split())
+            except OSError:
+                return final  # a snapshot whose blocks are not known: delete none
+        blocks.keep_only(referenced)
         return final
 
+    @property
+    def written(self) -> int:
+        """The bytes of new blocks the last snapshot wrote."""
+        return 0 if self._blocks is None else self._blocks.written
+
     def clear(self) -> None:
-        """Forget every snapshot (their contact file is about to be rewritten from scratch)."""
+        """Forget every snapshot and block (their contact file is about to be rewritten from
+        scratch)."""
         for old in self.snapshots():
-            with contextlib.suppress(OSError):
-                old.unlink()
+            for path in (old, _refs_of(old)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        Blocks(self.blocks_path).keep_only(set())
+        self._blocks = None
+
+
+def _refs_of(snapshot: Path) -> Path:
+    return snapshot.with_suffix(".refs")

@@ -3,7 +3,10 @@ against dict models, through growth, forced hash collisions, re-pointing and pic
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -93,17 +96,27 @@ def test_a_contact_added_again_points_to_its_new_slot_and_keeps_its_join_place()
     assert again.find(["a", "b", "c", "d", "e"]).tolist() == [3, 1, 2, 4, -1]
 
 
-def test_the_table_is_rebuilt_on_load_with_the_loading_process_hash(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_table_is_pickled_with_a_hash_every_process_shares() -> None:
     index, model = _filled([f"c{i}" for i in range(3_000)], batch=500)
-    data = pickle.dumps(index)
-    # Another process hashes strings differently: the pickled table would be useless there.
-    monkeypatch.setattr(core.index, "_hash", lambda s: hash(s) ^ 0x5A5A5A5A5A)
-    monkeypatch.setattr(core.index, "_REBUILD_BLOCK", 700)  # hashed back in blocks
-    loaded = pickle.loads(data)
+    loaded = pickle.loads(pickle.dumps(index))
+    # Loaded as it was (a restart hashes nothing again), and it answers as before.
+    assert loaded._table == index._table and loaded._hashes == index._hashes
     assert loaded.find(list(model)).tolist() == list(model.values())
     assert loaded.get("c2999") == 2999 and loaded.get("c3000") is None
+    # The batch hash is the one-id hash, and every process computes the same (Python's own
+    # str hash would differ with each process's PYTHONHASHSEED and make the pickled table wrong).
+    probes = ["c1", "é\x00", "", "x" * 300]
+    assert core.index._hashes(probes).tolist() == [core.index._hash(p) for p in probes]
+    code = f"import core.index as i; print(*(i._hash(p) for p in {probes!r}))"
+    for seed in ("1", "2"):
+        shown = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert shown == [str(core.index._hash(p)) for p in probes]
 
 
 _IDS = st.text(alphabet="abcé\x00", min_size=0, max_size=6)
