@@ -49,7 +49,7 @@ test-integration: up browser
 # limited to its own messages) also run alone: `make conformance`, `make faults-reduced`.
 
 test: lint up browser
-	@bash scripts/with_env.sh $(PY) -m pytest tests
+	@bash scripts/with_env.sh $(PY) -m pytest tests --durations=25
 	@$(MAKE) --no-print-directory bench-smoke
 
 # Every figure of docs/benchmarks.md: bench/results/latest.json (+ a dated copy), latest.png, the table.
