@@ -294,9 +294,10 @@ async def run(
         stack.kill(dispatcher)
         killed = time.perf_counter()
         # What the killed process committed (read_committed, up to the last stable offset: its
-        # open transaction, if any, is never counted). Not the topic's end offset: that moves
-        # with the records of that open transaction and with the abort marker the next owner's
-        # init writes, which are no sign of a restarted release. This read is in the figure.
+        # open transaction, if any, is never counted). Not the sends topic's last stable
+        # offset: it jumps past that open transaction's records and abort marker when the next
+        # owner's init aborts it, which is no sign of a restarted release. This read is in the
+        # figure.
         before = await count.read()
         if before >= n:
             raise AssertionError(f"all {n} contacts out before the SIGKILL: too few to restart")
