@@ -274,6 +274,19 @@ async def run(
             within=300,
         )
         base = await ends.of(stack.topics.sends, 0)
+        # The committed releases are counted as they come (read_committed), caught up with the
+        # intake's history before the clock starts, and followed during the release, so that
+        # the count after the SIGKILL reads only the last few events.
+        count = ReleaseCount(stack)
+        await count.read()
+        following = True
+
+        async def follow() -> None:
+            while following:
+                await count.read()
+                await asyncio.sleep(0.1)
+
+        follower = asyncio.create_task(follow())
         say(name, "releasing (every tick written at once)")
         started = time.perf_counter()
         for k in range(n // rate + 2):
@@ -288,11 +301,11 @@ async def run(
 
         await stack.wait_for("half of the send records", half, max(600, n / 500), every=0.2)
         half_s = time.perf_counter() - started
-        count = ReleaseCount(stack)
-        await count.read()  # caught up before the SIGKILL, so that the read after it is short
         say(name, "restart: SIGKILL of the dispatcher in the middle of the send")
         stack.kill(dispatcher)
         killed = time.perf_counter()
+        following = False
+        await follower  # its last read (short) is in the figure
         # What the killed process committed (read_committed, up to the last stable offset: its
         # open transaction, if any, is never counted). Not the sends topic's last stable
         # offset: it jumps past that open transaction's records and abort marker when the next
