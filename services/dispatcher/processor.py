@@ -77,6 +77,7 @@ from services.dispatcher.snapshots import (
     Checkpoint,
     SnapshotError,
     StateDirectory,
+    close_contacts,
     dump,
 )
 from services.dispatcher.snapshots import read as read_snapshot
@@ -483,7 +484,7 @@ class Processor:
 
     async def _drop(self, number: int, part: Partition) -> None:
         await _close(part.producer)
-        _close_contacts(part.state)  # its contact file (services/dispatcher/contacts.py)
+        close_contacts(part.state)  # its contact file (services/dispatcher/contacts.py)
         if part.directory is not None:
             part.directory.release()
         # Let the dropped state be collected (it was frozen when the partition was taken).
@@ -523,10 +524,10 @@ class Processor:
                         log.warning(
                             "snapshot not used", partition=number, file=path.name, reason=str(error)
                         )
-                        _close_contacts(state)
+                        close_contacts(state)
                         continue
                     except BaseException:
-                        _close_contacts(state)
+                        close_contacts(state)
                         raise
                     return state, folded, path.name
             # None could be used: they go (the contact file is rewritten from the beginning).
@@ -555,7 +556,7 @@ class Processor:
         if checkpoint.events_end > events_end or checkpoint.results_end > results_end:
             # Beyond the log's end: a log deleted or recreated since. Never a wrong state.
             log.warning("snapshot not used", partition=number, file=path.name, reason="stale")
-            _close_contacts(state)
+            close_contacts(state)
             return None
         return state, checkpoint
 
@@ -765,12 +766,6 @@ async def _close(producer: AIOKafkaProducer) -> None:
     # thrown away (its transaction is settled by the next owner's init either way).
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.stop(), CLOSE_DEADLINE_S)
-
-
-def _close_contacts(state: PartitionState) -> None:
-    close = getattr(state.contacts, "close", None)
-    if close is not None:
-        close()
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "Checkpoint",
     "SnapshotError",
     "StateDirectory",
+    "close_contacts",
     "decode",
     "dump",
     "encode",
@@ -337,24 +338,22 @@ def load(
     failure: Exception | None = None
     try:
         state = _Unpickler(payload, blocks).load()  # our own file (module docstring)
-    except SnapshotError as error:  # a block missing or damaged
-        failure = error
-    except Exception as error:
+    except Exception as error:  # a SnapshotError: a block missing or damaged
         failure = error
     payload.drain()
     if payload.digest.hexdigest() != header.get("payload_sha256"):
-        _close_contacts(state)
+        close_contacts(state)
         raise SnapshotError("corrupt payload (digest mismatch)")
     if isinstance(failure, SnapshotError):
-        _close_contacts(state)
+        close_contacts(state)
         raise failure
     if failure is not None:
         raise SnapshotError(f"unreadable payload: {failure!r}") from failure
     if payload.length != expected or not isinstance(state, PartitionState):
-        _close_contacts(state)
+        close_contacts(state)
         raise SnapshotError("the payload is not a partition's state")
     if state.number != partition:
-        _close_contacts(state)
+        close_contacts(state)
         raise SnapshotError("the payload is not this partition's state")
     checkpoint = Checkpoint(
         prefix=prefix,
@@ -378,7 +377,8 @@ def read(path: Path, prefix: str, partition: int) -> tuple[PartitionState, Check
         return load(source, prefix, partition, Blocks(path.parent / "blocks"))
 
 
-def _close_contacts(state: Any) -> None:
+def close_contacts(state: Any) -> None:
+    """Close the contact file of a state (a restored state that is not used, a dropped one)."""
     close = getattr(getattr(state, "contacts", None), "close", None)
     if close is not None:
         close()
