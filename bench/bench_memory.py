@@ -11,7 +11,8 @@ time of the adds (``time.process_time()``), per contact.
 
 The contacts are those of bench/bench_scale.py (``s<i>``, ``s<i>@example.org``, one attribute).
 Each chunk's record is built just before it is decided and dropped after, so the figure is not
-inflated by the bench's own input.
+inflated by the bench's own input. The garbage collector is tuned as in the services
+(`services.common.runtime.tune_gc`).
 
 Usage: ``python -m bench.bench_memory [--recipients N] [--json PATH]``.
 """
@@ -32,6 +33,7 @@ import structlog
 from bench.harness.processor import generated
 from schemas import Actor, AddRecipients, Content, CreateDraft
 from schemas.wire import CommandRecord
+from services.common.runtime import tune_gc
 from services.dispatcher.contacts import FileContacts
 from services.dispatcher.decider import Input, PartitionState, Rules, decide_record, key_of
 
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    tune_gc()  # as every service process does (services/common/runtime.py)
     # The decider logs every command decided: not part of what is measured.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     figures = run(args.recipients)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
@@ -58,14 +59,22 @@ _hash = _blake
 
 
 def _hashes(contact_ids: Sequence[str]) -> NDArray[np.int64]:
-    """:func:`_hash` of each id, as one array (the digests joined and read at once)."""
-    n = len(contact_ids)
+    """:func:`_hash` of each id, as one array (the digests joined and read at once). Read-only:
+    the last two chunks' are cached, since an add looks a chunk up when it is decided, again when
+    it is folded, and then appends its new ids (each id of a chunk is hashed once)."""
     if _hash is not _blake:  # a test's hash
-        return np.fromiter(map(_hash, contact_ids), np.int64, n)
-    if not n:
+        return np.fromiter(map(_hash, contact_ids), np.int64, len(contact_ids))
+    return _blake_hashes(tuple(contact_ids))
+
+
+@lru_cache(maxsize=2)
+def _blake_hashes(contact_ids: tuple[str, ...]) -> NDArray[np.int64]:
+    if not contact_ids:
         return np.empty(0, np.int64)
     digests = b"".join([blake2b(c.encode(), digest_size=8).digest() for c in contact_ids])
-    return np.frombuffer(digests, "<i8").astype(np.int64)
+    hashes = np.frombuffer(digests, "<i8").astype(np.int64)
+    hashes.flags.writeable = False
+    return hashes
 
 
 def _size_for(count: int, size: int) -> int:
@@ -466,12 +475,21 @@ class AddressIndex:
         return result
 
 
-def _encoded(contact_ids: list[str]) -> tuple[bytes, NDArray[np.int64]]:
+def _encoded(contact_ids: Sequence[str]) -> tuple[bytes, NDArray[np.int64]]:
     """The ids' UTF-8 bytes joined, and each id's length in bytes (one encode when all are
-    ASCII, the common case)."""
+    ASCII, the common case). Cached as :func:`_hashes` is (the lengths are read-only)."""
+    return _joined(tuple(contact_ids))
+
+
+@lru_cache(maxsize=2)
+def _joined(contact_ids: tuple[str, ...]) -> tuple[bytes, NDArray[np.int64]]:
     joined = "".join(contact_ids)
     data = joined.encode()
     if len(data) == len(joined):
-        return data, np.fromiter(map(len, contact_ids), np.int64, len(contact_ids))
-    encoded = [c.encode() for c in contact_ids]
-    return b"".join(encoded), np.fromiter(map(len, encoded), np.int64, len(encoded))
+        lengths = np.fromiter(map(len, contact_ids), np.int64, len(contact_ids))
+    else:
+        encoded = [c.encode() for c in contact_ids]
+        data = b"".join(encoded)
+        lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    lengths.flags.writeable = False
+    return data, lengths

@@ -16,7 +16,7 @@ from schemas.audience import AudienceReport
 from schemas.base import Actor, Record
 from schemas.commands import Command
 from schemas.events import Event
-from schemas.fast import fast_contacts
+from schemas.fast import fast_chunk_record, fast_contacts
 from schemas.text import STORED, first_unsafe
 from schemas.ticks import Tick
 from schemas.values import TimeZoneName
@@ -81,12 +81,24 @@ InputRecord = Annotated[CommandRecord | Tick | CopiedEvent, Field(discriminator=
 _INPUT: TypeAdapter[CommandRecord | Tick | CopiedEvent] = TypeAdapter(InputRecord)
 
 
+#: In the bytes of every AddRecipients record (a cheap test before the chunk's fast path).
+_CHUNK_MARK = b'"AddRecipients"'
+
+
 def decode_input(value: bytes) -> CommandRecord | Tick | CopiedEvent:
     """Decode a record of `mailctl.commands`; raises pydantic.ValidationError for bad input.
 
     A command is input: the text rules (schemas/text.py) apply. A copied event is the processor's
     own record of a history (a copy of an old draft holds the old draft's text), so it decodes as
     a stored record."""
+    if isinstance(value, bytes) and _CHUNK_MARK in value:
+        # An audience chunk: parsed and its contacts checked at once.
+        fast = fast_chunk_record(value)
+        if fast is not None:
+            try:
+                return _INPUT.validate_python(fast)
+            except ValidationError:
+                pass  # refused for something else: the errors are those of the record as sent
     try:
         raw = from_json(value)
     except (ValueError, TypeError):

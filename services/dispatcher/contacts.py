@@ -2,12 +2,13 @@
 
 The book keeps no contact data (core/book.py, docs/scale.md). The data is in the committed log
 (the ``RecipientsAdded`` events); this store is derived from it as the partition is folded: each
-contact's JSON (the bytes of ``Contact.model_dump_json``, by pydantic's serializer directly:
-schemas/fast.py; the form a send record carries) is appended to one unnamed temporary file per
-partition, and the store keeps per slot its position and length (12 bytes). A release reads its
-contacts back in the order they were added within their zone, which is the order they were
-appended, so a release's reads are one contiguous span of the file in the common case (one
-``pread``).
+contact's JSON (the bytes of ``Contact.model_dump_json``: the form a send record carries; an
+event's contacts are encoded in one orjson call and cut at the contacts' boundaries,
+`schemas.fast.contact_json_spans`) is appended to one unnamed temporary file per partition
+(an event's contacts separated by commas), and the store keeps per slot its position and length
+(12 bytes). A release reads its contacts back in the order they were added within their zone,
+which is the order they were appended, so a release's reads are one contiguous span of the file
+in the common case (one ``pread``).
 
 Without a path the file is unnamed, lives as long as the partition's state, is rebuilt with it
 (a take folds the log again) and is deleted by the OS when closed or when the process dies. With a
@@ -30,7 +31,7 @@ from uuid import UUID
 from core.book import RecipientBook
 from core.state import MessageState
 from schemas import Contact, Event, RecipientsAdded
-from schemas.fast import contact_json
+from schemas.fast import contact_json, contact_json_spans
 
 __all__ = ["FileContacts"]
 
@@ -110,14 +111,25 @@ class FileContacts:
             positions.extend(array("q", [-1]) * grow)
             lengths.extend(array("I", bytes(4 * grow)))
         buffer = self._buffer
-        found = book.find([c.contact_id for c in event.contacts])
-        for contact, slot in zip(event.contacts, found, strict=True):
-            if slot < 0:
-                continue
-            data = contact_json(contact)  # model_dump_json's bytes (schemas/fast.py)
-            positions[slot] = self._written + len(buffer)
-            lengths[slot] = len(data)
+        contacts = event.contacts
+        found = book.find([c.contact_id for c in contacts])
+        if min(found, default=0) >= 0:
+            # The common case, every contact of the event in the book: their JSON in one call,
+            # each contact's the bytes model_dump_json writes (schemas/fast.py).
+            data, starts, sizes = contact_json_spans(contacts)
+            at = self._written + len(buffer)
+            for slot, start, size in zip(found, starts, sizes, strict=True):
+                positions[slot] = at + start
+                lengths[slot] = size
             buffer += data
+        else:
+            for contact, slot in zip(contacts, found, strict=True):
+                if slot < 0:
+                    continue
+                one = contact_json(contact)
+                positions[slot] = self._written + len(buffer)
+                lengths[slot] = len(one)
+                buffer += one
         if len(buffer) >= _FLUSH_AT:
             self._flush()
 

@@ -3,9 +3,11 @@
 import asyncio
 
 from services.common.logs import configure_logging
+from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.projections.service import SERVICE, serve
 
+tune_gc()
 settings = Settings()
 configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
 asyncio.run(serve(settings))

@@ -4,9 +4,11 @@ import logging
 
 from services.common.http import run_http_service
 from services.common.logs import configure_logging
+from services.common.runtime import tune_gc
 from services.common.settings import Settings
 from services.smtp_sink.app import SERVICE, create_app
 
+tune_gc()
 settings = Settings()
 configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
 # aiosmtpd logs every SMTP command at INFO; at tens of thousands of mails that drowns the log.

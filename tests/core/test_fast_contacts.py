@@ -26,7 +26,15 @@ from schemas import (
     decode_event,
 )
 from schemas.codec import _EVENTS
-from schemas.fast import contact_json, contacts_json, dump_json, fast_contacts, input_contact
+from schemas.fast import (
+    contact_json,
+    contact_json_spans,
+    contacts_json,
+    dump_json,
+    fast_chunk_record,
+    fast_contacts,
+    input_contact,
+)
 from schemas.text import STORED
 from schemas.values import ZONE_NAMES
 from schemas.wire import _INPUT, CommandRecord, decode_input
@@ -248,6 +256,53 @@ def test_the_processor_s_edge_decodes_as_plain_pydantic(contacts: list[Any]) -> 
     assert _outcome(decode_input, value) == _outcome(_plain_decode_input, value)
 
 
+_ENVELOPE = _record([_PLAIN, {**_PLAIN, "contact_id": "c2", "email": "b@example.org"}])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _ENVELOPE,
+        # the rest of the record read as pydantic's parser reads it: big ints, NaN, Infinity,
+        # duplicate keys (the last one counts), unknown keys at each level, keys in any order
+        _ENVELOPE.replace(
+            b'"schema_version":1,"command"', b'"schema_version":12345678901234567890123,"command"'
+        ),
+        _ENVELOPE.replace(b'"issued_at"', b'"x":NaN,"y":-Infinity,"z":1e400,"issued_at"'),
+        _ENVELOPE.replace(
+            b'"type":"AddRecipients",',
+            b'"type":"AddRecipients","type":"AddRecipients","extra":[1,{"a":null}],',
+        ),
+        _ENVELOPE.replace(
+            b'{"type":"CommandRecord",',
+            b'{"issued_at":"2026-12-01T09:00:00Z","type":"CommandRecord",',
+        ),
+        _ENVELOPE.replace(b'"type":"CommandRecord"', b'"type":"CommandRecord","type":"Tick"'),
+        _ENVELOPE.replace(b'"type":"AddRecipients"', b'"type":"RemoveRecipients"'),
+        _ENVELOPE.replace(b'"account_id":"acct-a"', b'"account_id":"acct\\u0000a"'),
+        _ENVELOPE.replace(b'"contacts":[', b'"contacts":{"a":[').replace(b"}]}", b"}]}}"),
+        _ENVELOPE.replace(b'"contacts":[', b'"contacts":[1,'),
+        _ENVELOPE.replace(b'"time_zone":null', b'"time_zone":"Nowhere/City"', 1),
+        _ENVELOPE.replace(b'"actor":', b'"command":"AddRecipients","actor":'),
+        _ENVELOPE[:-1],
+        _ENVELOPE + b"x",
+        b'"AddRecipients"',
+        b'["AddRecipients"]',
+    ],
+)
+def test_a_chunk_parsed_and_checked_in_one_pass_decodes_as_plain_pydantic(value: bytes) -> None:
+    assert _outcome(decode_input, value) == _outcome(_plain_decode_input, value)
+
+
+def test_a_plain_chunk_takes_the_one_pass_path() -> None:
+    fast = fast_chunk_record(_ENVELOPE)
+    assert fast is not None
+    assert all(isinstance(c, Contact) for c in fast["command"]["contacts"])
+    assert (
+        fast_chunk_record(_ENVELOPE.replace(b'"contact_id":"c2"', b'"contact_id":" c2\\n"')) is None
+    )
+
+
 def _plain_decode_input(value: bytes) -> Any:
     """decode_input before the fast path."""
     try:
@@ -299,6 +354,16 @@ _valid = st.builds(
 @given(st.lists(_valid, min_size=1, max_size=4))
 @example([Contact(contact_id="c", email="a@example.org", attributes={"big": 2**70})])
 @example(
+    [  # the text that separates two contacts in contacts_json's array, inside a contact
+        Contact(
+            contact_id='},{"contact_id":"x',
+            email="a@example.org",
+            attributes={'},{"contact_id":': '"},{"contact_id":"', "contact_id": "y"},
+        ),
+        Contact(contact_id="d", email="b@example.org"),
+    ]
+)
+@example(
     [
         Contact.model_validate(
             {
@@ -315,6 +380,10 @@ def test_the_encoders_write_pydantic_s_bytes(contacts: list[Contact]) -> None:
     for contact in chunk:
         assert contact_json(contact) == contact.model_dump_json().encode()
     assert contacts_json(chunk) == _CONTACTS.dump_json(chunk)
+    data, starts, lengths = contact_json_spans(chunk)
+    assert [data[s : s + n] for s, n in zip(starts, lengths, strict=True)] == [
+        c.model_dump_json().encode() for c in chunk
+    ]
     command = AddRecipients.model_construct(
         type="AddRecipients",
         schema_version=1,
