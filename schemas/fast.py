@@ -164,6 +164,11 @@ def fast_contacts(raws: Any, *, stored: bool) -> tuple[Contact, ...] | None:
         checked = _many(stored).validate_python(raws)
     except ValidationError:
         return None
+    return _built_all(checked)
+
+
+def _built_all(checked: list[tuple[dict[str, Any], Any, set[str]]]) -> tuple[Contact, ...] | None:
+    """The Contacts of the strict schema's output, or None when a zone does not load."""
     if not _zones_load({fields["time_zone"] for fields, _, _ in checked}):
         return None
     return tuple([_built(fields, given) for fields, _, given in checked])
@@ -206,10 +211,9 @@ def fast_chunk_record(value: bytes) -> dict[str, Any] | None:
         or "contacts" not in command
     ):
         return None
-    checked = command["contacts"]
-    if not _zones_load({fields["time_zone"] for fields, _, _ in checked}):
+    contacts = _built_all(command["contacts"])
+    if contacts is None:
         return None
-    contacts = tuple([_built(fields, given) for fields, _, given in checked])
     return {**raw, "command": {**command, "contacts": contacts}}
 
 

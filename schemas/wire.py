@@ -16,7 +16,7 @@ from schemas.audience import AudienceReport
 from schemas.base import Actor, Record
 from schemas.commands import Command
 from schemas.events import Event
-from schemas.fast import fast_chunk_record, fast_contacts
+from schemas.fast import fast_chunk_record
 from schemas.text import STORED, first_unsafe
 from schemas.ticks import Tick
 from schemas.values import TimeZoneName
@@ -92,7 +92,8 @@ def decode_input(value: bytes) -> CommandRecord | Tick | CopiedEvent:
     own record of a history (a copy of an old draft holds the old draft's text), so it decodes as
     a stored record."""
     if isinstance(value, bytes) and _CHUNK_MARK in value:
-        # An audience chunk: parsed and its contacts checked at once.
+        # An audience chunk: parsed and its contacts checked at once (schemas/fast.py). A record
+        # the fast path is not sure of is validated as it was sent, below.
         fast = fast_chunk_record(value)
         if fast is not None:
             try:
@@ -105,28 +106,7 @@ def decode_input(value: bytes) -> CommandRecord | Tick | CopiedEvent:
         return _INPUT.validate_json(value)  # raises the ValidationError naming what is wrong
     if isinstance(raw, dict) and raw.get("type") == "CopiedEvent":
         return _INPUT.validate_python(raw, context=STORED)
-    if isinstance(raw, dict) and raw.get("type") == "CommandRecord":
-        fast = _fast_chunk(raw)
-        if fast is not raw:
-            try:
-                return _INPUT.validate_python(fast)
-            except ValidationError:
-                pass  # refused for something else: the errors are those of the record as sent
     return _INPUT.validate_python(raw)
-
-
-def _fast_chunk(raw: dict[str, Any]) -> dict[str, Any]:
-    """An `AddRecipients` record with its contacts checked by the fast path (schemas/fast.py)
-    and built: pydantic takes the Contacts as they are and validates the rest of the record.
-    When any contact is not plainly valid, the record is left as it is: pydantic validates it
-    all and names what is wrong exactly as before."""
-    command = raw.get("command")
-    if not isinstance(command, dict) or command.get("type") != "AddRecipients":
-        return raw
-    contacts = fast_contacts(command.get("contacts"), stored=False)
-    if contacts is None:
-        return raw
-    return {**raw, "command": {**command, "contacts": contacts}}
 
 
 class ReadableIds(Record):
