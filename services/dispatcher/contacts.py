@@ -31,7 +31,7 @@ from uuid import UUID
 from core.book import RecipientBook
 from core.state import MessageState
 from schemas import Contact, Event, RecipientsAdded
-from schemas.fast import contact_json, contact_json_spans
+from schemas.fast import contact_json_spans
 
 __all__ = ["FileContacts"]
 
@@ -113,23 +113,15 @@ class FileContacts:
         buffer = self._buffer
         contacts = event.contacts
         found = book.find([c.contact_id for c in contacts])
-        if min(found, default=0) >= 0:
-            # The common case, every contact of the event in the book: their JSON in one call,
-            # each contact's the bytes model_dump_json writes (schemas/fast.py).
-            data, starts, sizes = contact_json_spans(contacts)
-            at = self._written + len(buffer)
-            for slot, start, size in zip(found, starts, sizes, strict=True):
-                positions[slot] = at + start
-                lengths[slot] = size
-            buffer += data
-        else:
-            for contact, slot in zip(contacts, found, strict=True):
-                if slot < 0:
-                    continue
-                one = contact_json(contact)
-                positions[slot] = self._written + len(buffer)
-                lengths[slot] = len(one)
-                buffer += one
+        kept = [(contact, slot) for contact, slot in zip(contacts, found, strict=True) if slot >= 0]
+        # The kept contacts' JSON in one call, each contact's the bytes model_dump_json writes
+        # (schemas/fast.py).
+        data, starts, sizes = contact_json_spans([contact for contact, _ in kept])
+        at = self._written + len(buffer)
+        for (_, slot), start, size in zip(kept, starts, sizes, strict=True):
+            positions[slot] = at + start
+            lengths[slot] = size
+        buffer += data
         if len(buffer) >= _FLUSH_AT:
             self._flush()
 
