@@ -304,6 +304,7 @@ async def run(
         say(name, "restart: SIGKILL of the dispatcher in the middle of the send")
         stack.kill(dispatcher)
         killed = time.perf_counter()
+        killed_at = datetime.now(UTC)
         following = False
         await follower  # its last read (short) is in the figure
         # What the killed process committed (read_committed, up to the last stable offset: its
@@ -315,6 +316,7 @@ async def run(
         if before >= n:
             raise AssertionError(f"all {n} contacts out before the SIGKILL: too few to restart")
         dispatcher = stack.spawn("dispatcher", **env)
+        spawned_s = time.perf_counter() - killed
         sampler.pids.append(dispatcher.pid)
 
         async def again() -> bool:
@@ -350,6 +352,7 @@ async def run(
             "restart_s": round(restart_s, 3),
             "restart_source": takes[0].get("source") if takes else None,
             "restart_folded_events": takes[0].get("events") if takes else None,
+            **_restart_parts(takes[0] if takes else None, killed_at, spawned_s, restart_s),
             "peak_rss_mb": round(sampler.peak_mb, 1),
             "memory_per_recipient": round(sampler.peak_mb * 1024 * 1024 / n, 1),
             "released": total,
@@ -364,6 +367,32 @@ async def run(
         await sampler.stop()
         await ends.__aexit__()
         await stack.close()
+
+
+def _restart_parts(
+    take: dict[str, Any] | None, killed_at: datetime, spawned_s: float, restart_s: float
+) -> dict[str, float | None]:
+    """Where the restart's time went: SIGKILL to the new process's spawn (the killed process's
+    end and this bench's read of what it committed), the spawn to the start of the take (the
+    interpreter, the imports, the connections and the group join), the take itself (the
+    producer's init, the snapshot's load, the tail's fold: its "partition taken" line), and
+    the rest (the first transaction after the take and this bench's read of it)."""
+    parts: dict[str, float | None] = dict.fromkeys(
+        ("restart_init_s", "restart_take_s", "restart_start_s", "restart_after_take_s")
+    )
+    parts["restart_spawn_s"] = round(spawned_s, 3)
+    if take is None or "timestamp" not in take:
+        return parts
+    taken_at = datetime.fromisoformat(take["timestamp"].replace("Z", "+00:00"))
+    take_s = float(take.get("take_s", 0.0))
+    until_taken = (taken_at - killed_at).total_seconds()
+    parts.update(
+        restart_init_s=take.get("init_s"),
+        restart_take_s=take_s,
+        restart_start_s=round(until_taken - take_s - spawned_s, 3),
+        restart_after_take_s=round(restart_s - until_taken, 3),
+    )
+    return parts
 
 
 async def _states(dsn: str, message: uuid.UUID) -> dict[str, int]:

@@ -184,15 +184,14 @@ class Blocks:
             refs.append((name, zlib.crc32(chunk), len(chunk)))
         return refs
 
-    def read_into(self, refs: list[BlockRef], view: memoryview) -> None:
-        """Read the blocks of ``refs`` into ``view`` (exactly their length), each checked
-        against its CRC-32 (raises SnapshotError). Straight into the array being restored: one
-        allocation of its size, no copy of a copy (memory is slow to get on a loaded host)."""
-        if len(view) != sum(length for _, _, length in refs):
-            raise SnapshotError("block references of the wrong length")
-        at = 0
+    def read_into(self, refs: list[BlockRef], append: Callable[[memoryview], object]) -> None:
+        """Read the blocks of ``refs`` in order, each checked against its CRC-32 (raises
+        SnapshotError), and ``append`` each to the array being restored: every byte of it is
+        written once (an array made at its size first, then read into, was written twice: the
+        fill and the read; the first touch of fresh memory is most of a large load's time)."""
+        scratch = memoryview(bytearray(max((length for _, _, length in refs), default=0)))
         for name, crc, length in refs:
-            part = view[at : at + length]
+            part = scratch[:length]
             try:
                 with (self.path / name).open("rb", buffering=0) as source:
                     got = 0
@@ -202,7 +201,7 @@ class Blocks:
                 raise SnapshotError(f"missing block {name}") from None
             if got != length or zlib.crc32(part) != crc:
                 raise SnapshotError(f"corrupt block {name}")
-            at += length
+            append(part)
 
     def keep_only(self, names: set[str]) -> None:
         """Delete every stored block not in ``names``."""
@@ -241,19 +240,15 @@ class _Unpickler(pickle.Unpickler):
             raise pickle.UnpicklingError("a block reference without a block store")
         if pid[0] == "array":
             _, typecode, refs = pid
-            size = sum(length for _, _, length in refs)
             loaded = array(typecode)
-            if size % loaded.itemsize:
+            if sum(length for _, _, length in refs) % loaded.itemsize:
                 raise SnapshotError("block references of the wrong length")
-            loaded = array(typecode, [0]) * (size // loaded.itemsize)
-            with memoryview(loaded) as view, view.cast("B") as raw:
-                self.blocks.read_into(refs, raw)
+            self.blocks.read_into(refs, loaded.frombytes)
             return loaded
         if pid[0] == "bytearray":
             _, refs = pid
-            buffer = bytearray(sum(length for _, _, length in refs))
-            with memoryview(buffer) as view:
-                self.blocks.read_into(refs, view)
+            buffer = bytearray()
+            self.blocks.read_into(refs, buffer.extend)
             return buffer
         raise pickle.UnpicklingError(f"unknown block reference {pid[0]!r}")
 
