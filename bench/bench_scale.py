@@ -287,7 +287,7 @@ async def run(
                 await asyncio.sleep(0.1)
 
         follower = asyncio.create_task(follow())
-        say(name, "releasing (every tick written at once)")
+        say(name, "releasing (the ticks written ahead, in two parts)")
         started = time.perf_counter()
         # The ticks up to a little past half the audience first, the rest once the new process
         # is spawned: however fast the dispatcher, the SIGKILL lands before the last release
@@ -394,7 +394,7 @@ def _restart_parts(
     parts["restart_spawn_s"] = round(spawned_s, 3)
     if take is None or "timestamp" not in take:
         return parts
-    taken_at = datetime.fromisoformat(take["timestamp"].replace("Z", "+00:00"))
+    taken_at = datetime.fromisoformat(take["timestamp"])
     take_s = float(take.get("take_s", 0.0))
     until_taken = (taken_at - killed_at).total_seconds()
     parts.update(

@@ -184,7 +184,7 @@ class Blocks:
             refs.append((name, zlib.crc32(chunk), len(chunk)))
         return refs
 
-    def read_into(self, refs: list[BlockRef], append: Callable[[memoryview], object]) -> None:
+    def read(self, refs: list[BlockRef], append: Callable[[memoryview], object]) -> None:
         """Read the blocks of ``refs`` in order, each checked against its CRC-32 (raises
         SnapshotError), and ``append`` each to the array being restored: every byte of it is
         written once (an array made at its size first, then read into, was written twice: the
@@ -243,12 +243,12 @@ class _Unpickler(pickle.Unpickler):
             loaded = array(typecode)
             if sum(length for _, _, length in refs) % loaded.itemsize:
                 raise SnapshotError("block references of the wrong length")
-            self.blocks.read_into(refs, loaded.frombytes)
+            self.blocks.read(refs, loaded.frombytes)
             return loaded
         if pid[0] == "bytearray":
             _, refs = pid
             buffer = bytearray()
-            self.blocks.read_into(refs, buffer.extend)
+            self.blocks.read(refs, buffer.extend)
             return buffer
         raise pickle.UnpicklingError(f"unknown block reference {pid[0]!r}")
 
