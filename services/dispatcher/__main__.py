@@ -1,11 +1,14 @@
 """`python -m services.dispatcher`"""
 
-import asyncio
+from services.common.runtime import tune_gc, use_huge_pages
 
-from services.common.logs import configure_logging
-from services.common.runtime import tune_gc
-from services.common.settings import Settings
-from services.dispatcher.service import SERVICE, serve
+use_huge_pages()  # first: it may start this process again (services/common/runtime.py)
+
+import asyncio  # noqa: E402
+
+from services.common.logs import configure_logging  # noqa: E402
+from services.common.settings import Settings  # noqa: E402
+from services.dispatcher.service import SERVICE, serve  # noqa: E402
 
 tune_gc()
 settings = Settings()

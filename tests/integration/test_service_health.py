@@ -195,3 +195,27 @@ def test_health_is_503_when_kafka_is_unreachable(service: Service, start: Any) -
     assert report["checks"]["kafka"]["ok"] is False
     assert report["checks"]["kafka"]["error"]
     assert stop(running) == 0
+
+
+def _environ(process: subprocess.Popen[bytes]) -> list[str]:
+    return Path(f"/proc/{process.pid}/environ").read_bytes().decode().split("\0")
+
+
+@pytest.mark.parametrize(
+    ("given", "running_with"),
+    [(None, "glibc.malloc.hugetlb=1"), ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0")],
+    ids=["default", "operator-off"],
+)
+def test_the_dispatcher_runs_with_huge_pages_for_malloc_unless_told_otherwise(
+    given: str | None, running_with: str, start: Any, environment: dict[str, str]
+) -> None:
+    # services/common/runtime.py: the dispatcher starts itself again with the tunable, in place
+    # (same pid: whoever launched it still holds it), unless the operator set it.
+    environment.pop("GLIBC_TUNABLES", None)
+    overrides = {} if given is None else {"GLIBC_TUNABLES": given}
+    running: Running = start(SERVICES[1], **overrides)
+
+    poll_health(running, 200)
+
+    assert f"GLIBC_TUNABLES={running_with}" in _environ(running.process)
+    assert stop(running) == 0, running.log.read_text()
