@@ -68,7 +68,7 @@ def use_huge_pages() -> None:
     """Re-execute this interpreter, same arguments, with `with_huge_pages` in its environment
     when the tunable is not set yet (call it first: nothing before it runs twice). The process
     keeps its pid, open files and signals; the second start costs an interpreter's start-up
-    before the imports (~20 ms), not the imports."""
+    (0.06 s measured here, `python -c` with and without the tunable set), not the imports."""
     tunables = with_huge_pages(os.environ.get("GLIBC_TUNABLES"))
     if tunables is None or not _glibc():
         return
