@@ -67,8 +67,10 @@ __all__ = [
 MAGIC = b"MCTLSNAP"
 #: 2: the books pickle their compact indexes (core/index.py); 3: the id table is pickled too (its
 #: hash is BLAKE2b, the same in every process), the header has a fixed room and the payload's
-#: digest is SHA-256 (streamed). An older snapshot is refused (the partition is folded).
-FORMAT_VERSION = 3
+#: digest is SHA-256 (streamed); 4: the books' data fingerprints hash the contact's JSON
+#: (core.book.fingerprint), so a version-3 book's would not match its contacts' any more. An
+#: older snapshot is refused (the partition is folded).
+FORMAT_VERSION = 4
 _HEAD = struct.Struct(">8sHI")
 #: The header's JSON is padded with spaces to this length, so that it can be written after the
 #: streamed payload, once its length and digest are known.

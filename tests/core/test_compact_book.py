@@ -7,6 +7,7 @@ from core.book import (
     Transition,
     address_key,
     fingerprint,
+    fingerprints,
 )
 from core.contacts import MemoryContacts
 from schemas import AddRecipients, Contact, ScheduleMessage
@@ -56,6 +57,37 @@ def test_the_fingerprint_tells_changed_data_from_the_same_data() -> None:
         ),
     ):
         assert fingerprint(other) != fingerprint(base)
+
+
+def test_the_fingerprint_of_a_contact_is_the_one_its_logged_form_gets() -> None:
+    # The log writes NaN as null (pydantic's JSON): the live fold and a replay must print alike.
+    live = Contact(contact_id="a", email="a@example.org", attributes={"x": float("nan")})
+    replayed = Contact.model_validate_json(live.model_dump_json())
+    assert replayed.attributes == {"x": None}
+    assert fingerprint(live) == fingerprint(replayed)
+    assert list(fingerprints([live, replayed])) == [fingerprint(live)] * 2
+
+
+def test_the_fingerprint_holds_integers_past_64_bits_and_tells_them_apart() -> None:
+    big = Contact(contact_id="a", email="a@example.org", attributes={"n": 2**64})
+    bigger = Contact(contact_id="a", email="a@example.org", attributes={"n": 2**64 + 1})
+    small = Contact(contact_id="a", email="a@example.org", attributes={"n": 1})
+    prints = {fingerprint(big), fingerprint(bigger), fingerprint(small)}
+    assert len(prints) == 3
+    assert list(fingerprints([big, bigger, small])) == [
+        fingerprint(big),
+        fingerprint(bigger),
+        fingerprint(small),
+    ]
+    assert fingerprint(big) == fingerprint(big.model_copy())
+
+
+def test_the_fingerprint_tells_values_python_calls_equal_apart() -> None:
+    prints = {
+        fingerprint(Contact(contact_id="a", email="a@example.org", attributes={"x": v}))
+        for v in (1, 1.0, True, "1", None)
+    }
+    assert len(prints) == 5
 
 
 def test_two_contacts_sharing_an_address_are_both_kept_and_only_one_released() -> None:
