@@ -49,7 +49,7 @@ from itertools import accumulate
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidatorFunctionWrapHandler
 from pydantic_core import SchemaValidator
 from pydantic_core import core_schema as cs
 
@@ -63,7 +63,9 @@ __all__ = [
     "dump_json",
     "fast_chunk_record",
     "fast_contacts",
+    "fast_input_contacts",
     "input_contact",
+    "json_data",
 ]
 
 #: `_ASCII_INPUT` without the surrounding spaces, as pydantic's (Rust) regular expressions
@@ -167,6 +169,15 @@ def fast_contacts(raws: Any, *, stored: bool) -> tuple[Contact, ...] | None:
     return _built_all(checked)
 
 
+def fast_input_contacts(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A ``WrapValidator`` of a list of contacts in a request body (input rules): when
+    :func:`fast_contacts` takes them all, pydantic is handed the Contacts it built (instances,
+    which it passes as they are; the list's own constraints stay pydantic's), else the dicts
+    as they came, and every refusal is pydantic's own, with its message and field path."""
+    contacts = fast_contacts(value, stored=False)
+    return handler(value if contacts is None else list(contacts))
+
+
 def _built_all(checked: list[tuple[dict[str, Any], Any, set[str]]]) -> tuple[Contact, ...] | None:
     """The Contacts of the strict schema's output, or None when a zone does not load."""
     if not _zones_load({fields["time_zone"] for fields, _, _ in checked}):
@@ -260,31 +271,43 @@ def contact_json_spans(contacts: Sequence[Contact]) -> tuple[bytes, list[int], l
 def _holder(record: BaseModel) -> tuple[BaseModel, BaseModel | None]:
     """The model holding a chunk of contacts in ``record`` (itself, or its ``command``), and
     the record around it."""
-    if isinstance(record.__dict__.get("contacts"), tuple):
+    if isinstance(record.__dict__.get("contacts"), tuple | list):
         return record, None
     inner = record.__dict__.get("command")
-    if isinstance(inner, BaseModel) and isinstance(inner.__dict__.get("contacts"), tuple):
+    if isinstance(inner, BaseModel) and isinstance(inner.__dict__.get("contacts"), tuple | list):
         return inner, record
     return record, None
+
+
+def json_data(record: BaseModel) -> Any:
+    """What orjson writes as the bytes it writes of ``record.model_dump(mode="json")``, at a
+    fraction of the cost when ``record`` (or its ``command``) holds a chunk of Contacts: their
+    own field dicts in place of their dump (plain JSON values; a float that is not finite is
+    ``null`` either way). orjson raises TypeError for an int past 64 bits in them: the caller
+    then dumps the record itself. Without a chunk of Contacts: the record's dump."""
+    holder, outer = _holder(record)
+    contacts = holder.__dict__.get("contacts")
+    if not contacts or not all(type(c) is Contact for c in contacts):
+        return record.model_dump(mode="json")
+    listed = [c.__dict__ for c in contacts]
+    envelope = holder.model_copy(update={"contacts": type(contacts)()})
+    if outer is None:
+        data = envelope.model_dump(mode="json")
+        data["contacts"] = listed
+    else:
+        data = outer.model_copy(update={"command": envelope}).model_dump(mode="json")
+        data["command"]["contacts"] = listed
+    return data
 
 
 def dump_json(record: BaseModel) -> bytes:
     """``record.model_dump_json().encode()``, the same bytes; a record carrying a chunk of
     contacts (``RecipientsAdded``, ``AddRecipients``, a ``CommandRecord`` of one) has its
     envelope dumped by pydantic and its contacts by orjson."""
-    holder, outer = _holder(record)
-    contacts = holder.__dict__.get("contacts")
+    contacts = _holder(record)[0].__dict__.get("contacts")
     if not isinstance(contacts, tuple) or not contacts:
         return record.model_dump_json().encode()
     try:
-        listed = [c.__dict__ for c in contacts]
-        envelope = holder.model_copy(update={"contacts": ()})
-        if outer is None:
-            data = envelope.model_dump(mode="json")
-            data["contacts"] = listed
-        else:
-            data = outer.model_copy(update={"command": envelope}).model_dump(mode="json")
-            data["command"]["contacts"] = listed
-        return orjson.dumps(data)
+        return orjson.dumps(json_data(record))
     except TypeError:
         return record.model_dump_json().encode()
