@@ -27,6 +27,7 @@ from schemas import (
 )
 from schemas.codec import _EVENTS
 from schemas.fast import (
+    _plain_text,
     contact_json,
     contact_json_spans,
     contacts_json,
@@ -223,7 +224,7 @@ def test_what_is_not_plain_goes_to_pydantic(raw: dict[str, Any]) -> None:
     assert fast_contacts([raw], stored=False) is None
 
 
-def _record(contacts: list[Any]) -> bytes:
+def _record(contacts: list[Any], *, ascii_only: bool = True) -> bytes:
     command = {
         "type": "AddRecipients",
         "schema_version": 1,
@@ -238,7 +239,9 @@ def _record(contacts: list[Any]) -> bytes:
         "actor": {"kind": "service", "account_id": "acct-a", "service": "api"},
         "issued_at": "2026-12-01T09:00:00Z",
     }
-    return json.dumps(record, allow_nan=True, separators=(",", ":")).encode()
+    return json.dumps(
+        record, allow_nan=True, separators=(",", ":"), ensure_ascii=ascii_only
+    ).encode()
 
 
 def _outcome(decode: Any, value: bytes) -> Any:
@@ -248,11 +251,22 @@ def _outcome(decode: Any, value: bytes) -> Any:
         return ("error", type(error).__name__, str(error))  # message and input
 
 
-@given(st.lists(_contact_dict(), min_size=0, max_size=3))
-@example([_PLAIN])
-@example([{**_PLAIN, "contact_id": "a\nb"}, _PLAIN])
-def test_the_processor_s_edge_decodes_as_plain_pydantic(contacts: list[Any]) -> None:
-    value = _record(contacts)
+@given(st.lists(_contact_dict(), min_size=0, max_size=3), st.booleans())
+@example([_PLAIN], True)
+@example([{**_PLAIN, "contact_id": "a\nb"}, _PLAIN], True)
+# Raw in the JSON text (not escaped): DEL, NEL, U+2028 where the one-line rule refuses them,
+# DEL in a value (the text rule allows it), non-ASCII text and addresses.
+@example([{**_PLAIN, "contact_id": "a\x7fb"}], True)
+@example([{**_PLAIN, "attributes": {"a\x7fb": "x"}}], True)
+@example([{**_PLAIN, "attributes": {"k": "a\x7fb"}}], True)
+@example([{**_PLAIN, "contact_id": "a\x85b"}], False)
+@example([{**_PLAIN, "attributes": {"a\u2028b": "x"}}], False)
+@example([{**_PLAIN, "attributes": {"k": "a\u2029b\x85"}}], False)
+@example([{**_PLAIN, "contact_id": "zoë", "email": "zoë@bücher.example"}], False)
+def test_the_processor_s_edge_decodes_as_plain_pydantic(
+    contacts: list[Any], ascii_only: bool
+) -> None:
+    value = _record(contacts, ascii_only=ascii_only)
     assert _outcome(decode_input, value) == _outcome(_plain_decode_input, value)
 
 
@@ -297,6 +311,9 @@ def test_a_chunk_parsed_and_checked_in_one_pass_decodes_as_plain_pydantic(value:
 def test_a_plain_chunk_takes_the_one_pass_path() -> None:
     fast = fast_chunk_record(_ENVELOPE)
     assert fast is not None
+    assert _plain_text(_ENVELOPE)  # and without the text rules' patterns
+    for unplain in ("a\x7fb", "a\\nb", "zoë"):  # DEL, an escape, not ASCII
+        assert not _plain_text(_record([{**_PLAIN, "contact_id": unplain}], ascii_only=False))
     assert all(isinstance(c, Contact) for c in fast["command"]["contacts"])
     assert (
         fast_chunk_record(_ENVELOPE.replace(b'"contact_id":"c2"', b'"contact_id":" c2\\n"')) is None
