@@ -296,16 +296,9 @@ def _holder(record: BaseModel) -> tuple[BaseModel, BaseModel | None]:
     return record, None
 
 
-def json_data(record: BaseModel) -> Any:
-    """What orjson writes as the bytes it writes of ``record.model_dump(mode="json")``, at a
-    fraction of the cost when ``record`` (or its ``command``) holds a chunk of Contacts: their
-    own field dicts in place of their dump (plain JSON values; a float that is not finite is
-    ``null`` either way). orjson raises TypeError for an int past 64 bits in them: the caller
-    then dumps the record itself. Without a chunk of Contacts: the record's dump."""
-    holder, outer = _holder(record)
-    contacts = holder.__dict__.get("contacts")
-    if not contacts or not all(type(c) is Contact for c in contacts):
-        return record.model_dump(mode="json")
+def _data(record: BaseModel, holder: BaseModel, outer: BaseModel | None, contacts: Any) -> Any:
+    """``record.model_dump(mode="json")`` with its chunk of ``contacts`` (held by ``holder``,
+    inside ``outer`` or the record itself) as their own field dicts."""
     listed = [c.__dict__ for c in contacts]
     envelope = holder.model_copy(update={"contacts": type(contacts)()})
     if outer is None:
@@ -317,14 +310,28 @@ def json_data(record: BaseModel) -> Any:
     return data
 
 
+def json_data(record: BaseModel) -> Any:
+    """What orjson writes as the bytes it writes of ``record.model_dump(mode="json")``, at a
+    fraction of the cost when ``record`` (or its ``command``) holds a chunk of Contacts: their
+    own field dicts in place of their dump (plain JSON values; a float that is not finite is
+    ``null`` either way). orjson raises TypeError for an int past 64 bits in them: the caller
+    then dumps the record itself. Without a chunk of Contacts: the record's dump."""
+    holder, outer = _holder(record)
+    contacts = holder.__dict__.get("contacts")
+    if not contacts or not all(type(c) is Contact for c in contacts):
+        return record.model_dump(mode="json")
+    return _data(record, holder, outer, contacts)
+
+
 def dump_json(record: BaseModel) -> bytes:
     """``record.model_dump_json().encode()``, the same bytes; a record carrying a chunk of
     contacts (``RecipientsAdded``, ``AddRecipients``, a ``CommandRecord`` of one) has its
     envelope dumped by pydantic and its contacts by orjson."""
-    contacts = _holder(record)[0].__dict__.get("contacts")
+    holder, outer = _holder(record)
+    contacts = holder.__dict__.get("contacts")
     if not isinstance(contacts, tuple) or not contacts:
         return record.model_dump_json().encode()
     try:
-        return orjson.dumps(json_data(record))
+        return orjson.dumps(_data(record, holder, outer, contacts))
     except TypeError:
         return record.model_dump_json().encode()
