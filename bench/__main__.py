@@ -36,6 +36,7 @@ from bench import (
     bench_planner,
     bench_processor,
     bench_projections,
+    intake_floor,
     results,
 )
 from bench.harness.servers import servers
@@ -420,9 +421,11 @@ class Run:
             bench_intake.run(c["intake_clients"], c["intake_chunks"], self.tmp, *servers()[:2])
         )
         errors = f"; {found['errors']} chunks not answered 200" if found["errors"] else ""
+        floor = intake_floor.measure(runs=7, contacts=10_000)
         self.figures["rest_intake"] = Figure(
             value=found["contacts_per_s"],
             unit="contacts/s",
+            ceiling=floor["ceiling_contacts_per_s"],
             target=bench_intake.TARGET,
             sizes={"contacts": found["contacts"], "clients": found["clients"]},
             runs=[found],
@@ -430,7 +433,8 @@ class Run:
             note=f"{found['clients']} clients, chunks of {found['chunk']:,} over HTTP, to the "
             f"committed answer; chunk p50 {found['chunk_p50_ms']} ms, p99 "
             f"{found['chunk_p99_ms']} ms; CPU ms per 10,000 contacts "
-            f"{found['cpu_ms_per_10k_contacts']}{errors}",
+            f"{found['cpu_ms_per_10k_contacts']}{errors}; ceiling = one core deciding at the "
+            f"raw libraries' floor of {floor['floor_us']} us a contact (bench/intake_floor.py)",
         )
 
     def csv_import(self) -> None:

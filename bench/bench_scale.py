@@ -8,7 +8,8 @@ snapshots as the service's defaults have them) and the real broker:
 
 1. **intake**: the audience is published to the commands topic as AddRecipients commands of
    10,000 contacts (built beforehand, not timed) and timed from the first publish to the last
-   command's result committed: contacts/s into committed events;
+   command's result committed: contacts/s into committed events (beside it, "intake_floor":
+   the ceiling one core allows at the raw libraries' cost a contact, bench/intake_floor.py);
 2. **release**: the message is scheduled (release_rate: see below; no in-flight window: no delivery
    worker runs here) and every tick is written at once, one simulated second apart, so the figure
    is the dispatcher's speed: send records committed per second;
@@ -63,7 +64,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench import bench_scaleout, results
+from bench import bench_scaleout, intake_floor, results
 from bench.bench_commands import percentile
 from bench.bench_dispatch import Ends, rss_mb
 from bench.bench_paging import TARGET_MS, timed_get
@@ -511,10 +512,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     server = servers()
     sections: dict[str, Any] = {}
+    # The intake's ceiling on one core (bench/intake_floor.py), measured in process before the
+    # stack starts, so that the run's intake rate is read beside it.
+    floor = intake_floor.measure(runs=7, contacts=10_000)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         sections["scale"] = asyncio.run(
             run(args.recipients, Path(tmp), server, verify=args.verify, pages=args.pages)
         )
+        sections["scale"]["intake_floor"] = floor
         if args.delivery_slice:
             sections["scaleout"] = asyncio.run(
                 bench_scaleout.run(args.delivery_slice, Path(tmp), server)
