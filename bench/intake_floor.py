@@ -29,8 +29,6 @@ Usage: ``python -m bench.intake_floor [--runs N] [--contacts C]``.
 from __future__ import annotations
 
 import argparse
-import gc
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from bench.cpu import least_cpu_ms
 from bench.harness.processor import generated
 from schemas import Actor, AddRecipients
 from schemas.fast import _plain_text, _record_of_chunk
@@ -66,13 +65,7 @@ def chunk_record(contacts: int) -> bytes:
 
 def _least_us(runs: int, per: int, step: Callable[[], Any]) -> float:
     """The least CPU microseconds per item of ``runs`` calls of ``step`` over ``per`` items."""
-    best = float("inf")
-    for _ in range(runs):
-        gc.collect()
-        start = time.process_time()
-        step()
-        best = min(best, time.process_time() - start)
-    return best * 1e6 / per
+    return least_cpu_ms(runs, step) * 1000 / per
 
 
 def measure(runs: int, contacts: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from pydantic import TypeAdapter
 
+from bench.cpu import least_cpu_ms
 from schemas import Actor, AddRecipients, Contact, Content, CreateDraft, decode_event
 from schemas.wire import CommandRecord, decode_input
 from services.commands.csv_rows import CsvContacts, ParsedRow
@@ -56,17 +57,6 @@ def _encoders() -> tuple[Callable[[Any], bytes], Callable[[Any], bytes]]:
         adapter = TypeAdapter(tuple[Contact, ...])
         return (lambda record: record.model_dump_json().encode()), adapter.dump_json
     return fast.dump_json, fast.contacts_json
-
-
-def _least(runs: int, step: Callable[[], Any]) -> float:
-    """The least CPU milliseconds of ``runs`` calls of ``step``."""
-    best = float("inf")
-    for _ in range(runs):
-        gc.collect()
-        start = time.process_time()
-        step()
-        best = min(best, time.process_time() - start)
-    return best * 1000
 
 
 def _record(message_id: uuid.UUID, contacts: tuple[Contact, ...]) -> CommandRecord:
@@ -116,14 +106,14 @@ def measure(runs: int, rows: int) -> dict[str, float]:
     record = _record(message_id, contacts)
     value = record.model_dump_json().encode()
     out: dict[str, float] = {}
-    out["api: parse and check the rows"] = _least(runs, parse)
-    out["api: encode the command record"] = _least(
+    out["api: parse and check the rows"] = least_cpu_ms(runs, parse)
+    out["api: encode the command record"] = least_cpu_ms(
         runs, lambda: dump_json(_record(message_id, contacts))
     )
-    out["api: the chunk's digest"] = _least(
+    out["api: the chunk's digest"] = least_cpu_ms(
         runs, lambda: hashlib.sha256(contacts_json(contacts)).hexdigest()
     )
-    out["dispatcher: decode the record"] = _least(runs, lambda: decode_input(value))
+    out["dispatcher: decode the record"] = least_cpu_ms(runs, lambda: decode_input(value))
 
     decided: list[Any] = []
 
@@ -150,10 +140,10 @@ def measure(runs: int, rows: int) -> dict[str, float]:
         store.observe(event, folded.messages[event.message_id])
         store.close()
 
-    out["dispatcher: FileContacts.observe"] = _least(runs, observe)
-    out["dispatcher: encode the event"] = _least(runs, lambda: dump_json(event))
+    out["dispatcher: FileContacts.observe"] = least_cpu_ms(runs, observe)
+    out["dispatcher: encode the event"] = least_cpu_ms(runs, lambda: dump_json(event))
     stored = event.model_dump_json().encode()
-    out["projections: decode_event"] = _least(runs, lambda: decode_event(stored))
+    out["projections: decode_event"] = least_cpu_ms(runs, lambda: decode_event(stored))
     return out
 
 
