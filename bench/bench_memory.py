@@ -30,7 +30,7 @@ from pathlib import Path
 
 import structlog
 
-from bench.harness.processor import generated
+from bench.harness.processor import generated, unchecked_add
 from schemas import Actor, AddRecipients, Content, CreateDraft
 from schemas.wire import CommandRecord
 from services.common.runtime import tune_gc
@@ -74,13 +74,7 @@ def run(recipients: int) -> dict[str, float]:
     base = rss_bytes()
     cpu = 0.0
     for offset, start in enumerate(range(0, recipients, CHUNK), start=1):
-        add = AddRecipients.model_construct(
-            type="AddRecipients",
-            schema_version=1,
-            command_id=uuid.uuid4(),
-            message_id=message,
-            contacts=generated(start, min(start + CHUNK, recipients)),
-        )
+        add = unchecked_add(message, generated(start, min(start + CHUNK, recipients)))
         record = _record(add, offset)
         del add
         started = time.process_time()

@@ -69,7 +69,16 @@ from bench.bench_commands import percentile
 from bench.bench_dispatch import Ends, rss_mb
 from bench.bench_paging import TARGET_MS, timed_get
 from bench.harness.kafka import committed, kafka_options
-from bench.harness.processor import CONTENT, OPERATOR, Stack, generated, ids, record, taken
+from bench.harness.processor import (
+    CONTENT,
+    OPERATOR,
+    Stack,
+    generated,
+    ids,
+    record,
+    taken,
+    unchecked_add,
+)
 from bench.harness.projections import (
     drop_schema,
     new_schema,
@@ -81,7 +90,6 @@ from bench.harness.servers import Servers, servers
 from bench.harness.spawn import api_key
 from bench.progress import say
 from schemas import (
-    AddRecipients,
     CreateDraft,
     DeliveryPlan,
     RecipientsReleased,
@@ -102,13 +110,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _adds(message: uuid.UUID, n: int) -> Iterator[tuple[uuid.UUID, bytes]]:
     at = datetime.now(UTC)
     for start in range(0, n, CHUNK):
-        command = AddRecipients.model_construct(
-            type="AddRecipients",
-            schema_version=1,
-            command_id=ids(),
-            message_id=message,
-            contacts=generated(start, min(n, start + CHUNK)),
-        )
+        command = unchecked_add(message, generated(start, min(n, start + CHUNK)))
         yield command.command_id, record(command, at=at).model_dump_json().encode()
 
 

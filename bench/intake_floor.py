@@ -38,8 +38,8 @@ from typing import Any
 import orjson
 
 from bench.cpu import least_cpu_ms
-from bench.harness.processor import generated
-from schemas import Actor, AddRecipients
+from bench.harness.processor import generated, unchecked_add
+from schemas import Actor
 from schemas.fast import _plain_text, _record_of_chunk
 from schemas.wire import CommandRecord
 
@@ -52,13 +52,7 @@ BARE_PARSE = "parse alone, no check (orjson; reference, not in the floor)"
 
 def chunk_record(contacts: int) -> bytes:
     """The commands topic's bytes of one ``AddRecipients`` of ``contacts`` generated contacts."""
-    command = AddRecipients.model_construct(
-        type="AddRecipients",
-        schema_version=1,
-        command_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        contacts=generated(0, contacts),
-    )
+    command = unchecked_add(uuid.uuid4(), generated(0, contacts))
     record = CommandRecord(command=command, actor=_ACTOR, issued_at=_T0)
     return record.model_dump_json().encode()
 

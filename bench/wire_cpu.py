@@ -29,7 +29,8 @@ import structlog
 from pydantic import TypeAdapter
 
 from bench.cpu import least_cpu_ms
-from schemas import Actor, AddRecipients, Contact, Content, CreateDraft, decode_event
+from bench.harness.processor import unchecked_add
+from schemas import Actor, Contact, Content, CreateDraft, decode_event
 from schemas.wire import CommandRecord, decode_input
 from services.commands.csv_rows import CsvContacts, ParsedRow
 from services.dispatcher.contacts import FileContacts
@@ -60,13 +61,7 @@ def _encoders() -> tuple[Callable[[Any], bytes], Callable[[Any], bytes]]:
 
 
 def _record(message_id: uuid.UUID, contacts: tuple[Contact, ...]) -> CommandRecord:
-    command = AddRecipients.model_construct(
-        type="AddRecipients",
-        schema_version=1,
-        command_id=uuid.uuid4(),
-        message_id=message_id,
-        contacts=contacts,
-    )
+    command = unchecked_add(message_id, contacts)
     return CommandRecord.model_construct(
         type="CommandRecord",
         schema_version=1,

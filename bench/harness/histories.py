@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid5
 
+from bench.harness.processor import unchecked_add
 from core import Context, MessageState, MessageStatus, decide, evolve, plan
 from core.contacts import MemoryContacts, copy_context
 from schemas import (
     MAX_CHUNK,
     Actor,
-    AddRecipients,
     Command,
     Contact,
     Content,
@@ -105,15 +105,7 @@ class Simulator:
     def add(self, message_id: UUID, contacts: list[Contact]) -> None:
         for i in range(0, len(contacts), MAX_CHUNK):
             chunk = tuple(contacts[i : i + MAX_CHUNK])
-            # Built without validating again: the contacts are valid by construction.
-            command = AddRecipients.model_construct(
-                type="AddRecipients",
-                schema_version=1,
-                command_id=self.new_id(),
-                message_id=message_id,
-                contacts=chunk,
-            )
-            self.run(command)
+            self.run(unchecked_add(message_id, chunk, self.new_id()))
 
     def send_now(self, message_id: UUID) -> None:
         self.run(ScheduleMessage(command_id=self.new_id(), message_id=message_id, send_now=True))

@@ -31,7 +31,7 @@ from bench.harness.spawn import (
     until,
 )
 from core import fold
-from schemas import Actor, Command, Contact, Content, Event, decode_event
+from schemas import Actor, AddRecipients, Command, Contact, Content, Event, decode_event
 from schemas.wire import CommandRecord, CommandResult, DeadLetter
 from services.common.kafka import client_options
 from services.common.settings import Settings
@@ -289,6 +289,21 @@ CONTENT = Content(name="News", from_address="news@example.org", subject="Hi", bo
 
 def ids() -> UUID:
     return uuid.uuid4()
+
+
+def unchecked_add(
+    message_id: UUID, contacts: tuple[Contact, ...], command_id: UUID | None = None
+) -> AddRecipients:
+    """An ``AddRecipients`` of ``contacts`` built without validating (valid by construction: the
+    benches' chunks of up to ``MAX_CHUNK``; the dispatcher validates them when it decodes the
+    record)."""
+    return AddRecipients.model_construct(
+        type="AddRecipients",
+        schema_version=1,
+        command_id=command_id or uuid.uuid4(),
+        message_id=message_id,
+        contacts=contacts,
+    )
 
 
 def generated(start: int, stop: int) -> tuple[Contact, ...]:
