@@ -239,9 +239,11 @@ def _record(contacts: list[Any], *, ascii_only: bool = True) -> bytes:
         "actor": {"kind": "service", "account_id": "acct-a", "service": "api"},
         "issued_at": "2026-12-01T09:00:00Z",
     }
+    # A lone surrogate written raw (ascii_only False) becomes bytes that are not UTF-8: a record
+    # the processor can be handed too.
     return json.dumps(
         record, allow_nan=True, separators=(",", ":"), ensure_ascii=ascii_only
-    ).encode()
+    ).encode("utf-8", "surrogatepass")
 
 
 def _outcome(decode: Any, value: bytes) -> Any:
@@ -263,6 +265,7 @@ def _outcome(decode: Any, value: bytes) -> Any:
 @example([{**_PLAIN, "attributes": {"a\u2028b": "x"}}], False)
 @example([{**_PLAIN, "attributes": {"k": "a\u2029b\x85"}}], False)
 @example([{**_PLAIN, "contact_id": "zoë", "email": "zoë@bücher.example"}], False)
+@example([{**_PLAIN, "email": "\ud800"}], False)
 def test_the_processor_s_edge_decodes_as_plain_pydantic(
     contacts: list[Any], ascii_only: bool
 ) -> None:
